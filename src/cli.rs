@@ -1,0 +1,219 @@
+//! The command line (clap derive only); `config.rs` turns it into a validated
+//! [`crate::config::Config`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::data::DatasetId;
+use crate::models::ModelKind;
+use crate::quant::apply::BiasMode;
+use crate::quant::{Granularity, Method};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sweep-gpu",
+    version,
+    about = "What each bit of weight precision really costs: trains (or loads) a model, builds \
+             post-training-quantized weight variants, scores every one on real data and writes \
+             results.csv, summary.json, plots and report.md.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub sweep: SweepArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the GPU adapters wgpu finds (best first) and say which --device auto picks.
+    Devices,
+    /// Redraw summary.json, the plots and report.md of a run from its results.csv.
+    Report {
+        /// The run's output folder.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceChoice {
+    /// a hardware GPU when there is one, else burn's CPU backend and the CPU reference quantizer
+    Auto,
+    /// the GPU path on the chosen adapter, software adapters (lavapipe) included
+    Gpu,
+    /// burn's CPU backend (flex) and the CPU reference quantizer
+    Cpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuantizerChoice {
+    /// the WGSL kernels on a GPU device, the CPU reference otherwise
+    Auto,
+    /// the CPU reference (the specification), whatever the device
+    Reference,
+    /// the WGSL kernels (needs a GPU device)
+    Wgsl,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScopeChoice {
+    /// quantize every layer
+    All,
+    /// also quantize each layer alone, the rest fp32 (per-layer sensitivity)
+    EachLayer,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SweepArgs {
+    /// Model to train (or load) and sweep.
+    #[arg(long, value_enum, required = true)]
+    pub model: Option<ModelKind>,
+
+    /// Dataset, read from --data-dir in its published format (see datasets/README.md).
+    #[arg(long, value_enum, required = true)]
+    pub dataset: Option<DatasetId>,
+
+    /// Folder holding the datasets (churn/, magic/, california/, mv/).
+    #[arg(long, env = "SWEEP_DATA_DIR", default_value = "datasets")]
+    pub data_dir: PathBuf,
+
+    /// Output folder [default: results/<model>-<dataset>-<UTC time>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+
+    /// Bit widths: a list and/or inclusive ranges, e.g. 1..=16, 2,4,8 or 1-4,8.
+    #[arg(long, default_value = "1..=16")]
+    pub bits: String,
+
+    /// Methods, comma-separated [default: all seven].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub methods: Vec<Method>,
+
+    /// Quantization groups: one per layer, one per output channel, or both (layer,channel).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "layer")]
+    pub granularity: Vec<Granularity>,
+
+    /// Base seed: data split, training, and the first stochastic-rounding seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u32,
+
+    /// Stochastic-rounding seeds per stochastic setting (seed, seed+1, ...).
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u32,
+
+    /// Which layers each variant quantizes.
+    #[arg(long, value_enum, default_value = "all")]
+    pub scope: ScopeChoice,
+
+    /// How biases meet the quantizer.
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub bias: BiasMode,
+
+    /// Where training and scoring run.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+
+    /// What quantizes the weights; both give the same codes and weights.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub quantizer: QuantizerChoice,
+
+    /// Choose the GPU adapter whose name contains this text (see `sweep-gpu devices`).
+    #[arg(long, env = "SWEEP_ADAPTER")]
+    pub adapter: Option<String>,
+
+    /// Training epochs [default: 10 for classifiers, 20 for regressors].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+
+    /// Training batch size.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+
+    /// Train even when a matching checkpoint exists.
+    #[arg(long)]
+    pub retrain: bool,
+
+    /// Checkpoint cache [default: checkpoints/ beside the output folder].
+    #[arg(long)]
+    pub checkpoint_dir: Option<PathBuf>,
+
+    /// Variants scored per launch [default: from the device's memory and buffer limits].
+    #[arg(long)]
+    pub variants_per_batch: Option<usize>,
+
+    /// Print the grid's size and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Parses `1..=16`, `1-16`, `2,4,8` and mixtures into a sorted, deduplicated list.
+pub fn parse_bits(text: &str) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let range = if let Some((a, b)) = part.split_once("..=") {
+            Some((a, b))
+        } else if part.contains("..") {
+            return Err(format!("{part:?}: write an inclusive range as A..=B (or A-B)"));
+        } else {
+            part.split_once('-')
+        };
+        let num = |s: &str| s.trim().parse::<u32>().map_err(|_| format!("{part:?}: {s:?} is not a whole number"));
+        match range {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("{part:?}: the range is empty ({a} > {b})"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    if out.is_empty() {
+        return Err("no bit widths given".into());
+    }
+    if let Some(b) = out.iter().find(|b| !crate::quant::reference::BITS.contains(b)) {
+        return Err(format!("{b} bits is outside 1..=16"));
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_lists_and_ranges() {
+        assert_eq!(parse_bits("1..=16").unwrap(), (1..=16).collect::<Vec<_>>());
+        assert_eq!(parse_bits("8,2, 4,2").unwrap(), vec![2, 4, 8]);
+        assert_eq!(parse_bits("1-3,16").unwrap(), vec![1, 2, 3, 16]);
+    }
+
+    #[test]
+    fn bad_bits_are_errors_that_say_why() {
+        assert!(parse_bits("0").unwrap_err().contains("outside 1..=16"));
+        assert!(parse_bits("17").unwrap_err().contains("outside 1..=16"));
+        assert!(parse_bits("1..16").unwrap_err().contains("A..=B"));
+        assert!(parse_bits("x").unwrap_err().contains("not a whole number"));
+        assert!(parse_bits("5..=3").unwrap_err().contains("empty"));
+        assert!(parse_bits("").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,65 @@
+//! sweep-gpu: what each bit of weight precision really costs.
+//!
+//! data (files -> tables) -> models + train (checkpoint) -> quant (a grid of
+//! quantized variants, CPU reference or WGSL) -> eval (burn, many variants per
+//! launch) -> report (results.csv, summary.json, plots, report.md).
+
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod gpu;
+pub mod models;
+pub mod progress;
+pub mod quant;
+pub mod report;
+pub mod sweep;
+pub mod train;
+
+use cli::{Cli, Command};
+pub use error::{Error, Result};
+
+/// Runs the command line; what the binary's `main` calls.
+pub fn run(cli: Cli) -> Result<()> {
+    let progress = progress::Progress::new();
+    match cli.command {
+        Some(Command::Devices) => {
+            let adapters = gpu::list_adapters();
+            if adapters.is_empty() {
+                println!("no GPU adapter found (Vulkan, Metal, DX12); --device auto uses the CPU");
+            }
+            for (i, a) in adapters.iter().enumerate() {
+                println!("{i}: {a} [{}]{}", if a.hardware { "hardware" } else { "software" }, if i == 0 { "  <- --device gpu picks this one" } else { "" });
+            }
+            match adapters.iter().find(|a| a.hardware) {
+                Some(a) => println!("--device auto: GPU ({})", a.name),
+                None => println!("--device auto: CPU (burn flex); no hardware GPU"),
+            }
+            Ok(())
+        }
+        Some(Command::Report { dir }) => {
+            let summary = report::write_all(&dir)?;
+            match summary {
+                Some(s) => println!("{}: {} variants; report.md, report.html, summary.json and plots redrawn", dir.display(), s.variants),
+                None => println!("{}: results.csv has no rows yet", dir.display()),
+            }
+            Ok(())
+        }
+        None => {
+            let config = config::Config::from_args(&cli.sweep)?;
+            let outcome = sweep::run(&config, &progress)?;
+            if let Some(s) = &outcome.summary {
+                println!("{} on {}: fp32 {} {:.4}; {} variants scored in {:.1} s", s.model, s.dataset, s.metric, s.fp32_value, outcome.variants, outcome.scoring_seconds);
+                for (key, methods) in &s.smallest_bits_within_1pct {
+                    println!("smallest bits within 1 % of fp32 ({key}):");
+                    for (m, b) in methods {
+                        println!("  {m:<22} {}", b.map_or("none".to_string(), |b| b.to_string()));
+                    }
+                }
+                println!("wrote {}/{{results.csv, summary.json, config.json, report.md, report.html, *.svg, *.png}}", outcome.out.display());
+            }
+            Ok(())
+        }
+    }
+}

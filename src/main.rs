@@ -1,0 +1,17 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = sweep_gpu::cli::Cli::parse();
+    match sweep_gpu::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

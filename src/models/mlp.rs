@@ -1,0 +1,94 @@
+//! The study's dense nets: Linear -> ReLU (-> Dropout) per hidden layer, then a
+//! Linear output layer (2 logits for classifiers, 1 value for regressors).
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::{ModelSpec, ParamRole, ParamTensor, Weights};
+use crate::error::{Error, Result};
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub layers: Vec<Linear>,
+    pub dropout: Dropout,
+}
+
+impl Mlp {
+    pub fn new(spec: &ModelSpec, device: &Device) -> Mlp {
+        let widths = spec.widths();
+        let layers = widths.windows(2).map(|w| LinearConfig::new(w[0], w[1]).init(device)).collect();
+        Mlp { layers, dropout: DropoutConfig::new(spec.dropout).init() }
+    }
+
+    /// `x`: [batch, inputs] -> [batch, outputs]. Dropout acts only on autodiff
+    /// (training) inputs.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let last = self.layers.len() - 1;
+        let mut h = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(h);
+            if i < last {
+                h = self.dropout.forward(relu(h));
+            }
+        }
+        h
+    }
+
+    /// The host copy of the parameters: for each layer, weight [in, out] (output
+    /// channel on axis 1) then bias [out].
+    pub fn to_weights(&self) -> Result<Weights> {
+        let mut tensors = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let layer_name = format!("layers.{i}");
+            let w = layer.weight.val();
+            let shape = w.dims().to_vec();
+            let data = w.try_to_vec_as::<f32>().map_err(|e| Error::Training(format!("reading {layer_name}.weight: {e:?}")))?;
+            tensors.push(ParamTensor {
+                name: format!("{layer_name}.weight"),
+                layer: layer_name.clone(),
+                shape,
+                role: ParamRole::Weight { channel_axis: 1 },
+                data,
+            });
+            if let Some(b) = &layer.bias {
+                let b = b.val();
+                let shape = b.dims().to_vec();
+                let data = b.try_to_vec_as::<f32>().map_err(|e| Error::Training(format!("reading {layer_name}.bias: {e:?}")))?;
+                tensors.push(ParamTensor { name: format!("{layer_name}.bias"), layer: layer_name, shape, role: ParamRole::Bias, data });
+            }
+        }
+        Ok(Weights { tensors })
+    }
+
+    /// A module holding `weights` (in [`Mlp::to_weights`]'s order) on `device`.
+    pub fn from_weights(spec: &ModelSpec, weights: &Weights, device: &Device) -> Mlp {
+        let mut mlp = Mlp::new(spec, device);
+        let mut it = weights.tensors.iter();
+        for layer in &mut mlp.layers {
+            let w = it.next().expect("one weight per layer");
+            layer.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w.data.clone(), w.shape.clone()), device));
+            if layer.bias.is_some() {
+                let b = it.next().expect("one bias per layer");
+                layer.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(b.data.clone(), b.shape.clone()), device)));
+            }
+        }
+        mlp
+    }
+}
+
+/// The evaluation forward pass for V variants at once: `x` is [1 or V, N, in]
+/// (shared by all variants when its first axis is 1), each layer a weight
+/// [V, in, out] and a bias [V, 1, out]; returns [V, N, outputs].
+pub fn forward_variants(x: Tensor<3>, layers: &[(Tensor<3>, Tensor<3>)]) -> Tensor<3> {
+    let last = layers.len() - 1;
+    let mut h = x;
+    for (i, (w, b)) in layers.iter().enumerate() {
+        h = h.matmul(w.clone()) + b.clone();
+        if i < last {
+            h = relu(h);
+        }
+    }
+    h
+}

@@ -1,0 +1,338 @@
+//! The WGSL quantizer: the same codes and weights as the CPU reference, computed
+//! on the wgpu device that burn shares, many variants per dispatch, written
+//! straight into burn tensors' buffers (see gpu/bridge.rs).
+//!
+//! Per tensor and granularity, once: group_partials -> reduce_partials ->
+//! finish_stats (lo, hi, mean) -> group_sqdev_partials -> reduce_partials ->
+//! finish_stats (std) -> level_params for every bit width. Per batch of
+//! variants: quantize (one dispatch, the variant on z), and optionally
+//! sq_err_partials -> reduce_partials for the weight error.
+
+use std::sync::Arc;
+
+use burn::tensor::wgpu::wgpu;
+use wgpu::util::DeviceExt;
+
+use super::reference::{GroupStats, LevelParams, Quantized, REDUCE_BLOCK};
+use super::{Grouping, Method};
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::gpu::bridge::Region;
+use crate::gpu::kernels::{Kernel, Pipelines};
+
+/// Mirrors `Partial` in shaders/common.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Partial {
+    lo: f32,
+    hi: f32,
+    sum: f32,
+    pad: f32,
+}
+const _: () = assert!(std::mem::size_of::<Partial>() == 16);
+const _: () = assert!(std::mem::size_of::<GroupStats>() == 16);
+
+
+/// Entries in the z table: Σ_{b=2..16} (2^b - 2).
+const Z_ENTRIES: usize = (1 << 17) - 34;
+
+/// A variant as the quantize kernel sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuVariant {
+    pub method: Method,
+    pub bits: u32,
+    pub seed: u32,
+}
+
+/// A tensor on the device with its per-group statistics and level parameters.
+pub struct GpuTensor {
+    pub grouping: Grouping,
+    pub tensor_index: u32,
+    pub bits: Vec<u32>,
+    weights: wgpu::Buffer,
+    stats: wgpu::Buffer,
+    params: wgpu::Buffer,
+}
+
+impl GpuTensor {
+    pub fn len(&self) -> usize {
+        self.grouping.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.grouping.len == 0
+    }
+}
+
+pub struct GpuQuantizer {
+    pub ctx: Arc<GpuContext>,
+    pipelines: Pipelines,
+    z_table: wgpu::Buffer,
+    dummy: wgpu::Buffer,
+    /// quant::exact::CONSTANTS, bound as group 1 of the kernels that use them
+    constants: wgpu::Buffer,
+}
+
+/// Splits `workgroups` over x and y (at most 65535 per dimension).
+fn grid_2d(workgroups: usize) -> (u32, u32) {
+    let x = workgroups.clamp(1, 65_535);
+    (x as u32, workgroups.div_ceil(x).max(1) as u32)
+}
+
+impl GpuQuantizer {
+    pub fn new(ctx: Arc<GpuContext>) -> Result<GpuQuantizer> {
+        let device = &ctx.device;
+        let z_table = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("z_table"),
+            size: (Z_ENTRIES * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("unused codes"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let constants = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("constants"),
+            contents: bytemuck::cast_slice(&crate::quant::exact::constants_buffer()),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let q = GpuQuantizer { ctx, pipelines: Pipelines::default(), z_table, dummy, constants };
+        let mut enc = q.encoder();
+        q.pass(&mut enc, Kernel::ZTable, &[q.z_table.as_entire_binding()], (Z_ENTRIES.div_ceil(256) as u32, 1, 1));
+        q.ctx.queue.submit([enc.finish()]);
+        Ok(q)
+    }
+
+    fn encoder(&self) -> wgpu::CommandEncoder {
+        self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("sweep-gpu quantizer") })
+    }
+
+    fn storage(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    fn empty(&self, label: &str, size: usize) -> wgpu::Buffer {
+        self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(16) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Encodes one compute pass of `kernel` with `bindings` in binding order.
+    fn pass(&self, enc: &mut wgpu::CommandEncoder, kernel: Kernel, bindings: &[wgpu::BindingResource<'_>], groups: (u32, u32, u32)) {
+        let pipeline = self.pipelines.get(&self.ctx.device, kernel);
+        let entries: Vec<wgpu::BindGroupEntry<'_>> =
+            bindings.iter().enumerate().map(|(i, r)| wgpu::BindGroupEntry { binding: i as u32, resource: r.clone() }).collect();
+        let bind_group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.file()),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.file()), timestamp_writes: None });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        if kernel.uses_constants() {
+            pass.set_bind_group(1, &self.constants_bind_group(&pipeline), &[]);
+        }
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+    }
+
+    /// Bind group 1 of a pipeline whose shader reads the constants buffer
+    /// (for kernels built outside the table too, as the tests do).
+    pub fn constants_bind_group(&self, pipeline: &wgpu::ComputePipeline) -> wgpu::BindGroup {
+        self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("constants"),
+            layout: &pipeline.get_bind_group_layout(1),
+            entries: &[wgpu::BindGroupEntry { binding: 0, resource: self.constants.as_entire_binding() }],
+        })
+    }
+
+    /// Reduces `rows` rows of `n` partials each down to one partial per row,
+    /// returning the buffer that holds them.
+    fn reduce(&self, enc: &mut wgpu::CommandEncoder, mut src: wgpu::Buffer, rows: usize, mut n: usize) -> wgpu::Buffer {
+        while n > 1 {
+            let out_n = n.div_ceil(REDUCE_BLOCK);
+            let dst = self.empty("partials", rows * out_n * 16);
+            let shape = self.storage("shape", bytemuck::cast_slice(&[n as u32, out_n as u32, 0, 0]));
+            self.pass(enc, Kernel::ReducePartials, &[src.as_entire_binding(), dst.as_entire_binding(), shape.as_entire_binding()], (out_n as u32, rows as u32, 1));
+            src = dst;
+            n = out_n;
+        }
+        src
+    }
+
+    /// Uploads a tensor and computes its statistics and level parameters for `bits`.
+    pub fn upload(&self, data: &[f32], grouping: Grouping, tensor_index: u32, bits: &[u32]) -> Result<GpuTensor> {
+        if data.len() != grouping.len || data.is_empty() {
+            return Err(Error::Quant(format!("tensor of {} elements does not match its grouping of {}", data.len(), grouping.len)));
+        }
+        let limits = self.ctx.limits();
+        let glen = grouping.group_len();
+        let blocks = glen.div_ceil(REDUCE_BLOCK);
+        if grouping.groups > limits.max_compute_workgroups_per_dimension as usize || blocks > limits.max_compute_workgroups_per_dimension as usize {
+            return Err(Error::Quant(format!("a tensor of {} groups of {glen} exceeds the dispatch limits", grouping.groups)));
+        }
+        let weights = self.storage("weights", bytemuck::cast_slice(data));
+        let stats = self.empty("stats", grouping.groups * 16);
+        let params = self.empty("params", bits.len() * grouping.groups * std::mem::size_of::<LevelParams>());
+        let shape = self.storage("shape", bytemuck::cast_slice(&[grouping.len as u32, grouping.groups as u32, grouping.stride as u32, blocks as u32]));
+        let g = grouping.groups as u32;
+        let mut enc = self.encoder();
+
+        let partials = self.empty("partials", grouping.groups * blocks * 16);
+        self.pass(&mut enc, Kernel::GroupPartials, &[weights.as_entire_binding(), partials.as_entire_binding(), shape.as_entire_binding()], (blocks as u32, g, 1));
+        let total = self.reduce(&mut enc, partials, grouping.groups, blocks);
+        let finish = |mode: u32| self.storage("shape", bytemuck::cast_slice(&[g, glen as u32, mode, 0]));
+        let finish0 = finish(0);
+        self.pass(&mut enc, Kernel::FinishStats, &[total.as_entire_binding(), stats.as_entire_binding(), finish0.as_entire_binding()], (g.div_ceil(64), 1, 1));
+
+        let partials = self.empty("partials", grouping.groups * blocks * 16);
+        self.pass(
+            &mut enc,
+            Kernel::GroupSqdevPartials,
+            &[weights.as_entire_binding(), stats.as_entire_binding(), partials.as_entire_binding(), shape.as_entire_binding()],
+            (blocks as u32, g, 1),
+        );
+        let total = self.reduce(&mut enc, partials, grouping.groups, blocks);
+        let finish1 = finish(1);
+        self.pass(&mut enc, Kernel::FinishStats, &[total.as_entire_binding(), stats.as_entire_binding(), finish1.as_entire_binding()], (g.div_ceil(64), 1, 1));
+
+        let bit_list = self.storage("bits", bytemuck::cast_slice(bits));
+        let pshape = self.storage("shape", bytemuck::cast_slice(&[g, bits.len() as u32, 0, 0]));
+        self.pass(
+            &mut enc,
+            Kernel::LevelParams,
+            &[stats.as_entire_binding(), self.z_table.as_entire_binding(), bit_list.as_entire_binding(), params.as_entire_binding(), pshape.as_entire_binding()],
+            (g.div_ceil(64), bits.len() as u32, 1),
+        );
+        self.ctx.queue.submit([enc.finish()]);
+        Ok(GpuTensor { grouping, tensor_index, bits: bits.to_vec(), weights, stats, params })
+    }
+
+    fn variant_table(&self, t: &GpuTensor, variants: &[GpuVariant]) -> Result<wgpu::Buffer> {
+        let mut table = Vec::with_capacity(variants.len() * 4);
+        for v in variants {
+            let row = t.bits.iter().position(|&b| b == v.bits).ok_or_else(|| Error::Quant(format!("{} bits were not prepared for this tensor", v.bits)))?;
+            table.extend_from_slice(&[v.method.code(), v.bits, v.seed, (row * t.grouping.groups) as u32]);
+        }
+        Ok(self.storage("variants", bytemuck::cast_slice(&table)))
+    }
+
+    /// Encodes and submits the quantization of `variants` of `t` into `out`
+    /// ([variant][element] f32) and, when given, their codes into `codes`.
+    pub fn quantize(&self, t: &GpuTensor, variants: &[GpuVariant], out: &Region<'_>, codes: Option<&wgpu::Buffer>) -> Result<()> {
+        let n = t.len();
+        let need = (variants.len() * n * 4) as u64;
+        if out.size < need {
+            return Err(Error::Quant(format!("output region of {} bytes is smaller than {need}", out.size)));
+        }
+        if variants.len() > 65_535 {
+            return Err(Error::Quant("more than 65535 variants in one dispatch".into()));
+        }
+        let table = self.variant_table(t, variants)?;
+        let (x, y) = grid_2d(n.div_ceil(256));
+        let g = t.grouping;
+        let shape = self.storage(
+            "shape",
+            bytemuck::cast_slice(&[n as u32, g.groups as u32, g.stride as u32, codes.is_some() as u32, t.tensor_index, x, 0, 0]),
+        );
+        let codes = codes.unwrap_or(&self.dummy);
+        let mut enc = self.encoder();
+        self.pass(
+            &mut enc,
+            Kernel::Quantize,
+            &[
+                t.weights.as_entire_binding(),
+                self.z_table.as_entire_binding(),
+                t.params.as_entire_binding(),
+                table.as_entire_binding(),
+                out.binding(),
+                codes.as_entire_binding(),
+                shape.as_entire_binding(),
+            ],
+            (x, y, variants.len() as u32),
+        );
+        self.ctx.queue.submit([enc.finish()]);
+        Ok(())
+    }
+
+    /// Σ (w - q)² per variant, in the canonical tree order, read back.
+    pub fn sq_err(&self, t: &GpuTensor, values: &Region<'_>, variants: usize) -> Result<Vec<f32>> {
+        let n = t.len();
+        let blocks = n.div_ceil(REDUCE_BLOCK);
+        let partials = self.empty("partials", variants * blocks * 16);
+        let shape = self.storage("shape", bytemuck::cast_slice(&[n as u32, blocks as u32, 0, 0]));
+        let mut enc = self.encoder();
+        self.pass(
+            &mut enc,
+            Kernel::SqErrPartials,
+            &[t.weights.as_entire_binding(), values.binding(), partials.as_entire_binding(), shape.as_entire_binding()],
+            (blocks as u32, variants as u32, 1),
+        );
+        let total = self.reduce(&mut enc, partials, variants, blocks);
+        self.ctx.queue.submit([enc.finish()]);
+        let p: Vec<Partial> = self.read(&total, variants * 16)?;
+        Ok(p.iter().map(|p| p.sum).collect())
+    }
+
+    /// Copies `bytes` bytes of `buffer` back to the host.
+    pub fn read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, bytes: usize) -> Result<Vec<T>> {
+        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.encoder();
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes as u64);
+        self.ctx.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.ctx.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("the readback never completed".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+        let view = staging.slice(..).get_mapped_range().map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e:?}")))?;
+        let out = bytemuck::cast_slice::<u8, T>(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Group statistics as computed on the device (for parity tests).
+    pub fn stats(&self, t: &GpuTensor) -> Result<Vec<GroupStats>> {
+        self.read(&t.stats, t.grouping.groups * 16)
+    }
+
+    /// Level parameters as computed on the device, [bits row][group].
+    pub fn params(&self, t: &GpuTensor) -> Result<Vec<LevelParams>> {
+        self.read(&t.params, t.bits.len() * t.grouping.groups * std::mem::size_of::<LevelParams>())
+    }
+
+    /// The z table as computed on the device.
+    pub fn z_table(&self) -> Result<Vec<f32>> {
+        self.read(&self.z_table, Z_ENTRIES * 4)
+    }
+
+    /// Quantizes into our own buffers and reads codes and values back (tests, bench).
+    pub fn quantize_to_host(&self, t: &GpuTensor, variants: &[GpuVariant]) -> Result<Vec<Quantized>> {
+        let n = t.len();
+        let values = self.empty("values", variants.len() * n * 4);
+        let codes = self.empty("codes", variants.len() * n * 4);
+        let region = Region { buffer: &values, offset: 0, size: (variants.len() * n * 4) as u64 };
+        self.quantize(t, variants, &region, Some(&codes))?;
+        let v: Vec<f32> = self.read(&values, variants.len() * n * 4)?;
+        let c: Vec<u32> = self.read(&codes, variants.len() * n * 4)?;
+        Ok((0..variants.len()).map(|i| Quantized { codes: c[i * n..(i + 1) * n].to_vec(), values: v[i * n..(i + 1) * n].to_vec() }).collect())
+    }
+}

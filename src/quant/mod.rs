@@ -1,0 +1,228 @@
+//! Stage 3, quantization: f32 weights -> quantized weights of every variant.
+//!
+//! Input: a model's quantizable tensors and the grid's (method, bits, granularity,
+//! seed). Output: integer codes and the f32 weights they stand for. The CPU
+//! reference (`reference.rs`) *is* the specification in ../shared/DESIGN.md made
+//! exact; the WGSL kernels must produce the same codes and the same weights.
+
+pub mod apply;
+pub mod exact;
+pub mod gpu;
+pub mod reference;
+
+use serde::{Deserialize, Serialize};
+
+/// The study's seven methods: three level sets x {nearest, stochastic}, plus midrise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    UniformNearest,
+    UniformStochastic,
+    HistogramNearest,
+    HistogramStochastic,
+    NormalNearest,
+    NormalStochastic,
+    Midrise,
+}
+
+/// How a group's levels are placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LevelSet {
+    /// K points from lo to hi inclusive.
+    Uniform,
+    /// Centres of K equal-width bins over [lo, hi].
+    Histogram,
+    /// lo, hi and K-2 quantiles of N(mean, std).
+    Normal,
+    /// delta * (k + 0.5) for K consecutive integers k, delta = (hi - lo) / K.
+    Midrise,
+}
+
+impl Method {
+    pub const ALL: [Method; 7] = [
+        Method::UniformNearest,
+        Method::UniformStochastic,
+        Method::HistogramNearest,
+        Method::HistogramStochastic,
+        Method::NormalNearest,
+        Method::NormalStochastic,
+        Method::Midrise,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::UniformNearest => "uniform-nearest",
+            Method::UniformStochastic => "uniform-stochastic",
+            Method::HistogramNearest => "histogram-nearest",
+            Method::HistogramStochastic => "histogram-stochastic",
+            Method::NormalNearest => "normal-nearest",
+            Method::NormalStochastic => "normal-stochastic",
+            Method::Midrise => "midrise",
+        }
+    }
+
+    pub fn level_set(self) -> LevelSet {
+        match self {
+            Method::UniformNearest | Method::UniformStochastic => LevelSet::Uniform,
+            Method::HistogramNearest | Method::HistogramStochastic => LevelSet::Histogram,
+            Method::NormalNearest | Method::NormalStochastic => LevelSet::Normal,
+            Method::Midrise => LevelSet::Midrise,
+        }
+    }
+
+    pub fn is_stochastic(self) -> bool {
+        matches!(self, Method::UniformStochastic | Method::HistogramStochastic | Method::NormalStochastic)
+    }
+
+    /// The method's number in the kernels' variant table (shaders/quantize.wgsl).
+    pub fn code(self) -> u32 {
+        Method::ALL.iter().position(|m| *m == self).expect("Method::ALL lists every method") as u32
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl LevelSet {
+    /// Salt of the random stream, so that two stochastic methods with the same
+    /// seed draw independent numbers.
+    fn stream_salt(self) -> u32 {
+        match self {
+            LevelSet::Uniform => 1,
+            LevelSet::Histogram => 2,
+            LevelSet::Normal => 3,
+            LevelSet::Midrise => 4,
+        }
+    }
+}
+
+/// Whole tensor or one group per output channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Granularity {
+    Layer,
+    Channel,
+}
+
+impl Granularity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Granularity::Layer => "layer",
+            Granularity::Channel => "channel",
+        }
+    }
+}
+
+/// How a tensor of `len` elements splits into `groups` groups: the k-th element
+/// of group g sits at flat index `(k / stride) * stride * groups + g * stride + k % stride`.
+/// A whole tensor is one group with stride `len`; output channels of a row-major
+/// tensor whose channel axis is followed by `inner` elements have stride `inner`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grouping {
+    pub len: usize,
+    pub groups: usize,
+    pub stride: usize,
+}
+
+impl Grouping {
+    pub fn whole(len: usize) -> Grouping {
+        Grouping { len, groups: 1, stride: len.max(1) }
+    }
+
+    /// One group per index of `axis` of a row-major tensor of `shape`.
+    pub fn per_channel(shape: &[usize], axis: usize) -> Grouping {
+        let len = shape.iter().product();
+        let stride = shape[axis + 1..].iter().product::<usize>().max(1);
+        Grouping { len, groups: shape[axis], stride }
+    }
+
+    pub fn for_granularity(shape: &[usize], channel_axis: usize, g: Granularity) -> Grouping {
+        match g {
+            Granularity::Layer => Grouping::whole(shape.iter().product()),
+            Granularity::Channel => Grouping::per_channel(shape, channel_axis),
+        }
+    }
+
+    pub fn group_len(&self) -> usize {
+        self.len / self.groups
+    }
+
+    /// Flat index of the k-th element of group g.
+    pub fn index(&self, g: usize, k: usize) -> usize {
+        (k / self.stride) * self.stride * self.groups + g * self.stride + k % self.stride
+    }
+
+    /// The group of the element at flat index `i`.
+    pub fn group_of(&self, i: usize) -> usize {
+        (i / self.stride) % self.groups
+    }
+}
+
+/// The 32-bit PCG hash (O'Neill's permuted congruential step, as popularised for
+/// GPU hashing by Jarzynski and Olano, 2020). Mirrored in shaders/common.wgsl.
+pub fn pcg_hash(v: u32) -> u32 {
+    let state = v.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
+    (word >> 22) ^ word
+}
+
+/// The random stream of a stochastic variant: its level set and bit width.
+pub fn stream_id(method: Method, bits: u32) -> u32 {
+    (method.level_set().stream_salt() << 8) | bits
+}
+
+/// The uniform number in [0, 1) that stochastic rounding uses for one element:
+/// a counter-based hash of (seed, stream, tensor, element), so every device,
+/// batch size and launch shape draws the same numbers. 24 random bits, exact in f32.
+pub fn uniform_draw(seed: u32, stream: u32, tensor: u32, element: u32) -> f32 {
+    let h = pcg_hash(element ^ pcg_hash(tensor ^ pcg_hash(stream ^ pcg_hash(seed))));
+    (h >> 8) as f32 * (1.0 / 16_777_216.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_channel_grouping_visits_every_index_once() {
+        for (shape, axis) in [(vec![3usize, 5], 1usize), (vec![4, 2, 3, 3], 0), (vec![7], 0), (vec![2, 3, 4], 1)] {
+            let g = Grouping::per_channel(&shape, axis);
+            let mut seen = vec![false; g.len];
+            for grp in 0..g.groups {
+                for k in 0..g.group_len() {
+                    let i = g.index(grp, k);
+                    assert!(!seen[i]);
+                    seen[i] = true;
+                    assert_eq!(g.group_of(i), grp);
+                }
+            }
+            assert!(seen.iter().all(|s| *s));
+        }
+        // Linear weights are [in, out]: channel j is column j
+        let g = Grouping::per_channel(&[3, 5], 1);
+        assert_eq!((0..3).map(|k| g.index(2, k)).collect::<Vec<_>>(), vec![2, 7, 12]);
+    }
+
+    #[test]
+    fn draws_are_in_unit_interval_and_depend_on_every_input() {
+        let base = uniform_draw(1, 2, 3, 4);
+        assert!((0.0..1.0).contains(&base));
+        assert_ne!(base, uniform_draw(2, 2, 3, 4));
+        assert_ne!(base, uniform_draw(1, 3, 3, 4));
+        assert_ne!(base, uniform_draw(1, 2, 4, 4));
+        assert_ne!(base, uniform_draw(1, 2, 3, 5));
+        let mean = (0..100_000).map(|i| uniform_draw(9, 1, 0, i) as f64).sum::<f64>() / 100_000.0;
+        assert!((mean - 0.5).abs() < 0.005, "{mean}");
+    }
+
+    #[test]
+    fn method_codes_and_names_round_trip() {
+        for (i, m) in Method::ALL.iter().enumerate() {
+            assert_eq!(m.code() as usize, i);
+            assert_eq!(<Method as clap::ValueEnum>::from_str(m.name(), false).unwrap(), *m);
+        }
+    }
+}

@@ -1,0 +1,518 @@
+//! The CPU reference quantizer: the specification of every method, in exact,
+//! reproducible f32 arithmetic (see `exact.rs` for why), parallel with rayon.
+//!
+//! For a group G and b bits (K = 2^b levels), with lo = min G, hi = max G:
+//! - `uniform`: L(i) = madd(i, step, lo) for i < K-1 and L(K-1) = hi, step = (hi-lo)/(K-1).
+//! - `histogram`: L(i) = madd(i + 0.5, h, lo), h = (hi-lo)/K (exact: K is a power of two).
+//! - `normal`: sort({lo, hi} ∪ {madd(std, z_i, mean) : i = 1..K-2}), z_i the standard
+//!   normal quantile at i/(K-1) (`z_entry`, one table per b); {lo, hi} at b = 1.
+//!   `madd` is c + a·b in exact partial products (`exact.rs`: why no fma).
+//!   mean and std (population) are sums in the canonical tree order of `tree_sum`.
+//! - `midrise`: k = floor(w * (1/delta)), delta = (hi-lo)/K; code = clamp(k - floor(lo/delta), 0, K-1);
+//!   value = (floor(lo/delta) + code + 0.5) * delta. The clamp keeps at most K levels; the
+//!   study's unclamped form can produce K+1 (the top value hi lands in bin K).
+//!
+//! Rounding onto L, with j = the largest index with L(j) <= w (0 when none):
+//! - `nearest`: j + 1 when (w - L(j)) >= (L(j+1) - w), else j: the closest level, an exact
+//!   tie going to the larger level.
+//! - `stochastic`: j + 1 when u * (L(j+1) - L(j)) < w - L(j), else j, with u in [0, 1) from
+//!   `uniform_draw(seed, stream, tensor, element)`: P(j+1) = (w - L(j)) / (L(j+1) - L(j)).
+//!
+//! A group whose range hi - lo is below 2^-100 (a constant tensor, say) is degenerate:
+//! every element gets code 0 and the value lo. Subnormal weights are read as zero,
+//! as GPUs that flush them do.
+//!
+//! Mirrors: shaders/common.wgsl, shaders/group_stats.wgsl, shaders/level_params.wgsl,
+//! shaders/quantize.wgsl.
+
+use std::sync::OnceLock;
+
+use bytemuck::{Pod, Zeroable};
+use rayon::prelude::*;
+
+use super::exact::{div, inv_norm_cdf, madd, recip, sqrt};
+use super::{Grouping, LevelSet, Method, stream_id, uniform_draw};
+
+/// Bit widths the quantizer accepts.
+pub const BITS: std::ops::RangeInclusive<u32> = 1..=16;
+
+/// Width of one block of the canonical summation tree (and of the reduction
+/// kernels' workgroups).
+pub const REDUCE_BLOCK: usize = 256;
+
+/// Ranges below this are degenerate (one level); keeps every step a normal float.
+pub fn min_range() -> f32 {
+    f32::from_bits(0x0D80_0000) // 2^-100
+}
+
+/// Subnormals read as zero (GPUs may flush them; this keeps both sides equal).
+#[inline]
+pub fn flush(w: f32) -> f32 {
+    if w.abs() < f32::MIN_POSITIVE { 0.0 * w } else { w }
+}
+
+/// Sums one block of up to 256 values by halving strides, zero padded.
+fn tree_sum_block(values: &mut [f32; REDUCE_BLOCK]) -> f32 {
+    let mut stride = REDUCE_BLOCK / 2;
+    while stride > 0 {
+        for i in 0..stride {
+            values[i] += values[i + stride];
+        }
+        stride /= 2;
+    }
+    values[0]
+}
+
+/// The canonical f32 sum of `len` values `f(0..len)`: blocks of 256 summed by
+/// halving strides (zero padded), then the block sums the same way, until one
+/// value is left. The reduction kernels add in exactly this order.
+pub fn tree_sum(len: usize, f: impl Fn(usize) -> f32) -> f32 {
+    if len == 0 {
+        return 0.0;
+    }
+    let block_sums = |n: usize, g: &dyn Fn(usize) -> f32| -> Vec<f32> {
+        (0..n.div_ceil(REDUCE_BLOCK))
+            .map(|b| {
+                let mut v = [0.0f32; REDUCE_BLOCK];
+                for (i, slot) in v.iter_mut().enumerate() {
+                    let k = b * REDUCE_BLOCK + i;
+                    if k < n {
+                        *slot = g(k);
+                    }
+                }
+                tree_sum_block(&mut v)
+            })
+            .collect()
+    };
+    let mut partial = block_sums(len, &f);
+    while partial.len() > 1 {
+        let p = partial;
+        partial = block_sums(p.len(), &|k| p[k]);
+    }
+    partial[0]
+}
+
+/// Statistics of one group, as the group statistics kernels compute them.
+/// Mirrors `GroupStats` in shaders/common.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct GroupStats {
+    pub lo: f32,
+    pub hi: f32,
+    pub mean: f32,
+    pub std: f32,
+}
+
+/// Statistics of every group of `w`.
+pub fn group_stats(w: &[f32], grouping: Grouping) -> Vec<GroupStats> {
+    (0..grouping.groups)
+        .into_par_iter()
+        .map(|g| {
+            let n = grouping.group_len();
+            let at = |k: usize| flush(w[grouping.index(g, k)]);
+            let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+            for k in 0..n {
+                lo = lo.min(at(k));
+                hi = hi.max(at(k));
+            }
+            let count = n as f32;
+            let mean = div(tree_sum(n, at), count);
+            let var = div(
+                tree_sum(n, |k| {
+                    let d = at(k) - mean;
+                    d * d
+                }),
+                count,
+            );
+            GroupStats { lo, hi, mean, std: sqrt(var) }
+        })
+        .collect()
+}
+
+/// z_i = Φ⁻¹(i/(K-1)) for the lower half of i = 1..K-2; the upper half mirrors
+/// it (z_i = -z_{K-1-i}), so the normal level set of symmetric data is symmetric.
+pub fn z_entry(i: u32, k: u32) -> f32 {
+    let last = k - 1;
+    if 2 * i < last { inv_norm_cdf(div(i as f32, last as f32)) } else { -inv_norm_cdf(div((last - i) as f32, last as f32)) }
+}
+
+/// The standard normal quantiles z_1..z_{K-2} for b bits (empty for b = 1).
+pub fn z_table(bits: u32) -> &'static [f32] {
+    static TABLES: [OnceLock<Vec<f32>>; 17] = [const { OnceLock::new() }; 17];
+    TABLES[bits as usize].get_or_init(|| {
+        let k = 1u32 << bits;
+        (1..k.saturating_sub(1)).into_par_iter().map(|i| z_entry(i, k)).collect()
+    })
+}
+
+/// Everything the rounding step needs about one group at one bit width.
+/// Mirrors `LevelParams` in shaders/common.wgsl: keep the field order in step.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct LevelParams {
+    pub lo: f32,
+    pub hi: f32,
+    /// uniform step (hi-lo)/(K-1) and its reciprocal
+    pub step: f32,
+    pub inv_step: f32,
+    /// histogram bin width = midrise delta = (hi-lo)/K, and its reciprocal
+    pub hstep: f32,
+    pub inv_hstep: f32,
+    /// midrise: floor(lo / delta)
+    pub k0: f32,
+    pub mean: f32,
+    pub std: f32,
+    pub bits: u32,
+    /// normal: how many quantiles lie below lo, and how many at or below hi
+    pub below_lo: u32,
+    pub upto_hi: u32,
+    /// 1 when hi - lo < 2^-100
+    pub degenerate: u32,
+    pub _pad: [u32; 3],
+}
+const _: () = assert!(std::mem::size_of::<LevelParams>() == 64);
+
+impl LevelParams {
+    pub fn new(s: &GroupStats, bits: u32, z: &[f32]) -> LevelParams {
+        let k = 1u32 << bits;
+        let range = s.hi - s.lo;
+        let mut p = LevelParams { lo: s.lo, hi: s.hi, mean: s.mean, std: s.std, bits, ..LevelParams::zeroed() };
+        // `!(a >= b)` also catches NaN ranges.
+        if !(range >= min_range()) {
+            p.degenerate = 1;
+            return p;
+        }
+        p.step = div(range, (k - 1) as f32);
+        p.inv_step = recip(p.step);
+        p.hstep = range * f32::from_bits((127 - bits) << 23); // * 2^-bits, exact
+        p.inv_hstep = recip(p.hstep);
+        p.k0 = (s.lo * p.inv_hstep).floor();
+        if bits >= 2 {
+            let q = |i: u32| madd(s.std, z[i as usize], s.mean);
+            p.below_lo = count_while(z.len() as u32, |i| q(i) < s.lo);
+            p.upto_hi = count_while(z.len() as u32, |i| q(i) <= s.hi);
+        }
+        p
+    }
+
+    pub fn levels(&self) -> u32 {
+        1 << self.bits
+    }
+
+    /// Level `t` of the level set (not used by midrise, whose values are `midrise_value`).
+    pub fn level(&self, set: LevelSet, t: u32, z: &[f32]) -> f32 {
+        let k = self.levels();
+        match set {
+            LevelSet::Uniform => {
+                if t == k - 1 { self.hi } else { madd(t as f32, self.step, self.lo) }
+            }
+            LevelSet::Histogram => madd(t as f32 + 0.5, self.hstep, self.lo),
+            LevelSet::Normal => {
+                let q = |i: u32| madd(self.std, z[i as usize], self.mean);
+                let (a, c) = (self.below_lo, self.upto_hi);
+                if t < a {
+                    q(t)
+                } else if t == a {
+                    self.lo
+                } else if t <= c {
+                    q(t - 1)
+                } else if t == c + 1 {
+                    self.hi
+                } else {
+                    q(t - 2)
+                }
+            }
+            LevelSet::Midrise => self.midrise_value(t),
+        }
+    }
+
+    fn midrise_value(&self, code: u32) -> f32 {
+        (self.k0 + code as f32 + 0.5) * self.hstep
+    }
+
+    /// The largest t with L(t) <= w, or 0 when every level exceeds w.
+    fn bracket(&self, set: LevelSet, w: f32, z: &[f32]) -> u32 {
+        let last = self.levels() - 1;
+        let at = |t: u32| self.level(set, t, z);
+        let guess = match set {
+            LevelSet::Uniform => Some((w - self.lo) * self.inv_step),
+            LevelSet::Histogram => Some((w - self.lo) * self.inv_hstep - 0.5),
+            _ => None,
+        };
+        match guess {
+            // Evenly spaced levels: an arithmetic guess, then exact steps to the
+            // bracket. The guess only saves time; the steps decide the answer.
+            Some(g) => {
+                let mut t = g.floor().clamp(0.0, last as f32) as u32;
+                while t < last && at(t + 1) <= w {
+                    t += 1;
+                }
+                while t > 0 && at(t) > w {
+                    t -= 1;
+                }
+                t
+            }
+            None => count_while(last, |t| at(t + 1) <= w),
+        }
+    }
+
+    /// The code of `w` under `method`; `u` is the element's uniform draw (used by
+    /// stochastic methods only).
+    pub fn code(&self, method: Method, w: f32, u: f32, z: &[f32]) -> u32 {
+        if self.degenerate != 0 {
+            return 0;
+        }
+        let set = method.level_set();
+        let last = self.levels() - 1;
+        if set == LevelSet::Midrise {
+            let k = (w * self.inv_hstep).floor();
+            return (k - self.k0).clamp(0.0, last as f32) as u32;
+        }
+        let j = self.bracket(set, w, z);
+        if j == last {
+            return j;
+        }
+        let (lj, lk) = (self.level(set, j, z), self.level(set, j + 1, z));
+        let up = if method.is_stochastic() {
+            w > lj && u * (lk - lj) < w - lj
+        } else {
+            (w - lj) >= (lk - w)
+        };
+        j + up as u32
+    }
+
+    /// The weight a code stands for.
+    pub fn value(&self, method: Method, code: u32, z: &[f32]) -> f32 {
+        if self.degenerate != 0 { self.lo } else { self.level(method.level_set(), code, z) }
+    }
+}
+
+/// The number of leading `i` in 0..n for which `pred` holds, for a `pred` that is
+/// true up to some point and false after it (binary search).
+fn count_while(n: u32, pred: impl Fn(u32) -> bool) -> u32 {
+    let (mut lo, mut hi) = (0u32, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) { lo = mid + 1 } else { hi = mid }
+    }
+    lo
+}
+
+/// Per-group level parameters of a tensor at one bit width.
+pub fn tensor_params(stats: &[GroupStats], bits: u32) -> Vec<LevelParams> {
+    let z = z_table(bits);
+    stats.iter().map(|s| LevelParams::new(s, bits, z)).collect()
+}
+
+/// One quantized tensor: codes and the weights they stand for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quantized {
+    pub codes: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+/// Which variant and tensor a quantization is for (the random stream's inputs).
+#[derive(Clone, Copy, Debug)]
+pub struct VariantKey {
+    pub method: Method,
+    pub bits: u32,
+    pub seed: u32,
+    pub tensor: u32,
+}
+
+/// Quantizes `w` (grouped by `grouping`, with `params` from [`tensor_params`]).
+pub fn quantize(w: &[f32], grouping: Grouping, params: &[LevelParams], key: VariantKey) -> Quantized {
+    let z = z_table(key.bits);
+    let stream = stream_id(key.method, key.bits);
+    let (codes, values) = w
+        .par_iter()
+        .enumerate()
+        .with_min_len(4096)
+        .map(|(i, &w)| {
+            let p = &params[grouping.group_of(i)];
+            let u = if key.method.is_stochastic() { uniform_draw(key.seed, stream, key.tensor, i as u32) } else { 0.0 };
+            let c = p.code(key.method, flush(w), u, z);
+            (c, p.value(key.method, c, z))
+        })
+        .unzip();
+    Quantized { codes, values }
+}
+
+/// Convenience: statistics, parameters and codes in one call.
+pub fn quantize_tensor(w: &[f32], grouping: Grouping, key: VariantKey) -> Quantized {
+    let stats = group_stats(w, grouping);
+    quantize(w, grouping, &tensor_params(&stats, key.bits), key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn q(w: &[f32], method: Method, bits: u32) -> Quantized {
+        quantize_tensor(w, Grouping::whole(w.len()), VariantKey { method, bits, seed: 1, tensor: 0 })
+    }
+
+    #[test]
+    fn uniform_nearest_by_hand() {
+        // levels 0, 1, 2, 3; 1.5 is a tie and goes up
+        let r = q(&[0.0, 0.49, 0.5, 1.5, 1.49, 3.0], Method::UniformNearest, 2);
+        assert_eq!(r.codes, vec![0, 0, 1, 2, 1, 3]);
+        assert_eq!(r.values, vec![0.0, 0.0, 1.0, 2.0, 1.0, 3.0]);
+    }
+
+    #[test]
+    fn histogram_nearest_by_hand() {
+        // 1 bit over [0, 4]: bin centres 1 and 3; 2 is a tie and goes up
+        let r = q(&[0.0, 1.9, 2.0, 4.0], Method::HistogramNearest, 1);
+        assert_eq!(r.codes, vec![0, 0, 1, 1]);
+        assert_eq!(r.values, vec![1.0, 1.0, 3.0, 3.0]);
+    }
+
+    #[test]
+    fn midrise_is_clamped_to_k_levels() {
+        // 2 bits over [0, 4]: delta 1, values 0.5..3.5; the study's unclamped form
+        // would send 4.0 to a fifth value, 4.5
+        let r = q(&[0.0, 0.99, 1.0, 3.99, 4.0], Method::Midrise, 2);
+        assert_eq!(r.codes, vec![0, 0, 1, 3, 3]);
+        assert_eq!(r.values, vec![0.5, 0.5, 1.5, 3.5, 3.5]);
+    }
+
+    #[test]
+    fn normal_levels_by_hand() {
+        // 2 bits: lo, hi and the quantiles at 1/3 and 2/3 (z = ∓0.430727)
+        let w = [-2.0f32, -1.0, 0.0, 1.0, 2.0];
+        let s = group_stats(&w, Grouping::whole(5))[0];
+        assert_eq!((s.lo, s.hi, s.mean), (-2.0, 2.0, 0.0));
+        assert!((s.std - 2f32.sqrt()).abs() < 1e-6);
+        let p = LevelParams::new(&s, 2, z_table(2));
+        let levels: Vec<f32> = (0..4).map(|t| p.level(LevelSet::Normal, t, z_table(2))).collect();
+        let z = 0.430_727_3 * 2f32.sqrt();
+        assert!((levels[1] + z).abs() < 1e-5 && (levels[2] - z).abs() < 1e-5, "{levels:?}");
+        assert_eq!((levels[0], levels[3]), (-2.0, 2.0));
+        let r = q(&w, Method::NormalNearest, 2);
+        assert_eq!(r.codes, vec![0, 1, 2, 2, 3]); // 0.0 is a tie between ∓0.609: up
+    }
+
+    #[test]
+    fn normal_levels_outside_the_range_are_sorted_in() {
+        // few, tightly spread values: at 8 bits most quantiles of N(mean, std) lie
+        // outside [lo, hi]; the level set stays sorted and lo, hi stay levels
+        let w = [0.0f32, 0.1, 0.2, 0.3, 10.0];
+        let s = group_stats(&w, Grouping::whole(5))[0];
+        let z = z_table(8);
+        let p = LevelParams::new(&s, 8, z);
+        assert!(p.below_lo > 0);
+        let levels: Vec<f32> = (0..256).map(|t| p.level(LevelSet::Normal, t, z)).collect();
+        assert!(levels.windows(2).all(|w| w[0] <= w[1]));
+        assert!(levels.contains(&0.0) && levels.contains(&10.0));
+        let r = q(&w, Method::NormalNearest, 8);
+        assert_eq!(r.values[0], 0.0);
+        assert_eq!(r.values[4], 10.0);
+    }
+
+    #[test]
+    fn constant_tensor_is_degenerate_and_exact() {
+        for m in Method::ALL {
+            for bits in [1, 4, 16] {
+                let r = q(&[0.25; 7], m, bits);
+                assert_eq!(r.codes, vec![0; 7]);
+                assert_eq!(r.values, vec![0.25; 7]);
+            }
+        }
+    }
+
+    #[test]
+    fn tree_sum_matches_exact_sums_of_integers() {
+        for n in [0, 1, 255, 256, 257, 70_000] {
+            assert_eq!(tree_sum(n, |k| (k % 7) as f32), (0..n).map(|k| (k % 7) as f64).sum::<f64>() as f32);
+        }
+    }
+
+    #[test]
+    fn per_channel_groups_use_their_own_range() {
+        // Linear weight [in = 2, out = 2]: column 0 in [0, 1], column 1 in [0, 100]
+        let w = [0.0f32, 0.0, 1.0, 100.0];
+        let g = Grouping::per_channel(&[2, 2], 1);
+        let r = quantize_tensor(&w, g, VariantKey { method: Method::UniformNearest, bits: 1, seed: 0, tensor: 0 });
+        assert_eq!(r.values, w.to_vec());
+    }
+
+    #[test]
+    fn stochastic_rounding_is_unbiased() {
+        // w = 0.3 between levels 0 and 1 (1 bit over [0, 1]): P(up) = 0.3.
+        // Over 64 seeds x 4096 elements, the mean's standard error is
+        // sqrt(0.21 / 262144) = 9e-4; the bound is 5 standard errors.
+        for m in [Method::UniformStochastic, Method::NormalStochastic] {
+            let mut w = vec![0.3f32; 4096];
+            w[0] = 0.0;
+            w[1] = 1.0;
+            let mut sum = 0.0f64;
+            for seed in 0..64 {
+                let key = VariantKey { method: m, bits: 1, seed, tensor: 3 };
+                let r = quantize_tensor(&w, Grouping::whole(w.len()), key);
+                sum += r.values[2..].iter().map(|&v| v as f64).sum::<f64>();
+            }
+            let mean = sum / (64.0 * 4094.0);
+            assert!((mean - 0.3).abs() < 5.0 * 9e-4, "{m}: mean {mean}");
+        }
+    }
+
+    fn finite_weights() -> impl Strategy<Value = Vec<f32>> {
+        prop::collection::vec(prop_oneof![-1.0e3f32..1.0e3, -1.0f32..1.0, Just(0.0f32)], 1..300)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn codes_are_in_range_with_at_most_k_distinct_finite_values(w in finite_weights(), bits in 1u32..=16, m in 0usize..7, seed in any::<u32>()) {
+            let method = Method::ALL[m];
+            let r = quantize_tensor(&w, Grouping::whole(w.len()), VariantKey { method, bits, seed, tensor: 1 });
+            let k = 1u32 << bits;
+            prop_assert!(r.codes.iter().all(|&c| c < k));
+            prop_assert!(r.values.iter().all(|v| v.is_finite()));
+            let mut distinct: Vec<u32> = r.values.iter().map(|v| v.to_bits()).collect();
+            distinct.sort();
+            distinct.dedup();
+            prop_assert!(distinct.len() as u32 <= k);
+            // the same code always stands for the same value
+            for (c, v) in r.codes.iter().zip(&r.values) {
+                let first = r.codes.iter().position(|x| x == c).unwrap();
+                prop_assert_eq!(r.values[first].to_bits(), v.to_bits());
+            }
+        }
+
+        #[test]
+        fn nearest_error_is_at_most_half_the_local_step(w in finite_weights(), bits in 1u32..=16, m in 0usize..3) {
+            let method = [Method::UniformNearest, Method::HistogramNearest, Method::NormalNearest][m];
+            let g = Grouping::whole(w.len());
+            let stats = group_stats(&w, g);
+            let p = tensor_params(&stats, bits)[0];
+            let z = z_table(bits);
+            let r = quantize(&w, g, &[p], VariantKey { method, bits, seed: 0, tensor: 0 });
+            if p.degenerate == 0 {
+                for (&x, &c) in w.iter().zip(&r.codes) {
+                    let x = flush(x);
+                    let v = p.level(method.level_set(), c, z);
+                    // the neighbour on the far side of x bounds the error by half the gap
+                    let other = if v <= x { (c + 1).min(p.levels() - 1) } else { c.saturating_sub(1) };
+                    let gap = (p.level(method.level_set(), other, z) - v).abs();
+                    let edge = if method == Method::HistogramNearest { p.hstep / 2.0 } else { 0.0 };
+                    let ulp = 4.0 * f32::EPSILON * x.abs().max(v.abs()).max(p.hi.abs()).max(p.lo.abs());
+                    prop_assert!((x - v).abs() <= gap / 2.0 + edge + ulp, "x {x} v {v} gap {gap}");
+                }
+            }
+        }
+
+        #[test]
+        fn quantizing_twice_changes_nothing_for_nearest(w in finite_weights(), bits in 1u32..=16) {
+            // the values of a uniform-nearest pass are levels of the same range, so a
+            // second pass over them (same lo and hi) returns them unchanged
+            let key = VariantKey { method: Method::UniformNearest, bits, seed: 0, tensor: 0 };
+            let once = quantize_tensor(&w, Grouping::whole(w.len()), key);
+            let twice = quantize_tensor(&once.values, Grouping::whole(w.len()), key);
+            prop_assert_eq!(once.values, twice.values);
+        }
+    }
+}

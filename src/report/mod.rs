@@ -1,0 +1,122 @@
+//! Stage 6, the report: results.csv -> summary.json, plots, report.md and
+//! report.html. Everything here is recomputed from the run folder alone, so
+//! `sweep-gpu report DIR` redraws a finished or interrupted run.
+
+pub mod plot;
+pub mod results;
+pub mod summary;
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+pub use results::{ResultRow, ResultsWriter, read_results, write_atomic};
+pub use summary::{Summary, summarize};
+
+use crate::error::{Error, Result};
+use crate::sweep::{RunInfo, metric_higher_is_better};
+
+/// Reads a run's config.json.
+pub fn read_info(dir: &Path) -> Result<RunInfo> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Results { path, message: format!("not a sweep-gpu config.json: {e}") })
+}
+
+/// Writes summary.json, the plots, report.md and report.html for the run in `dir`.
+pub fn write_all(dir: &Path) -> Result<Option<Summary>> {
+    let info = read_info(dir)?;
+    let rows = read_results(&dir.join("results.csv"), false)?;
+    let Some(summary) = summarize(&rows, metric_higher_is_better(&info.metric)) else {
+        return Ok(None);
+    };
+    write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("summary serialises").as_bytes())?;
+    let mut plots = Vec::new();
+    for g in &info.config.granularities {
+        let stem = format!("{}_vs_bits_{}", summary.metric, g.name());
+        plot::metric_vs_bits(dir, &stem, &summary, g.name(), "all")?;
+        plots.push((g.name().to_string(), stem));
+    }
+    let md = markdown(&info, &summary, &plots);
+    write_atomic(&dir.join("report.md"), md.as_bytes())?;
+    let mut html = String::from("<!doctype html><meta charset=\"utf-8\"><title>sweep-gpu report</title>\n<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}</style>\n");
+    pulldown_cmark::html::push_html(&mut html, pulldown_cmark::Parser::new_ext(&md, pulldown_cmark::Options::ENABLE_TABLES));
+    write_atomic(&dir.join("report.html"), html.as_bytes())?;
+    Ok(Some(summary))
+}
+
+fn fmt_metric(v: f64, metric: &str) -> String {
+    if metric == "accuracy" || metric == "top5" { format!("{:.2} %", 100.0 * v) } else { format!("{v:.4}") }
+}
+
+fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String)]) -> String {
+    let c = &info.config;
+    let mut md = String::new();
+    let _ = writeln!(md, "# {} on {}: what each bit costs\n", s.model, s.dataset);
+    let _ = writeln!(md, "| setting | value |\n|---|---|");
+    let rows: Vec<(&str, String)> = vec![
+        ("device", format!("{} ({})", info.device, info.device_reason)),
+        ("adapter", info.adapter.clone()),
+        ("sweep-gpu", info.sweep_gpu_version.clone()),
+        ("created (UTC)", info.created_utc.clone()),
+        ("data", format!("{} (sha256 {}…), split {}/{}/{}", info.dataset_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), &info.data_hash[..12], info.split_sizes[0], info.split_sizes[1], info.split_sizes[2])),
+        ("preprocessing", info.preprocessing.clone()),
+        ("model", format!("{} {:?}, {} parameters", info.model.kind, info.model.widths(), info.parameters)),
+        ("training", format!("{} epochs, batch {}, Adam lr {}, seed {}; kept epoch {} (best on validation){}", info.training.epochs, info.training.batch_size, info.training.learning_rate, info.training.seed, info.training_summary.best_epoch, if info.checkpoint_reused { "; checkpoint reused" } else { "" })),
+        ("grid", format!("{} variants: methods {}, bits {:?}, granularity {}, {} seed(s) per stochastic setting, scope {:?}, bias {}", info.variants, c.methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "), c.bits, c.granularities.iter().map(|g| g.name()).collect::<Vec<_>>().join(","), c.seeds, c.scope, c.bias.name())),
+        ("scored", format!("{} of {} variants", s.variants, info.variants)),
+        (
+            "fp32 baseline",
+            format!(
+                "{} {}{}, {} bytes",
+                s.metric,
+                fmt_metric(s.fp32_value, &s.metric),
+                match (&s.metric2, s.fp32_value2) {
+                    (Some(m), Some(v)) => format!(", {m} {}", fmt_metric(v, m)),
+                    _ => String::new(),
+                },
+                s.fp32_size_bytes
+            ),
+        ),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(md, "| {k} | {} |", v.replace('|', "\\|"));
+    }
+    for (g, stem) in plots {
+        let _ = writeln!(md, "\n## {} against bits ({g} granularity)\n\n![{} against bits]({stem}.png)\n", s.metric, s.metric);
+        let _ = writeln!(md, "Lines: mean over seeds; shaded: min..max over seeds (stochastic methods); dashed: fp32. [SVG]({stem}.svg)\n");
+    }
+    let _ = writeln!(md, "## Smallest bit width within 1 % of fp32\n");
+    let _ = writeln!(md, "The smallest bit width from which on the mean {} stays within 1 % (relative) of fp32 at every larger bit width in the grid; \"—\" when none does.\n", s.metric);
+    for (key, methods) in &s.smallest_bits_within_1pct {
+        let _ = writeln!(md, "**{key}**\n\n| method | bits |\n|---|---|");
+        for (m, b) in methods {
+            let _ = writeln!(md, "| {m} | {} |", b.map_or("—".to_string(), |b| b.to_string()));
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(md, "## {} by method and bits (mean over seeds, 95 % interval where there are several)\n", s.metric);
+    let mut bits: Vec<u32> = s.settings.iter().map(|x| x.bits).collect();
+    bits.sort();
+    bits.dedup();
+    let mut keys: Vec<(String, String, String)> = s.settings.iter().map(|x| (x.granularity.clone(), x.scope.clone(), x.method.clone())).collect();
+    keys.dedup();
+    let _ = writeln!(md, "| granularity | scope | method | {} |", bits.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(md, "|---|---|---|{}", "---|".repeat(bits.len()));
+    for (g, sc, m) in keys {
+        let cells: Vec<String> = bits
+            .iter()
+            .map(|b| {
+                s.settings.iter().find(|x| x.granularity == g && x.scope == sc && x.method == m && x.bits == *b).map_or(String::new(), |x| {
+                    if x.n > 1 {
+                        format!("{} ± {}", fmt_metric(x.mean, &s.metric), fmt_metric((x.ci95_high - x.mean).abs(), &s.metric))
+                    } else {
+                        fmt_metric(x.mean, &s.metric)
+                    }
+                })
+            })
+            .collect();
+        let _ = writeln!(md, "| {g} | {sc} | {m} | {} |", cells.join(" | "));
+    }
+    let _ = writeln!(md, "\nAll numbers: results.csv in this folder (one row per variant); statistics: summary.json.");
+    md
+}

@@ -1,0 +1,148 @@
+//! The metric-against-bits plot, one line per method (mean over seeds) with a
+//! min..max band over seeds, and the fp32 baseline; drawn as SVG and PNG from
+//! the summary alone.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::summary::{SettingStats, Summary};
+use crate::error::{Error, Result};
+
+/// DejaVu Sans (Bitstream Vera license, src/report/fonts/LICENSE), embedded so
+/// PNG text renders on machines without fonts.
+static FONT: &[u8] = include_bytes!("fonts/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_err() {
+            panic!("the embedded font does not parse");
+        }
+    });
+}
+
+/// Tableau-10 colours, one per method in a fixed order.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// The lines of the plot: settings of one granularity and scope, by method.
+fn series<'a>(summary: &'a Summary, granularity: &str, scope: &str) -> Vec<(String, Vec<&'a SettingStats>)> {
+    let mut methods: Vec<String> = Vec::new();
+    for s in &summary.settings {
+        if !methods.contains(&s.method) {
+            methods.push(s.method.clone());
+        }
+    }
+    methods
+        .into_iter()
+        .map(|m| {
+            let mut pts: Vec<&SettingStats> =
+                summary.settings.iter().filter(|s| s.method == m && s.granularity == granularity && s.scope == scope).collect();
+            pts.sort_by_key(|s| s.bits);
+            (m, pts)
+        })
+        .filter(|(_, p)| !p.is_empty())
+        .collect()
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, summary: &Summary, granularity: &str, scope: &str) -> std::result::Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let lines = series(summary, granularity, scope);
+    let all: Vec<&SettingStats> = lines.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let (bmin, bmax) = all.iter().fold((u32::MAX, 0), |(a, b), s| (a.min(s.bits), b.max(s.bits)));
+    let mut ylo = all.iter().map(|s| s.min).fold(summary.fp32_value, f64::min);
+    let mut yhi = all.iter().map(|s| s.max).fold(summary.fp32_value, f64::max);
+    if !summary.higher_is_better {
+        // regression errors explode at low bits: clip the axis at 20x the fp32
+        // error so the useful range stays readable (points above are clipped)
+        yhi = yhi.min(summary.fp32_value * 20.0);
+        ylo = ylo.min(summary.fp32_value * 0.9);
+    }
+    let pad = ((yhi - ylo) * 0.05).max(1e-9);
+    let title = format!(
+        "{} on {}: {} against bits ({} granularity, scope {})",
+        summary.model, summary.dataset, summary.metric, granularity, scope
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((bmin as f64 - 0.3)..(bmax as f64 + 0.3), (ylo - pad)..(yhi + pad))
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .x_desc("bits per weight")
+        .y_desc(summary.metric.as_str())
+        .x_labels((bmax - bmin + 1).min(16) as usize)
+        .x_label_formatter(&|x| format!("{}", x.round() as i64))
+        .draw()
+        .map_err(|x| e(&x))?;
+    let clip = |v: f64| v.clamp(ylo - pad, yhi + pad);
+    for (i, (method, pts)) in lines.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        if pts.iter().any(|s| s.n > 1) {
+            let mut band: Vec<(f64, f64)> = pts.iter().map(|s| (s.bits as f64, clip(s.max))).collect();
+            band.extend(pts.iter().rev().map(|s| (s.bits as f64, clip(s.min))));
+            chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15).filled()))).map_err(|x| e(&x))?;
+        }
+        chart
+            .draw_series(LineSeries::new(pts.iter().map(|s| (s.bits as f64, clip(s.mean))), color.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label(method.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart
+            .draw_series(pts.iter().map(|s| Circle::new((s.bits as f64, clip(s.mean)), 3, color.filled())))
+            .map_err(|x| e(&x))?;
+    }
+    let fp32 = summary.fp32_value;
+    chart
+        .draw_series(DashedLineSeries::new(
+            vec![(bmin as f64 - 0.3, fp32), (bmax as f64 + 0.3, fp32)],
+            8,
+            5,
+            BLACK.stroke_width(1),
+        ))
+        .map_err(|x| e(&x))?
+        .label(format!("fp32 ({fp32:.4})"))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
+    chart
+        .configure_series_labels()
+        .position(if summary.higher_is_better { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// Writes `<stem>.svg` and `<stem>.png` into `dir`.
+pub fn metric_vs_bits(dir: &Path, stem: &str, summary: &Summary, granularity: &str, scope: &str) -> Result<()> {
+    register_font();
+    let size = (960, 600);
+    let svg = dir.join(format!("{stem}.svg"));
+    let png = dir.join(format!("{stem}.png"));
+    let err = |path: &Path, m: String| Error::Results { path: path.to_path_buf(), message: format!("cannot draw the plot: {m}") };
+    draw(SVGBackend::new(&svg, size).into_drawing_area(), summary, granularity, scope).map_err(|m| err(&svg, m))?;
+    draw(BitMapBackend::new(&png, size).into_drawing_area(), summary, granularity, scope).map_err(|m| err(&png, m))?;
+    Ok(())
+}

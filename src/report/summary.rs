@@ -1,0 +1,162 @@
+//! summary.json: statistics over seeds per (method, bits, granularity, scope),
+//! the fp32 baseline, and each method's smallest bit width within 1 % of fp32.
+//! Computed from results.csv rows alone.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::results::ResultRow;
+
+/// Statistics of one setting over its seeds (one sample for deterministic methods).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SettingStats {
+    pub method: String,
+    pub bits: u32,
+    pub granularity: String,
+    pub scope: String,
+    pub n: usize,
+    pub mean: f64,
+    /// sample standard deviation (n - 1); 0 for a single sample
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    /// 95 % interval for the mean over seeds (Student's t); equal to the mean when n = 1
+    pub ci95_low: f64,
+    pub ci95_high: f64,
+    pub value2_mean: Option<f64>,
+    pub weight_mse_mean: f64,
+    pub sqnr_db_mean: f64,
+    pub size_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub model: String,
+    pub dataset: String,
+    pub metric: String,
+    pub metric2: Option<String>,
+    pub higher_is_better: bool,
+    pub fp32_value: f64,
+    pub fp32_value2: Option<f64>,
+    pub fp32_size_bytes: usize,
+    pub adapter: String,
+    pub device: String,
+    pub variants: usize,
+    pub settings: Vec<SettingStats>,
+    /// per "granularity/scope", per method: the smallest bit width from which on
+    /// (it and every larger bit width in the grid) the mean stays within 1 %
+    /// (relative) of fp32; null when none does
+    pub smallest_bits_within_1pct: BTreeMap<String, BTreeMap<String, Option<u32>>>,
+}
+
+/// Two-sided 95 % quantile of Student's t with `df` degrees of freedom.
+pub fn t95(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::NAN,
+        1..=30 => TABLE[df - 1],
+        _ => {
+            // Cornish-Fisher expansion around z = 1.959964
+            let z: f64 = 1.959_964;
+            let d = df as f64;
+            z + (z.powi(3) + z) / (4.0 * d) + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * d * d)
+        }
+    }
+}
+
+/// Whether `value` is within 1 % (relative) of `fp32` on the good side.
+pub fn within_1pct(value: f64, fp32: f64, higher_is_better: bool) -> bool {
+    if higher_is_better { value >= fp32 - 0.01 * fp32.abs() } else { value <= fp32 + 0.01 * fp32.abs() }
+}
+
+pub fn summarize(rows: &[ResultRow], higher_is_better: bool) -> Option<Summary> {
+    let first = rows.first()?;
+    let mut groups: BTreeMap<(String, String, String, u32), Vec<&ResultRow>> = BTreeMap::new();
+    for r in rows {
+        groups.entry((r.granularity.clone(), r.scope.clone(), r.method.clone(), r.bits)).or_default().push(r);
+    }
+    let mut settings = Vec::new();
+    for ((granularity, scope, method, bits), rs) in &groups {
+        let v: Vec<f64> = rs.iter().map(|r| r.value).collect();
+        let n = v.len();
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let std = if n > 1 { (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() } else { 0.0 };
+        let half = if n > 1 { t95(n - 1) * std / (n as f64).sqrt() } else { 0.0 };
+        let mean_of = |f: &dyn Fn(&ResultRow) -> f64| rs.iter().map(|r| f(r)).sum::<f64>() / n as f64;
+        settings.push(SettingStats {
+            method: method.clone(),
+            bits: *bits,
+            granularity: granularity.clone(),
+            scope: scope.clone(),
+            n,
+            mean,
+            std,
+            min: v.iter().copied().fold(f64::INFINITY, f64::min),
+            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            ci95_low: mean - half,
+            ci95_high: mean + half,
+            value2_mean: first.value2.map(|_| mean_of(&|r| r.value2.unwrap_or(f64::NAN))),
+            weight_mse_mean: mean_of(&|r| r.weight_mse),
+            sqnr_db_mean: mean_of(&|r| r.sqnr_db),
+            size_bytes: rs[0].size_bytes,
+        });
+    }
+    let mut smallest: BTreeMap<String, BTreeMap<String, Option<u32>>> = BTreeMap::new();
+    for s in &settings {
+        let key = format!("{}/{}", s.granularity, s.scope);
+        smallest.entry(key).or_default().entry(s.method.clone()).or_insert(None);
+    }
+    for (key, methods) in smallest.iter_mut() {
+        for (method, best) in methods.iter_mut() {
+            let mut by_bits: Vec<&SettingStats> =
+                settings.iter().filter(|s| &format!("{}/{}", s.granularity, s.scope) == key && &s.method == method).collect();
+            by_bits.sort_by_key(|s| std::cmp::Reverse(s.bits));
+            for s in by_bits {
+                if within_1pct(s.mean, first.fp32_value, higher_is_better) {
+                    *best = Some(s.bits);
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+    Some(Summary {
+        model: first.model.clone(),
+        dataset: first.dataset.clone(),
+        metric: first.metric.clone(),
+        metric2: first.metric2.clone(),
+        higher_is_better,
+        fp32_value: first.fp32_value,
+        fp32_value2: first.fp32_value2,
+        fp32_size_bytes: first.fp32_size_bytes,
+        adapter: first.adapter.clone(),
+        device: first.device.clone(),
+        variants: rows.len(),
+        settings,
+        smallest_bits_within_1pct: smallest,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn t_quantiles_are_close_to_tables() {
+        assert_eq!(t95(1), 12.706);
+        assert!((t95(31) - 2.0395).abs() < 2e-3);
+        assert!((t95(120) - 1.9799).abs() < 2e-3);
+    }
+
+    #[test]
+    fn within_one_percent_respects_the_metric_direction() {
+        assert!(within_1pct(0.851, 0.859, true));
+        assert!(!within_1pct(0.85, 0.859, true));
+        assert!(within_1pct(100.9, 100.0, false));
+        assert!(!within_1pct(101.1, 100.0, false));
+    }
+}

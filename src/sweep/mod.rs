@@ -1,0 +1,380 @@
+//! Stage 5, the sweep: config -> trained model -> every variant scored ->
+//! results.csv (row by row) -> summary, plots and report.
+//!
+//! Input: a validated [`Config`]. Output: the run folder described in README.md.
+
+pub mod grid;
+pub mod wgsl;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::tensor::Device;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{DeviceChoice, QuantizerChoice, ScopeChoice};
+use crate::config::Config;
+use crate::data::{self, Dataset};
+use crate::error::{Error, Result};
+use crate::eval::{Evaluator, Scores, metric_names};
+use crate::gpu::{self, AdapterSummary, GpuContext};
+use crate::models::{ModelSpec, Weights};
+use crate::progress::Progress;
+use crate::quant::apply::{Plan, QuantReport};
+use crate::report::{self, ResultRow, ResultsWriter};
+use crate::train::{self, TrainSettings, TrainSummary, checkpoint};
+use grid::{GridSpec, Scope, Variant};
+
+/// Where the work runs.
+#[derive(Clone)]
+pub enum Compute {
+    /// burn's CPU backend (flex) and the CPU reference quantizer
+    Cpu { device: Device },
+    /// burn on our wgpu device
+    Gpu { ctx: Arc<GpuContext> },
+}
+
+impl Compute {
+    pub fn burn_device(&self) -> Device {
+        match self {
+            Compute::Cpu { device } => device.clone(),
+            Compute::Gpu { ctx } => ctx.burn.clone(),
+        }
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Compute::Cpu { .. } => "cpu",
+            Compute::Gpu { .. } => "gpu",
+        }
+    }
+    pub fn adapter(&self) -> String {
+        match self {
+            Compute::Cpu { .. } => format!("cpu (burn flex, {} threads)", rayon::current_num_threads()),
+            Compute::Gpu { ctx } => ctx.summary.to_string(),
+        }
+    }
+}
+
+/// Resolves `--device`, saying which device was chosen and why.
+pub fn resolve_device(choice: DeviceChoice, adapter: Option<&str>) -> Result<(Compute, String)> {
+    match choice {
+        DeviceChoice::Cpu => Ok((Compute::Cpu { device: Device::flex() }, "--device cpu".into())),
+        DeviceChoice::Gpu => {
+            let ctx = GpuContext::shared(adapter)?;
+            let why = if ctx.summary.hardware {
+                "--device gpu".to_string()
+            } else {
+                "--device gpu on a software adapter: correct but slow (20-90 s of shader compilation first)".to_string()
+            };
+            Ok((Compute::Gpu { ctx }, why))
+        }
+        DeviceChoice::Auto => match gpu::context::hardware_adapter() {
+            Some(_) => {
+                let ctx = GpuContext::shared(adapter)?;
+                Ok((Compute::Gpu { ctx }, "--device auto found a hardware GPU".into()))
+            }
+            None => {
+                let found: Vec<String> = gpu::list_adapters().iter().map(AdapterSummary::to_string).collect();
+                let found = if found.is_empty() { "none".to_string() } else { found.join(", ") };
+                Ok((
+                    Compute::Cpu { device: Device::flex() },
+                    format!(
+                        "--device auto found no hardware GPU (adapters: {found}); burn's CPU backend is faster \
+                         here than a software adapter. --device gpu runs the GPU path anyway"
+                    ),
+                ))
+            }
+        },
+    }
+}
+
+/// config.json: the resolved settings and what the run was made of.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub sweep_gpu_version: String,
+    pub created_utc: String,
+    pub config: Config,
+    pub device: String,
+    pub adapter: String,
+    pub device_reason: String,
+    pub dataset_files: Vec<PathBuf>,
+    pub data_hash: String,
+    pub preprocessing: String,
+    pub split_sizes: [usize; 3],
+    pub model: ModelSpec,
+    pub parameters: usize,
+    pub training: TrainSettings,
+    pub training_summary: TrainSummary,
+    pub checkpoint: PathBuf,
+    pub checkpoint_reused: bool,
+    pub grid: GridSpec,
+    pub variants: usize,
+    pub metric: String,
+    pub metric2: Option<String>,
+}
+
+/// What a finished sweep hands back to the CLI.
+pub struct Outcome {
+    pub out: PathBuf,
+    pub summary: Option<report::Summary>,
+    pub variants: usize,
+    pub scoring_seconds: f64,
+}
+
+fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: &Compute, progress: &Progress) -> Result<(Weights, TrainSettings, TrainSummary, PathBuf, bool)> {
+    let settings = TrainSettings {
+        epochs: config.epochs.unwrap_or_else(|| TrainSettings::default_epochs(dataset.task)),
+        batch_size: config.batch_size,
+        learning_rate: config.learning_rate,
+        seed: config.seed,
+    };
+    let key = checkpoint::key(spec, dataset, &settings);
+    let dir = checkpoint::dir(&config.checkpoint_dir, spec, dataset.id, &key);
+    if !config.retrain {
+        if let Some((weights, meta)) = checkpoint::load(&dir, spec)? {
+            progress.log(&format!("reusing checkpoint {} (trained on {}, best epoch {})", dir.display(), meta.summary.device, meta.summary.best_epoch));
+            return Ok((weights, settings, meta.summary, dir, true));
+        }
+    }
+    progress.log(&format!(
+        "training {} on {} ({} epochs, batch {}, Adam lr {}) on {}",
+        spec.kind,
+        dataset.id,
+        settings.epochs,
+        settings.batch_size,
+        settings.learning_rate,
+        compute.kind()
+    ));
+    let (weights, summary) = train::fit(spec, dataset, &settings, &compute.burn_device(), progress)?;
+    weights.check_finite(&dir)?;
+    let meta = checkpoint::CheckpointMeta {
+        key,
+        model: spec.clone(),
+        dataset: dataset.id,
+        data_hash: dataset.data_hash.clone(),
+        settings: settings.clone(),
+        summary: summary.clone(),
+        crate_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    checkpoint::save(&dir, spec, &weights, &meta)?;
+    Ok((weights, settings, summary, dir, false))
+}
+
+/// How many variants share one scoring launch.
+fn variants_per_batch(config: &Config, compute: &Compute, eval_rows: usize, widest: usize, largest_tensor: usize) -> usize {
+    if let Some(v) = config.variants_per_batch {
+        return v;
+    }
+    match compute {
+        // flex runs one variant at a time faster than a batched matmul
+        // (../shared/BURN-WGPU-NOTES.md §5); batches only set the flush rhythm
+        Compute::Cpu { .. } => 32,
+        Compute::Gpu { ctx } => {
+            // the largest activation [V, N, widest] and the largest quantized
+            // tensor [V, n] (f32) must each fit one storage binding, with room
+            let limit = ctx.limits().max_storage_buffer_binding_size as usize / 2;
+            let per_variant = (eval_rows.max(1) * widest.max(1)).max(largest_tensor) * 4;
+            (limit / per_variant).clamp(1, 256)
+        }
+    }
+}
+
+/// Runs a whole sweep.
+pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
+    let (compute, reason) = resolve_device(config.device, config.adapter.as_deref())?;
+    progress.log(&format!("device: {} ({reason})", compute.adapter()));
+
+    let dataset = data::load(config.dataset, &config.data_dir, config.seed as u64)?;
+    progress.log(&format!(
+        "data: {} from {} ({} train / {} validation / {} test rows, {} features)",
+        dataset.id,
+        dataset.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        dataset.train.len(),
+        dataset.valid.len(),
+        dataset.test.len(),
+        dataset.train.sample_len()
+    ));
+    let spec = ModelSpec::new(config.model, dataset.id, dataset.train.sample_len(), dataset.task)?;
+
+    let mut scopes = vec![Scope::All];
+    let grid_of = |scopes: Vec<Scope>| GridSpec {
+        methods: config.methods.clone(),
+        bits: config.bits.clone(),
+        granularities: config.granularities.clone(),
+        seeds: config.rounding_seeds(),
+        scopes,
+    };
+    if config.dry_run {
+        let layers = spec.widths().len() - 1;
+        let per_scope = grid_of(vec![Scope::All]).variants().len();
+        let total = per_scope * if config.scope == ScopeChoice::EachLayer { 1 + layers } else { 1 };
+        println!("{total} variants ({per_scope} per scope; {} methods, {} bit widths, {} seeds for stochastic methods)", config.methods.len(), config.bits.len(), config.seeds);
+        return Ok(Outcome { out: config.out.clone(), summary: None, variants: total, scoring_seconds: 0.0 });
+    }
+
+    // fail on an unwritable output folder before spending time on training
+    std::fs::create_dir_all(&config.out).map_err(|e| Error::Results {
+        path: config.out.clone(),
+        message: format!("cannot create the output folder: {e}"),
+    })?;
+    let (weights, settings, train_summary, ckpt, reused) = train_or_load(config, &dataset, &spec, &compute, progress)?;
+    if config.scope == ScopeChoice::EachLayer {
+        scopes.extend(weights.layers().into_iter().map(Scope::Layer));
+    }
+    let grid = grid_of(scopes);
+    let variants = grid.variants();
+    let (metric, metric2) = metric_names(dataset.task);
+
+    let info = RunInfo {
+        sweep_gpu_version: env!("CARGO_PKG_VERSION").into(),
+        created_utc: chrono::Utc::now().to_rfc3339(),
+        config: config.clone(),
+        device: compute.kind().into(),
+        adapter: compute.adapter(),
+        device_reason: reason,
+        dataset_files: dataset.files.clone(),
+        data_hash: dataset.data_hash.clone(),
+        preprocessing: dataset.preprocessing.clone(),
+        split_sizes: [dataset.train.len(), dataset.valid.len(), dataset.test.len()],
+        model: spec.clone(),
+        parameters: weights.num_params(),
+        training: settings,
+        training_summary: train_summary,
+        checkpoint: ckpt,
+        checkpoint_reused: reused,
+        grid: grid.clone(),
+        variants: variants.len(),
+        metric: metric.into(),
+        metric2: metric2.map(Into::into),
+    };
+    report::write_atomic(&config.out.join("config.json"), serde_json::to_string_pretty(&info).expect("RunInfo serialises").as_bytes())?;
+
+    let device = compute.burn_device();
+    let evaluator = Evaluator::new(&dataset, &dataset.test, &device)?;
+    let fp32 = evaluator.score(&[&weights])?[0];
+    progress.log(&format!("fp32 test {metric}: {:.4}", fp32.primary));
+
+    let mut plan = Plan::new(weights.clone(), config.bias)?;
+    plan.prepare(&config.granularities, &config.bits);
+    let widest = spec.widths().into_iter().max().unwrap_or(1);
+    let largest = plan.targets.iter().map(|t| t.data.len()).max().unwrap_or(1);
+    let per_batch = variants_per_batch(config, &compute, evaluator.len(), widest, largest);
+
+    let wgsl = match (&compute, config.quantizer) {
+        (Compute::Gpu { ctx }, QuantizerChoice::Auto | QuantizerChoice::Wgsl) => {
+            Some(wgsl::WgslScorer::new(ctx.clone(), &plan, &config.granularities, &config.bits)?)
+        }
+        (Compute::Cpu { .. }, QuantizerChoice::Wgsl) => {
+            return Err(Error::config("--quantizer", "wgsl needs a GPU device (--device gpu)"));
+        }
+        _ => None,
+    };
+    let quantizer = if wgsl.is_some() { "wgsl" } else { "cpu-reference" };
+    progress.log(&format!("quantizer: {quantizer}; {} variants, up to {per_batch} per batch", variants.len()));
+
+    let results_path = config.out.join("results.csv");
+    let mut writer = ResultsWriter::open(&results_path)?;
+    let bar = progress.bar(variants.len() as u64, "variants");
+    let started = Instant::now();
+    let fp32_size = 4 * weights.num_params();
+    for batch in batches(&variants, per_batch) {
+        let t0 = Instant::now();
+        let scored: Vec<(QuantReport, Scores)> = match (&wgsl, &compute) {
+            (Some(w), _) => w.score(&plan, batch, &evaluator)?,
+            (None, Compute::Cpu { .. }) => {
+                let applied: Vec<(Weights, QuantReport)> = batch.par_iter().map(|v| plan.apply(v)).collect();
+                let mut out = Vec::with_capacity(batch.len());
+                for (w, q) in applied {
+                    out.push((q, evaluator.score(&[&w])?[0]));
+                }
+                out
+            }
+            (None, Compute::Gpu { .. }) => {
+                let applied: Vec<(Weights, QuantReport)> = batch.par_iter().map(|v| plan.apply(v)).collect();
+                let refs: Vec<&Weights> = applied.iter().map(|(w, _)| w).collect();
+                let scores = evaluator.score(&refs)?;
+                applied.iter().map(|(_, q)| *q).zip(scores).collect()
+            }
+        };
+        let eval_ms = t0.elapsed().as_secs_f64() * 1000.0 / batch.len() as f64;
+        let rows: Vec<ResultRow> = batch
+            .iter()
+            .zip(&scored)
+            .map(|(v, (q, s))| row(config, &compute, quantizer, v, s, &fp32, q, fp32_size, metric, metric2, eval_ms))
+            .collect();
+        writer.append(&rows)?;
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    let scoring_seconds = started.elapsed().as_secs_f64();
+    progress.log(&format!("scored {} variants in {scoring_seconds:.1} s ({:.0} variants/s)", variants.len(), variants.len() as f64 / scoring_seconds));
+    let summary = report::write_all(&config.out)?;
+    Ok(Outcome { out: config.out.clone(), summary, variants: variants.len(), scoring_seconds })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    config: &Config,
+    compute: &Compute,
+    quantizer: &str,
+    v: &Variant,
+    s: &Scores,
+    fp32: &Scores,
+    q: &QuantReport,
+    fp32_size: usize,
+    metric: &str,
+    metric2: Option<&str>,
+    eval_ms: f64,
+) -> ResultRow {
+    ResultRow {
+        variant_id: v.id(),
+        model: config.model.to_string(),
+        dataset: config.dataset.to_string(),
+        method: v.method.to_string(),
+        bits: v.bits,
+        granularity: v.granularity.name().into(),
+        seed: v.seed,
+        scope: v.scope.name(),
+        bias: config.bias.name().into(),
+        metric: metric.into(),
+        value: s.primary,
+        fp32_value: fp32.primary,
+        metric2: metric2.map(Into::into),
+        value2: s.secondary,
+        fp32_value2: fp32.secondary,
+        weight_mse: q.mse(),
+        sqnr_db: q.sqnr_db(),
+        size_bytes: q.size_bytes,
+        fp32_size_bytes: fp32_size,
+        device: compute.kind().into(),
+        adapter: compute.adapter(),
+        quantizer: quantizer.into(),
+        eval_ms,
+    }
+}
+
+/// Consecutive runs of at most `size` variants that share a scope and a
+/// granularity (the grid lists variants scope by scope, granularity by granularity).
+fn batches(variants: &[Variant], size: usize) -> Vec<&[Variant]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=variants.len() {
+        let boundary = i == variants.len()
+            || i - start == size
+            || variants[i].scope != variants[start].scope
+            || variants[i].granularity != variants[start].granularity;
+        if boundary {
+            out.push(&variants[start..i]);
+            start = i;
+        }
+    }
+    out
+}
+
+/// Whether larger is better for a run's metric name.
+pub fn metric_higher_is_better(metric: &str) -> bool {
+    metric == "accuracy"
+}
+

@@ -1,0 +1,99 @@
+//! Checkpoints: a burn record of the trained model plus meta.json saying what
+//! trained it. The key hashes the model, the dataset's bytes, the split seed and
+//! the training settings, so a changed input never reuses stale weights.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{TrainSettings, TrainSummary};
+use crate::data::{Dataset, DatasetId};
+use crate::error::{Error, Result};
+use crate::models::mlp::Mlp;
+use crate::models::{ModelSpec, Weights};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub key: String,
+    pub model: ModelSpec,
+    pub dataset: DatasetId,
+    pub data_hash: String,
+    pub settings: TrainSettings,
+    pub summary: TrainSummary,
+    pub crate_version: String,
+}
+
+/// The cache key: sha256 over everything that decides the trained weights.
+pub fn key(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings) -> String {
+    let material = serde_json::json!({
+        "format": 1,
+        "model": spec,
+        "dataset": dataset.id,
+        "data_hash": dataset.data_hash,
+        "preprocessing": dataset.preprocessing,
+        "settings": settings,
+    });
+    let digest = Sha256::digest(material.to_string().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where the checkpoint for `key` lives under `root`.
+pub fn dir(root: &Path, spec: &ModelSpec, dataset: DatasetId, key: &str) -> PathBuf {
+    root.join(format!("{}-{}-{}", spec.kind, dataset, key))
+}
+
+fn model_path(dir: &Path) -> PathBuf {
+    dir.join("model.bpk")
+}
+
+fn meta_path(dir: &Path) -> PathBuf {
+    dir.join("meta.json")
+}
+
+/// Writes the model, then meta.json (through a temporary name): a checkpoint
+/// without meta.json is incomplete and is retrained, never half-loaded.
+pub fn save(dir: &Path, spec: &ModelSpec, weights: &Weights, meta: &CheckpointMeta) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let model = Mlp::from_weights(spec, weights, &Device::flex());
+    model
+        .save_file(dir.join("model"))
+        .map_err(|e| Error::Checkpoint { path: model_path(dir), message: format!("cannot write: {e}") })?;
+    crate::report::write_atomic(&meta_path(dir), serde_json::to_string_pretty(meta).expect("meta serialises").as_bytes())
+}
+
+/// Loads the checkpoint in `dir` if it is complete; `Ok(None)` when there is none.
+/// A checkpoint that exists but is corrupt or belongs to another model is an error.
+pub fn load(dir: &Path, spec: &ModelSpec) -> Result<Option<(Weights, CheckpointMeta)>> {
+    let meta_file = meta_path(dir);
+    if !meta_file.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&meta_file).map_err(|e| Error::io(&meta_file, e))?;
+    let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+        path: meta_file.clone(),
+        message: format!("corrupt meta.json ({e}); delete the folder or pass --retrain"),
+    })?;
+    if &meta.model != spec {
+        return Err(Error::Checkpoint {
+            path: meta_file,
+            message: format!("was trained for another model ({:?}, not {:?}); delete the folder or pass --retrain", meta.model, spec),
+        });
+    }
+    let weights = load_weights(&model_path(dir), spec)?;
+    Ok(Some((weights, meta)))
+}
+
+/// Reads a model record into host weights; any mismatch is an error naming the file.
+pub fn load_weights(path: &Path, spec: &ModelSpec) -> Result<Weights> {
+    let device = Device::flex();
+    let model = Mlp::new(spec, &device).try_load_file(path).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!("cannot load ({e}); it is corrupt or from another model: delete it or pass --retrain"),
+    })?;
+    let weights = model.to_weights()?;
+    weights.check_finite(path)?;
+    Ok(weights)
+}

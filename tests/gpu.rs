@@ -1,0 +1,247 @@
+//! The GPU path on a real adapter (lavapipe in CI): WGSL kernels against the CPU
+//! reference, exactly; quantized weights written straight into burn tensors;
+//! burn-wgpu evaluation against the CPU backend. One test binary and one shared
+//! device, because every process pays burn's shader compilation on lavapipe.
+//!
+//! A missing adapter fails these tests; it never skips them. Install Mesa's
+//! software Vulkan (Debian: apt-get install mesa-vulkan-drivers) to run them
+//! without a GPU.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sweep_gpu::gpu::GpuContext;
+use sweep_gpu::quant::gpu::{GpuQuantizer, GpuVariant};
+use sweep_gpu::quant::reference::{self, VariantKey};
+use sweep_gpu::quant::{Granularity, Grouping, Method};
+
+/// The shared quantizer; the Mutex serialises tests on the one device.
+fn quantizer() -> &'static Mutex<GpuQuantizer> {
+    static Q: OnceLock<Mutex<GpuQuantizer>> = OnceLock::new();
+    Q.get_or_init(|| {
+        let ctx: Arc<GpuContext> = GpuContext::shared(None).unwrap_or_else(|e| {
+            panic!("GPU tests need a wgpu adapter ({e}); without a GPU install Mesa's lavapipe: apt-get install mesa-vulkan-drivers")
+        });
+        eprintln!("GPU tests on {}", ctx.summary);
+        Mutex::new(GpuQuantizer::new(ctx).expect("quantizer"))
+    })
+}
+
+/// Deterministic weights with a roughly normal spread (sum of uniforms).
+fn normalish(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 24) as f32
+    };
+    (0..n).map(|_| ((0..4).map(|_| next()).sum::<f32>() - 2.0) * scale).collect()
+}
+
+fn all_variants(bits: &[u32], seeds: &[u32]) -> Vec<GpuVariant> {
+    let mut v = Vec::new();
+    for m in Method::ALL {
+        for &b in bits {
+            if m.is_stochastic() {
+                v.extend(seeds.iter().map(|&seed| GpuVariant { method: m, bits: b, seed }));
+            } else {
+                v.push(GpuVariant { method: m, bits: b, seed: 0 });
+            }
+        }
+    }
+    v
+}
+
+/// Every method, every bit width: GPU codes and values equal the reference's.
+fn check_parity(name: &str, data: &[f32], shape: &[usize], channel_axis: usize, seeds: &[u32]) {
+    let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
+    let bits: Vec<u32> = (1..=16).collect();
+    for g in [Granularity::Layer, Granularity::Channel] {
+        let grouping = Grouping::for_granularity(shape, channel_axis, g);
+        let t = q.upload(data, grouping, 3, &bits).unwrap();
+        let stats = reference::group_stats(data, grouping);
+        let gpu_stats = q.stats(&t).unwrap();
+        assert_eq!(gpu_stats, stats, "{name} {g:?}: group statistics");
+        let gpu_params = q.params(&t).unwrap();
+        for (row, &b) in bits.iter().enumerate() {
+            let want = reference::tensor_params(&stats, b);
+            assert_eq!(&gpu_params[row * grouping.groups..(row + 1) * grouping.groups], &want[..], "{name} {g:?} {b} bits: level parameters");
+        }
+        let variants = all_variants(&bits, seeds);
+        let got = q.quantize_to_host(&t, &variants).unwrap();
+        let params: Vec<Vec<_>> = bits.iter().map(|&b| reference::tensor_params(&stats, b)).collect();
+        for (v, gq) in variants.iter().zip(&got) {
+            let key = VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 3 };
+            let want = reference::quantize(data, grouping, &params[v.bits as usize - 1], key);
+            if gq.codes != want.codes {
+                let i = gq.codes.iter().zip(&want.codes).position(|(a, b)| a != b).unwrap();
+                panic!("{name} {g:?} {v:?}: element {i} (w = {}) has GPU code {} and reference code {}", data[i], gq.codes[i], want.codes[i]);
+            }
+            let same_bits = gq.values.iter().zip(&want.values).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same_bits, "{name} {g:?} {v:?}: values differ");
+        }
+    }
+}
+
+#[test]
+fn z_table_matches_the_reference_bit_for_bit() {
+    let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
+    let gpu = q.z_table().unwrap();
+    let mut want = Vec::new();
+    for b in 2..=16 {
+        want.extend_from_slice(reference::z_table(b));
+    }
+    assert_eq!(gpu.len(), want.len());
+    let diff = gpu.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+    assert_eq!(diff, None, "first differing entry");
+}
+
+#[test]
+fn parity_on_one_element() {
+    check_parity("one element", &[0.37], &[1, 1], 1, &[1]);
+}
+
+#[test]
+fn parity_around_the_workgroup_size() {
+    for n in [255usize, 256, 257] {
+        check_parity(&format!("{n} elements"), &normalish(n, n as u64, 0.1), &[n, 1], 0, &[1, 2]);
+    }
+}
+
+#[test]
+fn parity_on_a_constant_tensor() {
+    check_parity("constant", &[0.3; 300], &[30, 10], 1, &[5]);
+}
+
+#[test]
+fn parity_with_an_outlier() {
+    let mut w = normalish(1000, 9, 0.05);
+    w[517] = 40.0;
+    check_parity("outlier", &w, &[100, 10], 1, &[3]);
+}
+
+#[test]
+fn parity_on_a_conv_shaped_weight() {
+    // [out 64, in 32, 3, 3], Kaiming-like spread: per channel groups are contiguous
+    let w = normalish(64 * 32 * 9, 4, (2.0f32 / (32.0 * 9.0)).sqrt());
+    check_parity("conv [64,32,3,3]", &w, &[64, 32, 3, 3], 0, &[11]);
+}
+
+#[test]
+fn parity_with_thousands_of_variants_in_one_dispatch() {
+    let w = normalish(777, 21, 0.2);
+    let seeds: Vec<u32> = (100..140).collect(); // 7 x 16 x ... = 16 x (4 + 3 x 40) = 1984 variants
+    let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
+    let bits: Vec<u32> = (1..=16).collect();
+    let grouping = Grouping::whole(w.len());
+    let t = q.upload(&w, grouping, 0, &bits).unwrap();
+    let variants = all_variants(&bits, &seeds);
+    assert!(variants.len() > 1900);
+    let got = q.quantize_to_host(&t, &variants).unwrap();
+    let stats = reference::group_stats(&w, grouping);
+    for (v, gq) in variants.iter().zip(&got) {
+        let params = reference::tensor_params(&stats, v.bits);
+        let want = reference::quantize(&w, grouping, &params, VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 0 });
+        assert_eq!(gq.codes, want.codes, "{v:?}");
+    }
+}
+
+#[test]
+fn weight_error_sums_match_the_reference_bit_for_bit() {
+    let w = normalish(3000, 5, 0.1);
+    let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
+    let grouping = Grouping::whole(w.len());
+    let t = q.upload(&w, grouping, 0, &[3, 7]).unwrap();
+    let variants = [GpuVariant { method: Method::UniformStochastic, bits: 3, seed: 4 }, GpuVariant { method: Method::Midrise, bits: 7, seed: 0 }];
+    let n = w.len();
+    let values = q.quantize_to_host(&t, &variants).unwrap();
+    // quantize again into one buffer to feed the error kernel
+    let flat: Vec<f32> = values.iter().flat_map(|v| v.values.iter().copied()).collect();
+    let buf = burn::tensor::wgpu::wgpu::util::DeviceExt::create_buffer_init(
+        &q.ctx.device,
+        &burn::tensor::wgpu::wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(&flat),
+            usage: burn::tensor::wgpu::wgpu::BufferUsages::STORAGE,
+        },
+    );
+    let region = sweep_gpu::gpu::bridge::Region { buffer: &buf, offset: 0, size: (flat.len() * 4) as u64 };
+    let gpu = q.sq_err(&t, &region, 2).unwrap();
+    for (i, v) in values.iter().enumerate() {
+        let want = reference::tree_sum(n, |k| {
+            let d = w[k] - v.values[k];
+            d * d
+        });
+        assert_eq!(gpu[i].to_bits(), want.to_bits(), "variant {i}");
+    }
+}
+
+/// The exact-arithmetic primitives of common.wgsl against quant::exact, input by input.
+#[test]
+fn exact_primitives_match_the_reference() {
+    use burn::tensor::wgpu::wgpu;
+    use sweep_gpu::quant::exact;
+    use wgpu::util::DeviceExt;
+    let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
+    let device = &q.ctx.device;
+    let kernel = r#"
+@group(0) @binding(0) var<storage, read_write> xs: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    let i = id.x;
+    if i >= arrayLength(&xs) { return; }
+    let x = xs[i];
+    out[i * 6u + 0u] = madd(x, kc(K_C2), kc(K_HALF));
+    out[i * 6u + 1u] = recip(x);
+    out[i * 6u + 2u] = div(1.0, x);
+    out[i * 6u + 3u] = sqrt_exact(x);
+    out[i * 6u + 4u] = ln_exact(x);
+    out[i * 6u + 5u] = inv_norm_cdf(fract(x));
+}
+"#;
+    let source = sweep_gpu::gpu::kernels::with_prelude(&format!("{}{}", include_str!("../shaders/common.wgsl"), kernel));
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: None, source: wgpu::ShaderSource::Wgsl(source.into()) });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: None,
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let xs: Vec<f32> = (1..200).map(|i| 0.0137 * (i as f32).powf(1.7)).chain([3.0, 0.333_333_34, 1e-5, 7.5e4]).collect();
+    let input = device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&xs), usage: wgpu::BufferUsages::STORAGE });
+    let out = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: (xs.len() * 24) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[wgpu::BindGroupEntry { binding: 0, resource: input.as_entire_binding() }, wgpu::BindGroupEntry { binding: 1, resource: out.as_entire_binding() }],
+    });
+    let mut enc = device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.set_bind_group(1, &q.constants_bind_group(&pipeline), &[]);
+        pass.dispatch_workgroups((xs.len() as u32).div_ceil(64), 1, 1);
+    }
+    q.ctx.queue.submit([enc.finish()]);
+    let got: Vec<f32> = q.read(&out, xs.len() * 24).unwrap();
+    let names = ["madd", "recip", "div", "sqrt", "ln", "inv_norm_cdf"];
+    let mut bad = Vec::new();
+    for (i, &x) in xs.iter().enumerate() {
+        let want = [exact::madd(x, exact::kc(exact::k::C.start + 1), 0.5), exact::recip(x), exact::div(1.0, x), exact::sqrt(x), exact::ln(x), exact::inv_norm_cdf(x - x.floor())];
+        for k in 0..6 {
+            if got[i * 6 + k].to_bits() != want[k].to_bits() {
+                bad.push(format!("{}({x}) = {} on the GPU, {} in Rust", names[k], got[i * 6 + k], want[k]));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{} mismatches, first: {:?}", bad.len(), &bad[..bad.len().min(8)]);
+}

@@ -1,0 +1,283 @@
+//! Loaders on fixtures in the real formats (good and corrupt), and the CLI end
+//! to end on the CPU path. One test binary: the burn-linked executable is large
+//! and each extra binary costs link time.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use sweep_gpu::data::{self, DatasetId, Targets, Task};
+use sweep_gpu::error::Error;
+
+fn load(id: DatasetId, dir: &Path) -> Result<data::Dataset, Error> {
+    data::load(id, dir, 1)
+}
+
+#[test]
+fn tabular_fixtures_load_with_the_study_preprocessing() {
+    let d = tabular_dir(300);
+    let churn = load(DatasetId::Churn, d.path()).unwrap();
+    assert_eq!(churn.train.sample_len(), 13);
+    assert_eq!(churn.train.len() + churn.valid.len() + churn.test.len(), 300);
+    assert_eq!(churn.task, Task::Classification { classes: 2 });
+    // standardised on the training split: column means ~0
+    let n = churn.train.len();
+    let mean0: f32 = (0..n).map(|r| churn.train.x[r * 13]).sum::<f32>() / n as f32;
+    assert!(mean0.abs() < 1e-4, "{mean0}");
+
+    let magic = load(DatasetId::Telescope, d.path()).unwrap();
+    assert_eq!(magic.train.sample_len(), 10);
+
+    let cal = load(DatasetId::California, d.path()).unwrap();
+    assert_eq!(cal.train.sample_len(), 6);
+    let kept = cal.train.len() + cal.valid.len() + cal.test.len();
+    assert!((265..=275).contains(&kept), "the 5..95 percentile filter keeps about 90 %: {kept}");
+    // min-max scaled on train: train features within [0, 1]
+    assert!(cal.train.x.iter().all(|v| (0.0..=1.0).contains(v)));
+    let Targets::Values(t) = &cal.test.y else { panic!("regression") };
+    let raw = cal.unscale_target(t[0]);
+    assert!(raw > 10.0 && raw < 510.0, "target in thousands of dollars: {raw}");
+
+    let mv = load(DatasetId::Mv, d.path()).unwrap();
+    assert_eq!(mv.train.sample_len(), 10);
+}
+
+#[test]
+fn statlib_california_is_read_when_keel_is_absent() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "california/cal_housing.data.gz", &gzip(cal_housing_data(200).as_bytes()));
+    let cal = load(DatasetId::California, d.path()).unwrap();
+    assert_eq!(cal.train.sample_len(), 6);
+    assert!(cal.files[0].ends_with("cal_housing.data.gz"));
+}
+
+#[test]
+fn same_seed_same_split_other_seed_other_split() {
+    let d = tabular_dir(200);
+    let a = data::load(DatasetId::Mv, d.path(), 5).unwrap();
+    let b = data::load(DatasetId::Mv, d.path(), 5).unwrap();
+    let c = data::load(DatasetId::Mv, d.path(), 6).unwrap();
+    assert_eq!(a.test, b.test);
+    assert_ne!(a.test, c.test);
+    assert_eq!(a.data_hash, c.data_hash);
+}
+
+fn err_text(id: DatasetId, dir: &Path) -> String {
+    load(id, dir).expect_err("must fail").to_string()
+}
+
+#[test]
+fn missing_file_is_an_error_naming_the_path_and_the_fix() {
+    let d = tempfile::tempdir().unwrap();
+    let e = err_text(DatasetId::Churn, d.path());
+    assert!(e.contains("Churn_Modelling.csv") && e.contains("--data-dir"), "{e}");
+    let e = err_text(DatasetId::Churn, &d.path().join("nope"));
+    assert!(e.contains("does not exist"), "{e}");
+}
+
+#[test]
+fn empty_file_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "magic/magic04.data", b"");
+    assert!(err_text(DatasetId::Telescope, d.path()).contains("empty"));
+}
+
+#[test]
+fn truncated_gzip_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let gz = gzip(churn_csv(100).as_bytes());
+    write(d.path(), "churn/Churn_Modelling.csv.gz", &gz[..gz.len() / 2]);
+    let e = err_text(DatasetId::Churn, d.path());
+    assert!(e.contains("Churn_Modelling.csv.gz") && e.contains("truncated or corrupt gzip"), "{e}");
+}
+
+#[test]
+fn csv_row_with_a_missing_field_names_the_line() {
+    let d = tempfile::tempdir().unwrap();
+    let mut text = churn_csv(20);
+    text.push_str("21,1,X,600,France,Male,40,1,0.0,1,1\r\n");
+    write(d.path(), "churn/Churn_Modelling.csv", text.as_bytes());
+    let e = err_text(DatasetId::Churn, d.path());
+    assert!(e.contains("line 22"), "{e}");
+}
+
+#[test]
+fn non_numeric_field_names_line_and_column() {
+    let d = tempfile::tempdir().unwrap();
+    let mut text = magic_data(10);
+    text.push_str("1,2,3,4,5,6,7,abc,9,10,g\n");
+    write(d.path(), "magic/magic04.data", text.as_bytes());
+    let e = err_text(DatasetId::Telescope, d.path());
+    assert!(e.contains("line 11") && e.contains("fM3Trans") && e.contains("\"abc\""), "{e}");
+}
+
+#[test]
+fn nan_and_infinity_in_data_are_refused() {
+    for bad in ["NaN", "inf"] {
+        let d = tempfile::tempdir().unwrap();
+        let mut text = magic_data(10);
+        text.push_str(&format!("1,2,3,4,5,6,7,8,9,{bad},g\n"));
+        write(d.path(), "magic/magic04.data", text.as_bytes());
+        let e = err_text(DatasetId::Telescope, d.path());
+        assert!(e.contains("line 11") && e.contains("not a finite number"), "{e}");
+    }
+}
+
+#[test]
+fn labels_out_of_range_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let mut text = magic_data(10);
+    text.push_str("1,2,3,4,5,6,7,8,9,10,x\n");
+    write(d.path(), "magic/magic04.data", text.as_bytes());
+    assert!(err_text(DatasetId::Telescope, d.path()).contains("expected g or h"));
+
+    let d = tempfile::tempdir().unwrap();
+    let text = churn_csv(10).replacen(",0\r\n", ",2\r\n", 1);
+    write(d.path(), "churn/Churn_Modelling.csv", text.as_bytes());
+    assert!(err_text(DatasetId::Churn, d.path()).contains("expected 0 or 1"));
+
+    let d = tempfile::tempdir().unwrap();
+    let text = churn_csv(10).replacen("France", "Narnia", 1);
+    write(d.path(), "churn/Churn_Modelling.csv", text.as_bytes());
+    assert!(err_text(DatasetId::Churn, d.path()).contains("Geography"));
+}
+
+#[test]
+fn keel_file_without_data_section_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "mv/mv.dat", b"@relation mv\r\n@attribute X1 real\r\n1,2\r\n");
+    assert!(err_text(DatasetId::Mv, d.path()).contains("@data"));
+}
+
+#[test]
+fn wrong_field_count_in_keel_names_the_line() {
+    let d = tempfile::tempdir().unwrap();
+    let mut text = keel_mv(5);
+    text.push_str("1,2,3\r\n");
+    write(d.path(), "mv/mv.dat", text.as_bytes());
+    let e = err_text(DatasetId::Mv, d.path());
+    assert!(e.contains("line 21") && e.contains("expected 11"), "{e}");
+}
+
+#[test]
+fn churn_header_without_a_column_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let text = churn_csv(5).replacen("Geography", "Country", 1);
+    write(d.path(), "churn/Churn_Modelling.csv", text.as_bytes());
+    let e = err_text(DatasetId::Churn, d.path());
+    assert!(e.contains("line 1") && e.contains("\"Geography\""), "{e}");
+}
+
+// ---- the binary -------------------------------------------------------------
+
+fn sweep_gpu() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sweep-gpu"));
+    c.env_remove("SWEEP_DATA_DIR").env_remove("SWEEP_ADAPTER");
+    c
+}
+
+fn run_fail(args: &[&str]) -> String {
+    let out = sweep_gpu().args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_flags_exit_non_zero_with_a_message() {
+    let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--bits", "0"]);
+    assert!(e.contains("--bits") && e.contains("outside 1..=16"), "{e}");
+    let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--bits", "17"]);
+    assert!(e.contains("outside 1..=16"), "{e}");
+    let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--methods", "magic"]);
+    assert!(e.contains("invalid value 'magic'"), "{e}");
+    let e = run_fail(&["--model", "resnet1000", "--dataset", "churn"]);
+    assert!(e.contains("invalid value 'resnet1000'"), "{e}");
+    let e = run_fail(&["--dataset", "churn"]);
+    assert!(e.contains("--model"), "{e}");
+    let d = tempfile::tempdir().unwrap();
+    let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--data-dir", d.path().to_str().unwrap(), "--device", "cpu", "--out", d.path().join("o").to_str().unwrap()]);
+    assert!(e.contains("Churn_Modelling.csv"), "{e}");
+}
+
+#[test]
+fn help_documents_every_flag_with_its_default() {
+    let out = sweep_gpu().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--model", "--dataset", "--data-dir", "--out", "--bits", "--methods", "--seed", "--device", "--adapter", "--epochs", "--batch-size", "--retrain"] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    assert!(help.contains("[default: 1..=16]") && help.contains("[default: auto]"), "{help}");
+}
+
+#[test]
+fn sweep_on_the_cpu_writes_every_output_and_reuses_its_checkpoint() {
+    let data = tabular_dir(400);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("run1");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--bits", "2,8", "--methods",
+            "uniform-nearest,uniform-stochastic,midrise", "--epochs", "2", "--seeds", "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--data-dir".into(), data.path().display().to_string(), "--out".into(), out.display().to_string()])
+        .collect()
+    };
+    let run = sweep_gpu().args(args(&out)).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("training mlp-simple on churn"), "{stderr}");
+    for f in ["results.csv", "summary.json", "config.json", "report.md", "report.html", "accuracy_vs_bits_layer.svg", "accuracy_vs_bits_layer.png"] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let rows = sweep_gpu::report::read_results(&out.join("results.csv"), false).unwrap();
+    // 2 bit widths x (2 deterministic + 1 stochastic x 2 seeds)
+    assert_eq!(rows.len(), 8);
+    assert!(rows.iter().all(|r| r.device == "cpu" && r.metric == "accuracy" && r.adapter.contains("flex")));
+    let png = std::fs::read(out.join("accuracy_vs_bits_layer.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+
+    // a second run reuses the checkpoint and gives the same numbers
+    let out2 = work.path().join("run2");
+    let run = sweep_gpu().args(args(&out2)).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success() && stderr.contains("reusing checkpoint"), "{stderr}");
+    let rows2 = sweep_gpu::report::read_results(&out2.join("results.csv"), false).unwrap();
+    let key = |r: &sweep_gpu::report::ResultRow| (r.variant_id.clone(), r.value.to_bits(), r.weight_mse.to_bits());
+    assert_eq!(rows.iter().map(key).collect::<Vec<_>>(), rows2.iter().map(key).collect::<Vec<_>>());
+
+    // the report is redrawn from results.csv alone
+    std::fs::remove_file(out.join("report.md")).unwrap();
+    let rep = sweep_gpu().args(["report", out.to_str().unwrap()]).output().unwrap();
+    assert!(rep.status.success());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("uniform-stochastic") && md.contains("Smallest bit width"), "{md}");
+}
+
+#[test]
+fn regression_sweep_reports_mse_and_mae_in_target_units() {
+    let data = tabular_dir(300);
+    let out = tempfile::tempdir().unwrap();
+    let run = sweep_gpu()
+        .args(["--model", "mlp-simple", "--dataset", "california", "--device", "cpu", "--bits", "4,16", "--methods", "histogram-nearest", "--epochs", "2"])
+        .args(["--data-dir", data.path().to_str().unwrap(), "--out", out.path().join("r").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let rows = sweep_gpu::report::read_results(&out.path().join("r/results.csv"), false).unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert_eq!(r.metric, "mse");
+        assert_eq!(r.metric2.as_deref(), Some("mae"));
+        // in thousands of dollars: an error of a few tens, squared in the hundreds or thousands
+        assert!(r.fp32_value2.unwrap() > 1.0 && r.fp32_value2.unwrap() < 500.0, "{r:?}");
+    }
+    // 16-bit is indistinguishable from fp32; 4-bit is worse
+    let r16 = rows.iter().find(|r| r.bits == 16).unwrap();
+    assert!((r16.value - r16.fp32_value).abs() / r16.fp32_value < 1e-3);
+}
