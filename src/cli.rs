@@ -131,8 +131,8 @@ pub struct SweepArgs {
     #[arg(long)]
     pub epochs: Option<usize>,
 
-    /// Training batch size.
-    #[arg(long, default_value_t = 32)]
+    /// Training batch size (the 2020 study's).
+    #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
 
     /// Adam learning rate.

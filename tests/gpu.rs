@@ -7,6 +7,8 @@
 //! software Vulkan (Debian: apt-get install mesa-vulkan-drivers) to run them
 //! without a GPU.
 
+mod common;
+
 use std::sync::{Arc, Mutex, OnceLock};
 
 use sweep_gpu::gpu::GpuContext;
@@ -244,4 +246,78 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         }
     }
     assert!(bad.is_empty(), "{} mismatches, first: {:?}", bad.len(), &bad[..bad.len().min(8)]);
+}
+
+
+
+/// Quantized weights land in a burn tensor's own buffer (no host round trip)
+/// and burn computes with them: the WGSL path of the sweep.
+#[test]
+fn quantized_weights_are_written_straight_into_burn_tensors() {
+    use burn::tensor::{Tensor, TensorData};
+    let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
+    let (rows, cols) = (37usize, 5usize);
+    let w = normalish(rows * cols, 8, 0.3);
+    let grouping = Grouping::per_channel(&[rows, cols], 1);
+    let t = q.upload(&w, grouping, 2, &[3, 8]).unwrap();
+    let variants = [GpuVariant { method: Method::NormalStochastic, bits: 3, seed: 9 }, GpuVariant { method: Method::UniformNearest, bits: 8, seed: 0 }];
+    let out = Tensor::<3>::empty([2, rows, cols], &q.ctx.burn);
+    sweep_gpu::gpu::bridge::with_region(&out, |region| q.quantize(&t, &variants, &region, None)).unwrap().unwrap();
+    let got = out.clone().try_to_vec_as::<f32>().unwrap();
+    let stats = reference::group_stats(&w, grouping);
+    for (i, v) in variants.iter().enumerate() {
+        let params = reference::tensor_params(&stats, v.bits);
+        let want = reference::quantize(&w, grouping, &params, VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 2 });
+        assert_eq!(&got[i * rows * cols..(i + 1) * rows * cols], &want.values[..], "{v:?}");
+    }
+    // burn reads the same buffer: x [1, 1, rows] @ out [2, rows, cols]
+    let x: Vec<f32> = (0..rows).map(|i| (i as f32 * 0.1).sin()).collect();
+    let y = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, 1, rows]), &q.ctx.burn).matmul(out).try_to_vec_as::<f32>().unwrap();
+    for v in 0..2 {
+        for c in 0..cols {
+            let want: f32 = (0..rows).map(|r| x[r] * got[v * rows * cols + r * cols + c]).sum();
+            assert!((y[v * cols + c] - want).abs() < 1e-4, "variant {v} column {c}: {} vs {want}", y[v * cols + c]);
+        }
+    }
+}
+
+/// A sweep on the GPU gives the same results.csv values with the WGSL
+/// quantizer as with the CPU reference, and the same weights as a CPU run.
+#[test]
+fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
+    use clap::Parser;
+    use sweep_gpu::report::read_results;
+    drop(quantizer().lock().unwrap_or_else(|e| e.into_inner())); // open the shared device first
+    let data = common::tabular_dir(300);
+    let work = tempfile::tempdir().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = work.path().join(name);
+        let mut args: Vec<String> = ["sweep-gpu", "--model", "mlp-simple", "--dataset", "churn", "--epochs", "1", "--bits", "2,8", "--seeds", "2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["--methods".into(), "uniform-stochastic,normal-nearest,midrise,histogram-stochastic".into()]);
+        args.extend(["--data-dir".into(), data.path().display().to_string(), "--out".into(), out.display().to_string()]);
+        args.extend(["--checkpoint-dir".into(), work.path().join("ckpt").display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let cli = sweep_gpu::cli::Cli::parse_from(args);
+        let config = sweep_gpu::config::Config::from_args(&cli.sweep).unwrap();
+        sweep_gpu::sweep::run(&config, &sweep_gpu::progress::Progress::hidden()).unwrap();
+        read_results(&out.join("results.csv"), false).unwrap()
+    };
+    let cpu = run("cpu", &["--device", "cpu"]);
+    let wgsl = run("wgsl", &["--device", "gpu"]);
+    let reference = run("reference", &["--device", "gpu", "--quantizer", "reference"]);
+    assert_eq!(wgsl.len(), 2 * (2 + 2 * 2));
+    assert!(wgsl.iter().all(|r| r.quantizer == "wgsl" && r.device == "gpu"));
+    assert!(reference.iter().all(|r| r.quantizer == "cpu-reference" && r.device == "gpu"));
+    let n_test = 60.0; // 20 % of 300 rows
+    for ((w, r), c) in wgsl.iter().zip(&reference).zip(&cpu) {
+        assert_eq!(w.variant_id, r.variant_id);
+        assert_eq!((w.value, w.weight_mse, w.sqnr_db, w.size_bytes), (r.value, r.weight_mse, r.sqnr_db, r.size_bytes), "{}", w.variant_id);
+        // same weights on the CPU; burn's two backends may disagree on a sample
+        // whose logits tie to float precision
+        assert_eq!(w.weight_mse.to_bits(), c.weight_mse.to_bits(), "{}", w.variant_id);
+        assert!((w.value - c.value).abs() <= 1.0 / n_test + 1e-12, "{}: {} vs {}", w.variant_id, w.value, c.value);
+    }
 }

@@ -134,7 +134,7 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
     let dir = checkpoint::dir(&config.checkpoint_dir, spec, dataset.id, &key);
     if !config.retrain {
         if let Some((weights, meta)) = checkpoint::load(&dir, spec)? {
-            progress.log(&format!("reusing checkpoint {} (trained on {}, best epoch {})", dir.display(), meta.summary.device, meta.summary.best_epoch));
+            progress.log(&format!("reusing checkpoint {} (trained on {}, weights from epoch {:.2})", dir.display(), meta.summary.device, meta.summary.best_epoch));
             return Ok((weights, settings, meta.summary, dir, true));
         }
     }

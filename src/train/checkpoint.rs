@@ -29,7 +29,9 @@ pub struct CheckpointMeta {
 /// The cache key: sha256 over everything that decides the trained weights.
 pub fn key(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings) -> String {
     let material = serde_json::json!({
-        "format": 1,
+        "format": 3,
+        "validations_per_epoch": super::VALIDATIONS_PER_EPOCH,
+        "optimizer": super::OPTIMIZER,
         "model": spec,
         "dataset": dataset.id,
         "data_hash": dataset.data_hash,

@@ -23,6 +23,10 @@ use crate::models::mlp::Mlp;
 use crate::models::{ModelSpec, Weights};
 use crate::progress::Progress;
 
+/// The optimizer, as recorded in checkpoint keys: Adam with PyTorch's epsilon
+/// (the 2020 study trained with PyTorch; burn's default epsilon is 1e-5).
+pub const OPTIMIZER: &str = "adam(beta1=0.9, beta2=0.999, epsilon=1e-8)";
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
     pub epochs: usize,
@@ -44,8 +48,9 @@ impl TrainSettings {
 /// What training produced, for config.json and the report.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainSummary {
-    /// epoch (1-based) whose weights were kept: the best on the validation split
-    pub best_epoch: usize,
+    /// when the kept weights were taken, in epochs (validation is checked four
+    /// times per epoch; the best on the validation split is kept)
+    pub best_epoch: f64,
     pub valid_metric: f64,
     /// mean training loss of each epoch
     pub epoch_losses: Vec<f64>,
@@ -53,8 +58,11 @@ pub struct TrainSummary {
     pub device: String,
 }
 
-/// Trains `spec` on `dataset.train` with Adam, keeping the weights of the epoch
-/// that scores best on `dataset.valid`.
+/// How often per epoch the validation split is scored to pick the weights to keep.
+pub const VALIDATIONS_PER_EPOCH: usize = 4;
+
+/// Trains `spec` on `dataset.train` with Adam, keeping the weights that score
+/// best on `dataset.valid` (checked [`VALIDATIONS_PER_EPOCH`] times per epoch).
 pub fn fit(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, device: &Device, progress: &Progress) -> Result<(Weights, TrainSummary)> {
     let start = std::time::Instant::now();
     if settings.epochs == 0 || settings.batch_size == 0 {
@@ -63,7 +71,8 @@ pub fn fit(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, device
     let ad = device.clone().autodiff();
     ad.seed(settings.seed as u64);
     let mut model = Mlp::new(spec, &ad);
-    let mut optim = AdamConfig::new().init();
+    // keep in step with OPTIMIZER
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let ce = CrossEntropyLossConfig::new().init(&ad);
     let train = &dataset.train;
     let features = train.sample_len();
@@ -73,14 +82,16 @@ pub fn fit(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, device
     let valid_eval = Evaluator::new(dataset, &dataset.valid, device)?;
     let better = |a: f64, b: f64| if higher_is_better(dataset.task) { a > b } else { a < b };
 
-    let mut best: Option<(usize, f64, Weights)> = None;
+    let mut best: Option<(f64, f64, Weights)> = None;
+    let mut last_valid = f64::NAN;
     let mut epoch_losses = Vec::new();
     let mut order: Vec<usize> = (0..n).collect();
     for epoch in 0..settings.epochs {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(((settings.seed as u64) << 32) | epoch as u64);
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0;
-        for batch in order.chunks(settings.batch_size) {
+        let check_every = steps_per_epoch.div_ceil(VALIDATIONS_PER_EPOCH);
+        for (step, batch) in order.chunks(settings.batch_size).enumerate() {
             let b = batch.len();
             let mut xs = Vec::with_capacity(b * features);
             for &r in batch {
@@ -102,19 +113,23 @@ pub fn fit(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, device
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(settings.learning_rate, model, grads);
             bar.inc(1);
+            if (step + 1) % check_every == 0 || step + 1 == steps_per_epoch {
+                let weights = model.valid().to_weights()?;
+                let metric = valid_eval.score(&[&weights])?[0].primary;
+                let at = epoch as f64 + (step + 1) as f64 / steps_per_epoch as f64;
+                if best.as_ref().is_none_or(|(_, m, _)| better(metric, *m)) {
+                    best = Some((at, metric, weights));
+                }
+                last_valid = metric;
+            }
         }
         let mean_loss = loss_sum / n as f64;
         if !mean_loss.is_finite() {
             return Err(Error::Training(format!("the training loss became {mean_loss} in epoch {}", epoch + 1)));
         }
         epoch_losses.push(mean_loss);
-        let weights = model.valid().to_weights()?;
-        let metric = valid_eval.score(&[&weights])?[0].primary;
-        bar.set_message(format!("epoch {}/{} loss {mean_loss:.4} valid {metric:.4}", epoch + 1, settings.epochs));
-        progress.log(&format!("epoch {:>3}/{}: loss {mean_loss:.4}, validation {metric:.4}", epoch + 1, settings.epochs));
-        if best.as_ref().is_none_or(|(_, m, _)| better(metric, *m)) {
-            best = Some((epoch + 1, metric, weights));
-        }
+        bar.set_message(format!("epoch {}/{} loss {mean_loss:.4} valid {last_valid:.4}", epoch + 1, settings.epochs));
+        progress.log(&format!("epoch {:>3}/{}: loss {mean_loss:.4}, validation {last_valid:.4}", epoch + 1, settings.epochs));
     }
     bar.finish_and_clear();
     let (best_epoch, valid_metric, weights) = best.expect("at least one epoch ran");
