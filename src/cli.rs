@@ -36,6 +36,19 @@ pub enum Command {
         /// The run's output folder.
         dir: PathBuf,
     },
+    /// Measure the quantizer on the GPU adapter and on the CPU reference: a
+    /// ResNet9-sized model, all seven methods x bits 1..=16 in one go.
+    Bench {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Fraction of the ResNet9-sized model to use (1 = 6.57 M weights).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Choose the GPU adapter whose name contains this text.
+        #[arg(long, env = "SWEEP_ADAPTER")]
+        adapter: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -72,12 +85,17 @@ pub enum ScopeChoice {
 #[derive(Args, Debug, Clone)]
 pub struct SweepArgs {
     /// Model to train (or load) and sweep.
-    #[arg(long, value_enum, required = true)]
+    #[arg(long, value_enum, required_unless_present = "resume")]
     pub model: Option<ModelKind>,
 
     /// Dataset, read from --data-dir in its published format (see datasets/README.md).
-    #[arg(long, value_enum, required = true)]
+    #[arg(long, value_enum, required_unless_present = "resume")]
     pub dataset: Option<DatasetId>,
+
+    /// Continue the interrupted run in DIR with its own settings (config.json):
+    /// variants already in its results.csv are kept, the rest are scored.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "dataset", "out"])]
+    pub resume: Option<PathBuf>,
 
     /// Folder holding the datasets (churn/, magic/, california/, mv/).
     #[arg(long, env = "SWEEP_DATA_DIR", default_value = "datasets")]
@@ -104,7 +122,7 @@ pub struct SweepArgs {
     pub seed: u32,
 
     /// Stochastic-rounding seeds per stochastic setting (seed, seed+1, ...).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 32)]
     pub seeds: u32,
 
     /// Which layers each variant quantizes.

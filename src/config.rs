@@ -38,7 +38,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// The settings of an earlier run, read from its config.json, to resume it.
+    pub fn for_resume(dir: &std::path::Path) -> Result<Config> {
+        let info = crate::report::read_info(dir)?;
+        let mut config = info.config;
+        config.out = dir.to_path_buf();
+        config.retrain = false;
+        config.dry_run = false;
+        Ok(config)
+    }
+
     pub fn from_args(a: &SweepArgs) -> Result<Config> {
+        if let Some(dir) = &a.resume {
+            return Config::for_resume(dir);
+        }
         let model = a.model.ok_or_else(|| Error::config("--model", "is required"))?;
         let dataset = a.dataset.ok_or_else(|| Error::config("--dataset", "is required"))?;
         let bits = parse_bits(&a.bits).map_err(|m| Error::config("--bits", m))?;

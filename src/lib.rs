@@ -4,6 +4,7 @@
 //! quantized variants, CPU reference or WGSL) -> eval (burn, many variants per
 //! launch) -> report (results.csv, summary.json, plots, report.md).
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;
@@ -35,6 +36,20 @@ pub fn run(cli: Cli) -> Result<()> {
             match adapters.iter().find(|a| a.hardware) {
                 Some(a) => println!("--device auto: GPU ({})", a.name),
                 None => println!("--device auto: CPU (burn flex); no hardware GPU"),
+            }
+            Ok(())
+        }
+        Some(Command::Bench { json, scale, adapter }) => {
+            if !(scale > 0.0 && scale <= 1.0) {
+                return Err(Error::config("--scale", format!("{scale} is not in (0, 1]")));
+            }
+            let ctx = gpu::GpuContext::shared(adapter.as_deref())?;
+            progress.log(&format!("benchmarking on {} ...", ctx.summary));
+            let report = bench::quantize_throughput(ctx, scale)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("bench report serialises"));
+            } else {
+                println!("{report}");
             }
             Ok(())
         }

@@ -43,6 +43,9 @@ pub struct Evaluator {
     targets: Option<Tensor<3>>,
     /// (mean, std) of the standardised regression target
     target_affine: (f32, f32),
+    /// inputs of each layer under the fp32 weights [1, N, in], set by
+    /// `share_prefixes`: a variant that quantizes only layer l starts there
+    prefixes: Vec<Tensor<3>>,
 }
 
 impl Evaluator {
@@ -67,7 +70,8 @@ impl Evaluator {
             Some(s) => (s.shift[0] as f32, s.scale[0] as f32),
             None => (0.0, 1.0),
         };
-        Ok(Evaluator { device: device.clone(), task: dataset.task, n, x, labels, targets, target_affine })
+        let prefixes = vec![x.clone()];
+        Ok(Evaluator { device: device.clone(), task: dataset.task, n, x, labels, targets, target_affine, prefixes })
     }
 
     pub fn len(&self) -> usize {
@@ -106,16 +110,33 @@ impl Evaluator {
         Ok(layers)
     }
 
-    /// Scores every variant; all of them share one forward pass.
-    pub fn score(&self, variants: &[&Weights]) -> Result<Vec<Scores>> {
+    /// Computes, once, every layer's input under the fp32 weights, so that
+    /// variants that quantize one layer only start from it.
+    pub fn share_prefixes(&mut self, fp32: &Weights) -> Result<()> {
+        let layers = self.stack(&[fp32])?;
+        let mut h = self.x.clone();
+        let mut prefixes = vec![h.clone()];
+        for (w, b) in layers.iter().take(layers.len() - 1) {
+            h = burn::tensor::activation::relu(h.matmul(w.clone()) + b.clone());
+            prefixes.push(h.clone());
+        }
+        self.prefixes = prefixes;
+        Ok(())
+    }
+
+    /// Scores every variant; all of them share one forward pass. `start` is the
+    /// first layer that differs from fp32 (0 unless only later layers are quantized).
+    pub fn score(&self, variants: &[&Weights], start: usize) -> Result<Vec<Scores>> {
         let layers = self.stack(variants)?;
-        self.score_layers(&layers, variants.len())
+        self.score_layers(&layers, variants.len(), start)
     }
 
     /// Scores `v` variants given as per-layer tensors already on the device:
     /// weight [V or 1, in, out] and bias [V or 1, 1, out] (1 = shared by all).
-    pub fn score_layers(&self, layers: &[(Tensor<3>, Tensor<3>)], v: usize) -> Result<Vec<Scores>> {
-        let out = mlp::forward_variants(self.x.clone(), layers);
+    /// Layers before `start` must be the fp32 ones (see `share_prefixes`).
+    pub fn score_layers(&self, layers: &[(Tensor<3>, Tensor<3>)], v: usize, start: usize) -> Result<Vec<Scores>> {
+        let x = self.prefixes.get(start).cloned().ok_or_else(|| Error::Eval(format!("no shared input for layer {start}: call share_prefixes")))?;
+        let out = mlp::forward_variants(x, layers, start);
         let out = if out.dims()[0] == v { out } else { out.expand([v as i64, -1, -1]) };
         self.metrics(out, v)
     }

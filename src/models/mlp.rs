@@ -78,13 +78,14 @@ impl Mlp {
     }
 }
 
-/// The evaluation forward pass for V variants at once: `x` is [1 or V, N, in]
-/// (shared by all variants when its first axis is 1), each layer a weight
-/// [V, in, out] and a bias [V, 1, out]; returns [V, N, outputs].
-pub fn forward_variants(x: Tensor<3>, layers: &[(Tensor<3>, Tensor<3>)]) -> Tensor<3> {
+/// The evaluation forward pass for V variants at once, from layer `start` on:
+/// `x` is that layer's input [1 or V, N, in] (shared by all variants when its
+/// first axis is 1), each layer a weight [V or 1, in, out] and a bias
+/// [V or 1, 1, out]; returns [V, N, outputs]. `layers[..start]` are not used.
+pub fn forward_variants(x: Tensor<3>, layers: &[(Tensor<3>, Tensor<3>)], start: usize) -> Tensor<3> {
     let last = layers.len() - 1;
     let mut h = x;
-    for (i, (w, b)) in layers.iter().enumerate() {
+    for (i, (w, b)) in layers.iter().enumerate().skip(start) {
         h = h.matmul(w.clone()) + b.clone();
         if i < last {
             h = relu(h);

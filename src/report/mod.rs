@@ -31,12 +31,18 @@ pub fn write_all(dir: &Path) -> Result<Option<Summary>> {
     };
     write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("summary serialises").as_bytes())?;
     let mut plots = Vec::new();
+    let mut heatmaps = Vec::new();
     for g in &info.config.granularities {
         let stem = format!("{}_vs_bits_{}", summary.metric, g.name());
         plot::metric_vs_bits(dir, &stem, &summary, g.name(), "all")?;
         plots.push((g.name().to_string(), stem));
+        if summary.settings.iter().any(|s| s.granularity == g.name() && s.scope.starts_with("layer=")) {
+            let stem = format!("layer_sensitivity_{}", g.name());
+            plot::layer_heatmap(dir, &stem, &summary, g.name())?;
+            heatmaps.push((g.name().to_string(), stem));
+        }
     }
-    let md = markdown(&info, &summary, &plots);
+    let md = markdown(&info, &summary, &plots, &heatmaps);
     write_atomic(&dir.join("report.md"), md.as_bytes())?;
     let mut html = String::from("<!doctype html><meta charset=\"utf-8\"><title>sweep-gpu report</title>\n<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}</style>\n");
     pulldown_cmark::html::push_html(&mut html, pulldown_cmark::Parser::new_ext(&md, pulldown_cmark::Options::ENABLE_TABLES));
@@ -48,7 +54,7 @@ fn fmt_metric(v: f64, metric: &str) -> String {
     if metric == "accuracy" || metric == "top5" { format!("{:.2} %", 100.0 * v) } else { format!("{v:.4}") }
 }
 
-fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String)]) -> String {
+fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String)], heatmaps: &[(String, String)]) -> String {
     let c = &info.config;
     let mut md = String::new();
     let _ = writeln!(md, "# {} on {}: what each bit costs\n", s.model, s.dataset);
@@ -84,6 +90,10 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String)]) -> String {
     for (g, stem) in plots {
         let _ = writeln!(md, "\n## {} against bits ({g} granularity)\n\n![{} against bits]({stem}.png)\n", s.metric, s.metric);
         let _ = writeln!(md, "Lines: mean over seeds; shaded: min..max over seeds (stochastic methods); dashed: fp32. [SVG]({stem}.svg)\n");
+    }
+    for (g, stem) in heatmaps {
+        let _ = writeln!(md, "\n## Per-layer sensitivity ({g} granularity)\n\n![per-layer sensitivity]({stem}.png)\n");
+        let _ = writeln!(md, "Each cell quantizes one layer only (the rest fp32); colour: relative loss of {} against fp32. [SVG]({stem}.svg)\n", s.metric);
     }
     let _ = writeln!(md, "## Smallest bit width within 1 % of fp32\n");
     let _ = writeln!(md, "The smallest bit width from which on the mean {} stays within 1 % (relative) of fp32 at every larger bit width in the grid; \"—\" when none does.\n", s.metric);

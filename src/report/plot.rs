@@ -146,3 +146,104 @@ pub fn metric_vs_bits(dir: &Path, stem: &str, summary: &Summary, granularity: &s
     draw(BitMapBackend::new(&png, size).into_drawing_area(), summary, granularity, scope).map_err(|m| err(&png, m))?;
     Ok(())
 }
+
+/// A viridis-like colour for t in [0, 1] (dark = low, yellow = high).
+fn colormap(t: f64) -> RGBColor {
+    const STOPS: [(f64, (u8, u8, u8)); 5] =
+        [(0.0, (68, 1, 84)), (0.25, (59, 82, 139)), (0.5, (33, 145, 140)), (0.75, (94, 201, 98)), (1.0, (253, 231, 37))];
+    let t = t.clamp(0.0, 1.0);
+    let i = STOPS.iter().position(|(s, _)| *s >= t).unwrap_or(4).max(1);
+    let ((s0, c0), (s1, c1)) = (STOPS[i - 1], STOPS[i]);
+    let f = (t - s0) / (s1 - s0);
+    let mix = |a: u8, b: u8| (a as f64 + (b as f64 - a as f64) * f).round() as u8;
+    RGBColor(mix(c0.0, c1.0), mix(c0.1, c1.1), mix(c0.2, c1.2))
+}
+
+fn draw_heatmap<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, summary: &Summary, granularity: &str) -> std::result::Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let cells: Vec<&SettingStats> = summary.settings.iter().filter(|s| s.granularity == granularity && s.scope.starts_with("layer=")).collect();
+    let mut layers: Vec<String> = Vec::new();
+    let mut methods: Vec<String> = Vec::new();
+    let mut bits: Vec<u32> = Vec::new();
+    for c in &cells {
+        if !layers.contains(&c.scope) {
+            layers.push(c.scope.clone());
+        }
+        if !methods.contains(&c.method) {
+            methods.push(c.method.clone());
+        }
+        if !bits.contains(&c.bits) {
+            bits.push(c.bits);
+        }
+    }
+    bits.sort();
+    // colour: the metric's loss against fp32, relative, 0 (no loss) to the worst cell
+    let loss = |v: f64| if summary.higher_is_better { summary.fp32_value - v } else { v - summary.fp32_value } / summary.fp32_value.abs().max(1e-12);
+    let worst = cells.iter().map(|c| loss(c.mean)).fold(1e-12, f64::max).min(1.0);
+    let (title, body) = root.split_vertically(40);
+    title
+        .draw(&Text::new(
+            format!(
+                "{} on {}: per-layer sensitivity ({granularity}), relative {} loss vs fp32 (yellow = none, dark = {:.0} % or worse)",
+                summary.model,
+                summary.dataset,
+                summary.metric,
+                worst * 100.0
+            ),
+            (10, 12),
+            ("sans-serif", 16),
+        ))
+        .map_err(|x| e(&x))?;
+    let cols = 2usize.min(methods.len()).max(1);
+    let rows = methods.len().div_ceil(cols);
+    let panels = body.split_evenly((rows, cols));
+    for (panel, method) in panels.iter().zip(&methods) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(method.as_str(), ("sans-serif", 14))
+            .margin(6)
+            .x_label_area_size(24)
+            .y_label_area_size(90)
+            .build_cartesian_2d(-0.5..bits.len() as f64 - 0.5, -0.5..layers.len() as f64 - 0.5)
+            .map_err(|x| e(&x))?;
+        // cells centred on integer coordinates, so each label sits under its cell
+        let label = |v: f64, names: &dyn Fn(usize) -> Option<String>| {
+            if (v - v.round()).abs() < 1e-6 && v >= 0.0 { names(v.round() as usize).unwrap_or_default() } else { String::new() }
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(2 * bits.len() + 1)
+            .y_labels(2 * layers.len() + 1)
+            .x_label_formatter(&|v| label(*v, &|i| bits.get(i).map(|b| b.to_string())))
+            .y_label_formatter(&|v| label(*v, &|i| layers.get(i).map(|l| l.trim_start_matches("layer=").to_string())))
+            .draw()
+            .map_err(|x| e(&x))?;
+        let rects = cells.iter().filter(|c| &c.method == method).map(|c| {
+            let x = bits.iter().position(|b| *b == c.bits).unwrap_or(0) as f64;
+            let y = layers.iter().position(|l| *l == c.scope).unwrap_or(0) as f64;
+            let t = 1.0 - (loss(c.mean).max(0.0) / worst).min(1.0);
+            Rectangle::new([(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)], colormap(t).filled())
+        });
+        chart.draw_series(rects).map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// Writes `<stem>.svg` and `<stem>.png`: for each method, layer x bits, coloured
+/// by the loss against fp32 when only that layer is quantized.
+pub fn layer_heatmap(dir: &Path, stem: &str, summary: &Summary, granularity: &str) -> Result<()> {
+    register_font();
+    let methods = summary.settings.iter().map(|s| &s.method).collect::<std::collections::BTreeSet<_>>().len();
+    let size = (1100, 140 + 190 * methods.div_ceil(2) as u32);
+    let svg = dir.join(format!("{stem}.svg"));
+    let png = dir.join(format!("{stem}.png"));
+    let err = |path: &Path, m: String| Error::Results { path: path.to_path_buf(), message: format!("cannot draw the heatmap: {m}") };
+    draw_heatmap(SVGBackend::new(&svg, size).into_drawing_area(), summary, granularity).map_err(|m| err(&svg, m))?;
+    draw_heatmap(BitMapBackend::new(&png, size).into_drawing_area(), summary, granularity).map_err(|m| err(&png, m))?;
+    Ok(())
+}

@@ -249,11 +249,16 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         metric: metric.into(),
         metric2: metric2.map(Into::into),
     };
-    report::write_atomic(&config.out.join("config.json"), serde_json::to_string_pretty(&info).expect("RunInfo serialises").as_bytes())?;
+    let config_json = config.out.join("config.json");
+    if !config_json.is_file() || !config.out.join("results.csv").is_file() {
+        report::write_atomic(&config_json, serde_json::to_string_pretty(&info).expect("RunInfo serialises").as_bytes())?;
+    }
 
     let device = compute.burn_device();
-    let evaluator = Evaluator::new(&dataset, &dataset.test, &device)?;
-    let fp32 = evaluator.score(&[&weights])?[0];
+    let mut evaluator = Evaluator::new(&dataset, &dataset.test, &device)?;
+    let fp32 = evaluator.score(&[&weights], 0)?[0];
+    evaluator.share_prefixes(&weights)?;
+    let layer_names = weights.layers();
     progress.log(&format!("fp32 test {metric}: {:.4}", fp32.primary));
 
     let mut plan = Plan::new(weights.clone(), config.bias)?;
@@ -275,26 +280,37 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
     progress.log(&format!("quantizer: {quantizer}; {} variants, up to {per_batch} per batch", variants.len()));
 
     let results_path = config.out.join("results.csv");
+    let done = finished_variants(&results_path, config, &variants)?;
+    if !done.is_empty() {
+        progress.log(&format!("resuming: {} of {} variants already in {}", done.len(), variants.len(), results_path.display()));
+    }
+    let todo: Vec<Variant> = variants.iter().filter(|v| !done.contains(&v.id())).cloned().collect();
     let mut writer = ResultsWriter::open(&results_path)?;
     let bar = progress.bar(variants.len() as u64, "variants");
+    bar.inc(done.len() as u64);
     let started = Instant::now();
     let fp32_size = 4 * weights.num_params();
-    for batch in batches(&variants, per_batch) {
+    for batch in batches(&todo, per_batch) {
         let t0 = Instant::now();
+        // a batch that quantizes one layer starts from that layer's shared input
+        let start = match &batch[0].scope {
+            Scope::All => 0,
+            Scope::Layer(l) => layer_names.iter().position(|n| n == l).unwrap_or(0),
+        };
         let scored: Vec<(QuantReport, Scores)> = match (&wgsl, &compute) {
-            (Some(w), _) => w.score(&plan, batch, &evaluator)?,
+            (Some(w), _) => w.score(&plan, batch, &evaluator, start)?,
             (None, Compute::Cpu { .. }) => {
                 let applied: Vec<(Weights, QuantReport)> = batch.par_iter().map(|v| plan.apply(v)).collect();
                 let mut out = Vec::with_capacity(batch.len());
                 for (w, q) in applied {
-                    out.push((q, evaluator.score(&[&w])?[0]));
+                    out.push((q, evaluator.score(&[&w], start)?[0]));
                 }
                 out
             }
             (None, Compute::Gpu { .. }) => {
                 let applied: Vec<(Weights, QuantReport)> = batch.par_iter().map(|v| plan.apply(v)).collect();
                 let refs: Vec<&Weights> = applied.iter().map(|(w, _)| w).collect();
-                let scores = evaluator.score(&refs)?;
+                let scores = evaluator.score(&refs, start)?;
                 applied.iter().map(|(_, q)| *q).zip(scores).collect()
             }
         };
@@ -309,7 +325,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
     }
     bar.finish_and_clear();
     let scoring_seconds = started.elapsed().as_secs_f64();
-    progress.log(&format!("scored {} variants in {scoring_seconds:.1} s ({:.0} variants/s)", variants.len(), variants.len() as f64 / scoring_seconds));
+    progress.log(&format!("scored {} variants in {scoring_seconds:.1} s ({:.0} variants/s)", todo.len(), todo.len() as f64 / scoring_seconds));
     let summary = report::write_all(&config.out)?;
     Ok(Outcome { out: config.out.clone(), summary, variants: variants.len(), scoring_seconds })
 }
@@ -353,6 +369,37 @@ fn row(
         quantizer: quantizer.into(),
         eval_ms,
     }
+}
+
+/// The ids of the variants already in results.csv (a torn last line, left by a
+/// killed process, is cut off). Rows that belong to another model, dataset or
+/// grid are an error: resuming must never mix two runs.
+fn finished_variants(path: &std::path::Path, config: &Config, grid: &[Variant]) -> Result<std::collections::HashSet<String>> {
+    if !path.is_file() {
+        return Ok(Default::default());
+    }
+    let rows = report::read_results(path, true)?;
+    let ids: std::collections::HashSet<String> = grid.iter().map(Variant::id).collect();
+    let mut done = std::collections::HashSet::new();
+    for (i, r) in rows.iter().enumerate() {
+        let other = |what: &str| Error::Results {
+            path: path.to_path_buf(),
+            message: format!("row {} is from another run ({what}); resume only the folder a run wrote, or choose a new --out", i + 2),
+        };
+        if r.model != config.model.name() || r.dataset != config.dataset.name() {
+            return Err(other(&format!("{} on {}", r.model, r.dataset)));
+        }
+        if r.bias != config.bias.name() {
+            return Err(other(&format!("bias {}", r.bias)));
+        }
+        if !ids.contains(&r.variant_id) {
+            return Err(other(&format!("variant {} is not in this grid", r.variant_id)));
+        }
+        if !done.insert(r.variant_id.clone()) {
+            return Err(other(&format!("variant {} appears twice", r.variant_id)));
+        }
+    }
+    Ok(done)
 }
 
 /// Consecutive runs of at most `size` variants that share a scope and a

@@ -60,7 +60,7 @@ impl WgslScorer {
     }
 
     /// Scores a batch whose variants share one scope and granularity.
-    pub fn score(&self, plan: &Plan, batch: &[Variant], evaluator: &Evaluator) -> Result<Vec<(QuantReport, Scores)>> {
+    pub fn score(&self, plan: &Plan, batch: &[Variant], evaluator: &Evaluator, start: usize) -> Result<Vec<(QuantReport, Scores)>> {
         let first = batch.first().ok_or_else(|| Error::Eval("empty batch".into()))?;
         if batch.iter().any(|v| v.scope != first.scope || v.granularity != first.granularity) {
             return Err(Error::Eval("a WGSL batch must share one scope and granularity".into()));
@@ -107,7 +107,7 @@ impl WgslScorer {
             layers.push((params[i].clone(), bias));
             i += if has_bias { 2 } else { 1 };
         }
-        let scores = evaluator.score_layers(&layers, v)?;
+        let scores = evaluator.score_layers(&layers, v, start)?;
         Ok(batch.iter().zip(sq_errs).zip(scores).map(|((var, e), s)| (plan.report(var, &e), s)).collect())
     }
 }

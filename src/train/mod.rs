@@ -115,7 +115,7 @@ pub fn fit(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, device
             bar.inc(1);
             if (step + 1) % check_every == 0 || step + 1 == steps_per_epoch {
                 let weights = model.valid().to_weights()?;
-                let metric = valid_eval.score(&[&weights])?[0].primary;
+                let metric = valid_eval.score(&[&weights], 0)?[0].primary;
                 let at = epoch as f64 + (step + 1) as f64 / steps_per_epoch as f64;
                 if best.as_ref().is_none_or(|(_, m, _)| better(metric, *m)) {
                     best = Some((at, metric, weights));

@@ -1,0 +1,211 @@
+//! `sweep-gpu bench`: how fast the quantizer runs on the adapter in use and on
+//! the CPU reference, for a model of ResNet9's size, every method x bits 1..=16
+//! in one go.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuContext;
+use crate::gpu::bridge::Region;
+use crate::quant::gpu::{GpuQuantizer, GpuVariant};
+use crate::quant::reference::{self, VariantKey};
+use crate::quant::{Grouping, Method};
+
+/// ResNet9's weight tensors for 100 classes (convolutions [out, in, 3, 3], then
+/// the classifier [512, 100]): 6.57 M weights, the size of the headline model.
+pub const RESNET9_SHAPES: [&[usize]; 10] = [
+    &[64, 3, 3, 3],
+    &[128, 64, 3, 3],
+    &[128, 128, 3, 3],
+    &[128, 128, 3, 3],
+    &[256, 128, 3, 3],
+    &[512, 256, 3, 3],
+    &[512, 512, 3, 3],
+    &[512, 512, 3, 3],
+    &[512, 512, 3, 3],
+    &[512, 100],
+];
+
+/// Deterministic Kaiming-like weights (sums of uniforms) for a tensor.
+fn synthetic(shape: &[usize], seed: u64) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
+    let scale = (2.0 / fan_in as f32).sqrt();
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            let mut u = 0.0;
+            for _ in 0..4 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                u += (s >> 40) as f32 / (1u64 << 24) as f32;
+            }
+            (u - 2.0) * scale
+        })
+        .collect()
+}
+
+/// Peak memory bandwidth of well-known GPUs, bytes/s (vendor data sheets).
+fn known_bandwidth(adapter: &str) -> Option<f64> {
+    let a = adapter.to_lowercase();
+    let table: [(&str, f64); 8] = [
+        ("h200", 4.8e12),
+        ("h100 pcie", 2.0e12),
+        ("h100", 3.35e12),
+        ("a100", 2.0e12),
+        ("l40s", 0.864e12),
+        ("rtx 4090", 1.008e12),
+        ("rtx 3090", 0.936e12),
+        ("a10", 0.6e12),
+    ];
+    table.iter().find(|(k, _)| a.contains(k)).map(|(_, b)| *b)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PathRate {
+    pub seconds: f64,
+    /// element quantizations (weights x variants) per second
+    pub weights_per_second: f64,
+    /// bytes moved per second: each element quantization reads a weight and
+    /// writes a quantized weight, 8 bytes
+    pub bytes_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantBench {
+    pub adapter: String,
+    pub weights: usize,
+    pub variants: usize,
+    pub methods: Vec<String>,
+    pub bits: Vec<u32>,
+    pub gpu: PathRate,
+    pub cpu_reference: PathRate,
+    pub cpu_threads: usize,
+    /// the adapter's peak memory bandwidth, when known
+    pub adapter_bandwidth_bytes_per_second: Option<f64>,
+    pub gpu_fraction_of_bandwidth: Option<f64>,
+    /// GPU weights/s over CPU reference weights/s
+    pub gpu_speedup: f64,
+}
+
+fn rate(seconds: f64, element_ops: f64) -> PathRate {
+    PathRate { seconds, weights_per_second: element_ops / seconds, bytes_per_second: 8.0 * element_ops / seconds }
+}
+
+/// Quantizes a ResNet9-sized model (`scale` = 1) or a fraction of it, every
+/// method x bits 1..=16 with one seed, on the GPU and on the CPU reference.
+pub fn quantize_throughput(ctx: std::sync::Arc<GpuContext>, scale: f64) -> Result<QuantBench> {
+    let tensors: Vec<(Vec<f32>, Grouping)> = RESNET9_SHAPES
+        .iter()
+        .enumerate()
+        .map(|(i, shape)| {
+            let mut shape = shape.to_vec();
+            shape[0] = ((shape[0] as f64 * scale).ceil() as usize).max(1);
+            (synthetic(&shape, i as u64 + 1), Grouping::whole(shape.iter().product()))
+        })
+        .collect();
+    let weights: usize = tensors.iter().map(|(w, _)| w.len()).sum();
+    let bits: Vec<u32> = reference::BITS.collect();
+    let variants: Vec<GpuVariant> =
+        Method::ALL.iter().flat_map(|&method| bits.iter().map(move |&b| GpuVariant { method, bits: b, seed: 1 })).collect();
+    let element_ops = weights as f64 * variants.len() as f64;
+
+    // GPU: statistics and level parameters once, then every variant; the
+    // timed part is the quantization, waited for on the device.
+    let q = GpuQuantizer::new(ctx.clone())?;
+    let uploaded: Vec<_> = tensors.iter().enumerate().map(|(i, (w, g))| q.upload(w, *g, i as u32, &bits)).collect::<Result<_>>()?;
+    let limit = ctx.limits().max_storage_buffer_binding_size as usize;
+    let largest = tensors.iter().map(|(w, _)| w.len()).max().unwrap_or(1);
+    let per_dispatch = (limit / (largest * 4)).clamp(1, variants.len());
+    let scratch = ctx.device.create_buffer(&burn::tensor::wgpu::wgpu::BufferDescriptor {
+        label: Some("bench output"),
+        size: (per_dispatch * largest * 4) as u64,
+        usage: burn::tensor::wgpu::wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let wait = || ctx.device.poll(burn::tensor::wgpu::wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("{e}")));
+    // warm-up: pipelines compiled and caches touched before timing
+    let region = |n: usize, v: usize| Region { buffer: &scratch, offset: 0, size: (n * v * 4) as u64 };
+    q.quantize(&uploaded[0], &variants[..1], &region(uploaded[0].len(), 1), None)?;
+    wait()?;
+    let t0 = Instant::now();
+    for t in &uploaded {
+        for chunk in variants.chunks(per_dispatch) {
+            q.quantize(t, chunk, &region(t.len(), chunk.len()), None)?;
+        }
+    }
+    wait()?;
+    let gpu = rate(t0.elapsed().as_secs_f64(), element_ops);
+
+    // CPU reference on every rayon thread, statistics and parameters outside
+    // the timed part as on the GPU
+    let prepared: Vec<(&Vec<f32>, Grouping, Vec<Vec<reference::LevelParams>>)> = tensors
+        .iter()
+        .map(|(w, g)| {
+            let stats = reference::group_stats(w, *g);
+            (w, *g, bits.iter().map(|&b| reference::tensor_params(&stats, b)).collect())
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut checksum = 0u64;
+    for (i, (w, g, params)) in prepared.iter().enumerate() {
+        checksum += variants
+            .par_iter()
+            .map(|v| {
+                let key = VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: i as u32 };
+                reference::quantize(w, *g, &params[v.bits as usize - 1], key).codes.iter().map(|&c| c as u64).sum::<u64>()
+            })
+            .sum::<u64>();
+    }
+    let cpu_reference = rate(t0.elapsed().as_secs_f64(), element_ops);
+    std::hint::black_box(checksum);
+
+    let bandwidth = known_bandwidth(&ctx.summary.name);
+    Ok(QuantBench {
+        adapter: ctx.summary.to_string(),
+        weights,
+        variants: variants.len(),
+        methods: Method::ALL.iter().map(|m| m.name().to_string()).collect(),
+        bits,
+        gpu_speedup: gpu.weights_per_second / cpu_reference.weights_per_second,
+        gpu_fraction_of_bandwidth: bandwidth.map(|b| gpu.bytes_per_second / b),
+        adapter_bandwidth_bytes_per_second: bandwidth,
+        gpu,
+        cpu_reference,
+        cpu_threads: rayon::current_num_threads(),
+    })
+}
+
+fn human(x: f64) -> String {
+    let (v, u) = if x >= 1e12 {
+        (x / 1e12, "T")
+    } else if x >= 1e9 {
+        (x / 1e9, "G")
+    } else if x >= 1e6 {
+        (x / 1e6, "M")
+    } else if x >= 1e3 {
+        (x / 1e3, "k")
+    } else {
+        (x, "")
+    };
+    format!("{v:.2} {u}")
+}
+
+impl std::fmt::Display for QuantBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "quantizer throughput on {}", self.adapter)?;
+        writeln!(f, "  model: {} weights (ResNet9-sized), {} variants (7 methods x bits 1..=16)", self.weights, self.variants)?;
+        for (name, r) in [("GPU (WGSL)", &self.gpu), (&format!("CPU reference ({} threads)", self.cpu_threads)[..], &self.cpu_reference)] {
+            writeln!(f, "  {name:<28} {:>8.3} s  {}weights/s  {}B/s", r.seconds, human(r.weights_per_second), human(r.bytes_per_second))?;
+        }
+        match (self.adapter_bandwidth_bytes_per_second, self.gpu_fraction_of_bandwidth) {
+            (Some(b), Some(frac)) => writeln!(f, "  adapter memory bandwidth {}B/s: the GPU path reaches {:.0} % of it", human(b), frac * 100.0)?,
+            _ => writeln!(f, "  adapter memory bandwidth: unknown for this adapter")?,
+        }
+        write!(f, "  GPU / CPU reference: {:.2}x", self.gpu_speedup)
+    }
+}
