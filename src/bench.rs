@@ -209,3 +209,90 @@ impl std::fmt::Display for QuantBench {
         write!(f, "  GPU / CPU reference: {:.2}x", self.gpu_speedup)
     }
 }
+
+/// Variants scored per second for one model and split on one device, batched
+/// and one variant at a time.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoringBench {
+    pub device: String,
+    pub model: String,
+    pub dataset: String,
+    pub eval_rows: usize,
+    pub variants: usize,
+    /// floating-point operations of one variant's forward pass (2 per multiply-add)
+    pub flop_per_variant: f64,
+    pub one_at_a_time: ScoringRate,
+    pub batched: ScoringRate,
+    pub batch_size: usize,
+    /// batched variants/s over one-at-a-time variants/s
+    pub batched_speedup: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoringRate {
+    pub seconds: f64,
+    pub variants_per_second: f64,
+    pub flop_per_second: f64,
+}
+
+/// Scores `variants` (already quantized, on the host) one at a time and in
+/// batches of `batch`, timing only the scoring.
+pub fn scoring_throughput(
+    evaluator: &crate::eval::Evaluator,
+    variants: &[crate::models::Weights],
+    batch: usize,
+    device: String,
+    model: String,
+    dataset: String,
+) -> Result<ScoringBench> {
+    let dense: f64 = variants[0].tensors.iter().filter(|t| t.shape.len() == 2).map(|t| (t.shape[0] * t.shape[1]) as f64).sum();
+    let flop = 2.0 * evaluator.len() as f64 * dense;
+    let rate = |seconds: f64| ScoringRate {
+        seconds,
+        variants_per_second: variants.len() as f64 / seconds,
+        flop_per_second: variants.len() as f64 * flop / seconds,
+    };
+    // warm-up: every launch shape compiled (GPU: burn compiles and tunes per
+    // shape) and allocations made before timing
+    evaluator.score(&[&variants[0]], 0)?;
+    let mut sizes: Vec<usize> = variants.chunks(batch).map(|c| c.len()).collect();
+    sizes.dedup();
+    for size in sizes {
+        let refs: Vec<&crate::models::Weights> = variants.iter().take(size).collect();
+        evaluator.score(&refs, 0)?;
+    }
+    let t0 = Instant::now();
+    for v in variants {
+        evaluator.score(&[v], 0)?;
+    }
+    let one = rate(t0.elapsed().as_secs_f64());
+    let t0 = Instant::now();
+    for chunk in variants.chunks(batch) {
+        let refs: Vec<&crate::models::Weights> = chunk.iter().collect();
+        evaluator.score(&refs, 0)?;
+    }
+    let batched = rate(t0.elapsed().as_secs_f64());
+    Ok(ScoringBench {
+        device,
+        model,
+        dataset,
+        eval_rows: evaluator.len(),
+        variants: variants.len(),
+        flop_per_variant: flop,
+        batched_speedup: batched.variants_per_second / one.variants_per_second,
+        one_at_a_time: one,
+        batched,
+        batch_size: batch,
+    })
+}
+
+impl std::fmt::Display for ScoringBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "scoring throughput: {} on {} ({} test rows) on {}", self.model, self.dataset, self.eval_rows, self.device)?;
+        writeln!(f, "  {} variants, {}FLOP each", self.variants, human(self.flop_per_variant))?;
+        for (name, r) in [("one at a time", &self.one_at_a_time), (&format!("batched ({} per launch)", self.batch_size)[..], &self.batched)] {
+            writeln!(f, "  {name:<28} {:>8.3} s  {:>9.1} variants/s  {}FLOP/s", r.seconds, r.variants_per_second, human(r.flop_per_second))?;
+        }
+        write!(f, "  batched / one at a time: {:.2}x", self.batched_speedup)
+    }
+}

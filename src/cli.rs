@@ -48,6 +48,22 @@ pub enum Command {
         /// Choose the GPU adapter whose name contains this text.
         #[arg(long, env = "SWEEP_ADAPTER")]
         adapter: Option<String>,
+        /// Where the scoring benchmark runs (the quantizer benchmark always
+        /// compares the GPU adapter with the CPU reference).
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceChoice,
+        /// Folder holding the datasets (the scoring benchmark uses churn's test split).
+        #[arg(long, env = "SWEEP_DATA_DIR", default_value = "datasets")]
+        data_dir: PathBuf,
+        /// Variants scored by the scoring benchmark.
+        #[arg(long, default_value_t = 512)]
+        variants: usize,
+        /// Variants per launch in the batched scoring [default: as a sweep would choose].
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Skip the quantizer benchmark (it needs a GPU adapter).
+        #[arg(long)]
+        skip_quantizer: bool,
     },
 }
 

@@ -39,17 +39,30 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Some(Command::Bench { json, scale, adapter }) => {
+        Some(Command::Bench { json, scale, adapter, device, data_dir, variants, batch, skip_quantizer }) => {
             if !(scale > 0.0 && scale <= 1.0) {
                 return Err(Error::config("--scale", format!("{scale} is not in (0, 1]")));
             }
-            let ctx = gpu::GpuContext::shared(adapter.as_deref())?;
-            progress.log(&format!("benchmarking on {} ...", ctx.summary));
-            let report = bench::quantize_throughput(ctx, scale)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("bench report serialises"));
+            if variants == 0 || batch == Some(0) {
+                return Err(Error::config("--variants/--batch", "must be at least 1"));
+            }
+            let quantizer = if skip_quantizer {
+                None
             } else {
-                println!("{report}");
+                let ctx = gpu::GpuContext::shared(adapter.as_deref())?;
+                progress.log(&format!("quantizer benchmark on {} and the CPU reference ...", ctx.summary));
+                Some(bench::quantize_throughput(ctx, scale)?)
+            };
+            progress.log("scoring benchmark: mlp-complex on churn ...");
+            let scoring = sweep::scoring_bench(device, adapter.as_deref(), &data_dir, variants, batch)?;
+            if json {
+                let both = serde_json::json!({ "quantizer": quantizer, "scoring": scoring });
+                println!("{}", serde_json::to_string_pretty(&both).expect("bench report serialises"));
+            } else {
+                if let Some(q) = quantizer {
+                    println!("{q}\n");
+                }
+                println!("{scoring}");
             }
             Ok(())
         }

@@ -281,3 +281,124 @@ fn regression_sweep_reports_mse_and_mae_in_target_units() {
     let r16 = rows.iter().find(|r| r.bits == 16).unwrap();
     assert!((r16.value - r16.fp32_value).abs() / r16.fp32_value < 1e-3);
 }
+
+/// Interrupts a sweep after `abort_after` batches (and tears its last row, as a
+/// kill in the middle of a write would), resumes it, and checks that the rows
+/// equal an uninterrupted run's.
+#[test]
+fn a_killed_sweep_resumes_to_exactly_the_rows_of_an_uninterrupted_one() {
+    let data = tabular_dir(300);
+    let work = tempfile::tempdir().unwrap();
+    let base = |out: &Path| -> Vec<String> {
+        let mut a: Vec<String> = ["--model", "mlp-simple", "--dataset", "telescope", "--device", "cpu", "--bits", "1..=6", "--seeds", "3", "--epochs", "1", "--variants-per-batch", "5"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(["--data-dir".into(), data.path().display().to_string(), "--out".into(), out.display().to_string()]);
+        a.extend(["--checkpoint-dir".into(), work.path().join("ckpt").display().to_string()]);
+        a
+    };
+    let key = |rows: Vec<sweep_gpu::report::ResultRow>| {
+        let mut k: Vec<String> = rows
+            .into_iter()
+            .map(|mut r| {
+                r.eval_ms = 0.0;
+                format!("{r:?}")
+            })
+            .collect();
+        k.sort();
+        k
+    };
+    let full = work.path().join("full");
+    assert!(sweep_gpu().args(base(&full)).status().unwrap().success());
+    let want = key(sweep_gpu::report::read_results(&full.join("results.csv"), false).unwrap());
+    assert_eq!(want.len(), 6 * (4 + 3 * 3));
+    for abort_after in [1usize, 7, 15] {
+        let out = work.path().join(format!("killed-{abort_after}"));
+        let status = sweep_gpu().args(base(&out)).env("SWEEP_GPU_ABORT_AFTER_BATCHES", abort_after.to_string()).status().unwrap();
+        assert!(!status.success(), "the hook must kill the run");
+        let partial = sweep_gpu::report::read_results(&out.join("results.csv"), false).unwrap();
+        assert_eq!(partial.len(), 5 * abort_after, "every finished batch was flushed");
+        // a row torn by a kill mid-write
+        let mut f = std::fs::OpenOptions::new().append(true).open(out.join("results.csv")).unwrap();
+        std::io::Write::write_all(&mut f, b"uniform-nearest:9:layer:-:all,mlp-simple,tele").unwrap();
+        let resumed = sweep_gpu().args(["--resume", out.to_str().unwrap()]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&resumed.stderr);
+        assert!(resumed.status.success(), "{stderr}");
+        assert!(stderr.contains(&format!("resuming: {} of 78 variants", 5 * abort_after)), "{stderr}");
+        let got = key(sweep_gpu::report::read_results(&out.join("results.csv"), false).unwrap());
+        assert_eq!(got, want, "abort after {abort_after} batches");
+    }
+}
+
+#[test]
+fn resuming_a_folder_of_another_grid_is_refused() {
+    let data = tabular_dir(200);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("run");
+    let common_args = ["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--epochs", "1", "--seeds", "1"];
+    let run = |bits: &str| {
+        sweep_gpu()
+            .args(common_args)
+            .args(["--bits", bits, "--data-dir", data.path().to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    assert!(run("2,3").status.success());
+    // the same folder with another grid: its rows are not this grid's
+    let second = run("4");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("results.csv") && stderr.contains("another run") && stderr.contains("not in this grid"), "{stderr}");
+}
+
+/// Float tolerance between batched and one-at-a-time scoring: the same
+/// products summed in another order. Accuracy may move by one sample whose two
+/// logits tie to within rounding; regression errors by a relative 1e-5.
+const BATCHED_MSE_RTOL: f64 = 1e-5;
+
+#[test]
+fn batched_scoring_equals_one_at_a_time_and_shared_prefixes_change_nothing() {
+    use burn::tensor::Device;
+    use sweep_gpu::eval::Evaluator;
+    use sweep_gpu::models::{ModelKind, ModelSpec, mlp::Mlp};
+    use sweep_gpu::quant::apply::{BiasMode, Plan};
+    use sweep_gpu::sweep::grid::{GridSpec, Scope};
+    let data = tabular_dir(400);
+    for id in [DatasetId::Churn, DatasetId::Mv] {
+        let ds = load(id, data.path()).unwrap();
+        let spec = ModelSpec::new(ModelKind::MlpComplex, id, ds.train.sample_len(), ds.task).unwrap();
+        let device = Device::flex();
+        device.seed(3);
+        let weights = Mlp::new(&spec, &device).to_weights().unwrap();
+        let layers = weights.layers();
+        let grid = GridSpec {
+            methods: sweep_gpu::quant::Method::ALL.to_vec(),
+            bits: vec![2, 5],
+            granularities: vec![sweep_gpu::quant::Granularity::Layer],
+            seeds: vec![1, 2],
+            scopes: vec![Scope::All, Scope::Layer(layers[2].clone())],
+        };
+        let mut plan = Plan::new(weights.clone(), BiasMode::Fp32).unwrap();
+        plan.prepare(&grid.granularities, &grid.bits);
+        let mut eval = Evaluator::new(&ds, &ds.test, &device).unwrap();
+        eval.share_prefixes(&weights).unwrap();
+        let n = ds.test.len() as f64;
+        for scope in &grid.scopes {
+            let variants: Vec<_> = grid.variants().into_iter().filter(|v| &v.scope == scope).collect();
+            let applied: Vec<_> = variants.iter().map(|v| plan.apply(v).0).collect();
+            let refs: Vec<_> = applied.iter().collect();
+            let start = if *scope == Scope::All { 0 } else { 2 };
+            let batched = eval.score(&refs, start).unwrap();
+            for (w, b) in applied.iter().zip(&batched) {
+                let one = eval.score(&[w], 0).unwrap()[0];
+                match ds.task {
+                    sweep_gpu::data::Task::Classification { .. } => assert!((one.primary - b.primary).abs() <= 1.0 / n + 1e-12),
+                    sweep_gpu::data::Task::Regression => {
+                        assert!((one.primary - b.primary).abs() <= BATCHED_MSE_RTOL * one.primary.abs(), "{one:?} {b:?}")
+                    }
+                }
+            }
+        }
+    }
+}

@@ -162,6 +162,40 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
     Ok((weights, settings, summary, dir, false))
 }
 
+/// Variants a dry run quantizes and scores to estimate a sweep's time.
+const DRY_RUN_SAMPLE: usize = 16;
+
+/// Seconds per variant, measured by quantizing and scoring a few variants of
+/// an untrained model of the right shape (the time does not depend on the
+/// weights). On a GPU the first launch, which compiles kernels, is not counted.
+fn estimate_seconds_per_variant(spec: &ModelSpec, dataset: &Dataset, compute: &Compute, config: &Config) -> Result<f64> {
+    let flex = Device::flex();
+    flex.seed(config.seed as u64);
+    let weights = crate::models::mlp::Mlp::new(spec, &flex).to_weights()?;
+    let mut plan = Plan::new(weights, config.bias)?;
+    plan.prepare(&config.granularities, &config.bits);
+    let grid = GridSpec {
+        methods: config.methods.clone(),
+        bits: config.bits.clone(),
+        granularities: config.granularities.clone(),
+        seeds: config.rounding_seeds(),
+        scopes: vec![Scope::All],
+    };
+    let sample: Vec<Variant> = grid.variants().into_iter().cycle().take(DRY_RUN_SAMPLE).collect();
+    let evaluator = Evaluator::new(dataset, &dataset.test, &compute.burn_device())?;
+    let score = |vs: &[Variant]| -> Result<()> {
+        let applied: Vec<Weights> = vs.par_iter().map(|v| plan.apply(v).0).collect();
+        match compute {
+            Compute::Cpu { .. } => applied.par_iter().try_for_each(|w| evaluator.score(&[w], 0).map(|_| ())),
+            Compute::Gpu { .. } => evaluator.score(&applied.iter().collect::<Vec<_>>(), 0).map(|_| ()),
+        }
+    };
+    score(&sample)?; // warm-up
+    let t0 = Instant::now();
+    score(&sample)?;
+    Ok(t0.elapsed().as_secs_f64() / sample.len() as f64)
+}
+
 /// How many variants share one scoring launch.
 fn variants_per_batch(config: &Config, compute: &Compute, eval_rows: usize, widest: usize, largest_tensor: usize) -> usize {
     if let Some(v) = config.variants_per_batch {
@@ -210,7 +244,22 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         let layers = spec.widths().len() - 1;
         let per_scope = grid_of(vec![Scope::All]).variants().len();
         let total = per_scope * if config.scope == ScopeChoice::EachLayer { 1 + layers } else { 1 };
-        println!("{total} variants ({per_scope} per scope; {} methods, {} bit widths, {} seeds for stochastic methods)", config.methods.len(), config.bits.len(), config.seeds);
+        println!(
+            "{total} variants: {} scope(s) x {per_scope} ({} methods x {} bit widths x {} granularity, {} seeds for each stochastic setting)",
+            total / per_scope,
+            config.methods.len(),
+            config.bits.len(),
+            config.granularities.len(),
+            config.seeds
+        );
+        let per_variant = estimate_seconds_per_variant(&spec, &dataset, &compute, config)?;
+        println!(
+            "estimate: {:.1} s of scoring on {} ({:.1} ms per variant, measured on {} variants), plus training unless a checkpoint is cached",
+            per_variant * total as f64,
+            compute.adapter(),
+            per_variant * 1000.0,
+            DRY_RUN_SAMPLE
+        );
         return Ok(Outcome { out: config.out.clone(), summary: None, variants: total, scoring_seconds: 0.0 });
     }
 
@@ -290,25 +339,44 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
     bar.inc(done.len() as u64);
     let started = Instant::now();
     let fp32_size = 4 * weights.num_params();
-    for batch in batches(&todo, per_batch) {
+    // Testing hook: die like a killed process after N flushed batches, so the
+    // resume tests can interrupt a sweep at a chosen point.
+    let abort_after: Option<usize> = std::env::var("SWEEP_GPU_ABORT_AFTER_BATCHES").ok().and_then(|v| v.parse().ok());
+    for (batch_no, batch) in batches(&todo, per_batch).into_iter().enumerate() {
+        if abort_after == Some(batch_no) {
+            std::process::abort();
+        }
         let t0 = Instant::now();
         // a batch that quantizes one layer starts from that layer's shared input
         let start = match &batch[0].scope {
             Scope::All => 0,
             Scope::Layer(l) => layer_names.iter().position(|n| n == l).unwrap_or(0),
         };
-        let scored: Vec<(QuantReport, Scores)> = match (&wgsl, &compute) {
-            (Some(w), _) => w.score(&plan, batch, &evaluator, start)?,
-            (None, Compute::Cpu { .. }) => {
-                let applied: Vec<(Weights, QuantReport)> = batch.par_iter().map(|v| plan.apply(v)).collect();
-                let mut out = Vec::with_capacity(batch.len());
-                for (w, q) in applied {
-                    out.push((q, evaluator.score(&[&w], start)?[0]));
-                }
-                out
+        // burn compiles (and on some devices tunes) kernels per tensor shape:
+        // on a GPU, a short last batch is padded to the usual size with copies
+        // of its last variant (their scores are dropped) instead of paying a
+        // new compilation
+        let padded: Vec<Variant> = match &compute {
+            Compute::Gpu { .. } if batch.len() < per_batch && todo.len() >= per_batch => {
+                let mut p = batch.to_vec();
+                p.resize(per_batch, batch[batch.len() - 1].clone());
+                p
             }
+            _ => batch.to_vec(),
+        };
+        let scored: Vec<(QuantReport, Scores)> = match (&wgsl, &compute) {
+            (Some(w), _) => w.score(&plan, &padded, &evaluator, start)?,
+            // the CPU backend runs small matmuls faster one variant at a time than
+            // batched (../shared/BURN-WGPU-NOTES.md §5): variants in parallel
+            (None, Compute::Cpu { .. }) => batch
+                .par_iter()
+                .map(|v| {
+                    let (w, q) = plan.apply(v);
+                    Ok((q, evaluator.score(&[&w], start)?[0]))
+                })
+                .collect::<Result<Vec<_>>>()?,
             (None, Compute::Gpu { .. }) => {
-                let applied: Vec<(Weights, QuantReport)> = batch.par_iter().map(|v| plan.apply(v)).collect();
+                let applied: Vec<(Weights, QuantReport)> = padded.par_iter().map(|v| plan.apply(v)).collect();
                 let refs: Vec<&Weights> = applied.iter().map(|(w, _)| w).collect();
                 let scores = evaluator.score(&refs, start)?;
                 applied.iter().map(|(_, q)| *q).zip(scores).collect()
@@ -369,6 +437,44 @@ fn row(
         quantizer: quantizer.into(),
         eval_ms,
     }
+}
+
+/// The scoring benchmark: mlp-complex on churn's test split (randomly
+/// initialised weights: the rate does not depend on them), `n` variants of the
+/// default grid quantized by the CPU reference, scored on the chosen device.
+pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std::path::Path, n: usize, batch: Option<usize>) -> Result<crate::bench::ScoringBench> {
+    use crate::models::{ModelKind, mlp::Mlp};
+    let (compute, _) = resolve_device(choice, adapter)?;
+    let dataset = data::load(crate::data::DatasetId::Churn, data_dir, 1)?;
+    let spec = ModelSpec::new(ModelKind::MlpComplex, dataset.id, dataset.train.sample_len(), dataset.task)?;
+    let flex = Device::flex();
+    flex.seed(1);
+    let weights = Mlp::new(&spec, &flex).to_weights()?;
+    let grid = GridSpec {
+        methods: crate::quant::Method::ALL.to_vec(),
+        bits: crate::quant::reference::BITS.collect(),
+        granularities: vec![crate::quant::Granularity::Layer],
+        seeds: (1..=32).collect(),
+        scopes: vec![Scope::All],
+    };
+    let mut plan = Plan::new(weights, crate::quant::apply::BiasMode::Fp32)?;
+    plan.prepare(&grid.granularities, &grid.bits);
+    let variants: Vec<Weights> = grid.variants().iter().cycle().take(n).collect::<Vec<_>>().par_iter().map(|v| plan.apply(v).0).collect();
+    let evaluator = Evaluator::new(&dataset, &dataset.test, &compute.burn_device())?;
+    let widest = spec.widths().into_iter().max().unwrap_or(1);
+    let largest = plan.targets.iter().map(|t| t.data.len()).max().unwrap_or(1);
+    let per_batch = match batch {
+        Some(b) => b,
+        None => match &compute {
+            // the sweep scores one at a time on the CPU; batch as the GPU would
+            Compute::Cpu { .. } => 32,
+            Compute::Gpu { ctx } => {
+                let limit = ctx.limits().max_storage_buffer_binding_size as usize / 2;
+                (limit / ((evaluator.len() * widest).max(largest) * 4)).clamp(1, 256)
+            }
+        },
+    };
+    crate::bench::scoring_throughput(&evaluator, &variants, per_batch, compute.adapter(), spec.kind.to_string(), dataset.id.to_string())
 }
 
 /// The ids of the variants already in results.csv (a torn last line, left by a
