@@ -254,22 +254,22 @@ pub fn scoring_throughput(
     };
     // warm-up: every launch shape compiled (GPU: burn compiles and tunes per
     // shape) and allocations made before timing
-    evaluator.score(&[&variants[0]], 0)?;
+    evaluator.score(&[&variants[0]])?;
     let mut sizes: Vec<usize> = variants.chunks(batch).map(|c| c.len()).collect();
     sizes.dedup();
     for size in sizes {
         let refs: Vec<&crate::models::Weights> = variants.iter().take(size).collect();
-        evaluator.score(&refs, 0)?;
+        evaluator.score(&refs)?;
     }
     let t0 = Instant::now();
     for v in variants {
-        evaluator.score(&[v], 0)?;
+        evaluator.score(&[v])?;
     }
     let one = rate(t0.elapsed().as_secs_f64());
     let t0 = Instant::now();
     for chunk in variants.chunks(batch) {
         let refs: Vec<&crate::models::Weights> = chunk.iter().collect();
-        evaluator.score(&refs, 0)?;
+        evaluator.score(&refs)?;
     }
     let batched = rate(t0.elapsed().as_secs_f64());
     Ok(ScoringBench {

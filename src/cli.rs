@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::data::DatasetId;
 use crate::models::ModelKind;
-use crate::quant::apply::BiasMode;
+use crate::quant::apply::{BiasMode, BnMode};
 use crate::quant::{Granularity, Method};
 
 #[derive(Parser, Debug)]
@@ -149,6 +149,12 @@ pub struct SweepArgs {
     #[arg(long, value_enum, default_value = "fp32")]
     pub bias: BiasMode,
 
+    /// How BatchNorm meets the quantizer (conv nets): fold it into the
+    /// convolutions first, keep it f32, or pool its scale and shift with the
+    /// layer's weights as the 2020 study did.
+    #[arg(long, value_enum, default_value = "fold")]
+    pub bn: BnMode,
+
     /// Where training and scoring run.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
@@ -165,13 +171,39 @@ pub struct SweepArgs {
     #[arg(long)]
     pub epochs: Option<usize>,
 
-    /// Training batch size (the 2020 study's).
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
+    /// Training batch size [default: 16 for the dense nets (the 2020 study's), 128 for the conv nets].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
 
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
+    /// Adam learning rate, the peak of the one-cycle schedule for the conv nets
+    /// [default: 1e-3 for the dense nets, 0.01 for the conv nets].
+    #[arg(long)]
+    pub lr: Option<f64>,
+
+    /// L2 weight decay [default: 0 for the dense nets, 1e-4 for the conv nets].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+
+    /// Clip each gradient element to +-this; 0 turns clipping off
+    /// [default: off for the dense nets, 0.1 for the conv nets].
+    #[arg(long)]
+    pub grad_clip: Option<f32>,
+
+    /// Conv nets: train at a constant learning rate instead of one-cycle.
+    #[arg(long)]
+    pub no_one_cycle: bool,
+
+    /// Conv nets: no random-crop and flip augmentation.
+    #[arg(long)]
+    pub no_augment: bool,
+
+    /// Use only the first N training images (seeded order), to make a run fit a CPU.
+    #[arg(long, value_name = "N")]
+    pub train_limit: Option<usize>,
+
+    /// Score on only the first N validation and test images.
+    #[arg(long, value_name = "N")]
+    pub eval_limit: Option<usize>,
 
     /// Train even when a matching checkpoint exists.
     #[arg(long)]

@@ -8,7 +8,7 @@ use crate::cli::{DeviceChoice, QuantizerChoice, ScopeChoice, SweepArgs, parse_bi
 use crate::data::DatasetId;
 use crate::error::{Error, Result};
 use crate::models::ModelKind;
-use crate::quant::apply::BiasMode;
+use crate::quant::apply::{BiasMode, BnMode};
 use crate::quant::{Granularity, Method};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,16 +25,34 @@ pub struct Config {
     pub seeds: u32,
     pub scope: ScopeChoice,
     pub bias: BiasMode,
+    #[serde(default = "default_bn")]
+    pub bn: BnMode,
     pub device: DeviceChoice,
     pub quantizer: QuantizerChoice,
     pub adapter: Option<String>,
-    /// None: the task's default
+    /// None: the model's default (see `cli.rs`)
     pub epochs: Option<usize>,
-    pub batch_size: usize,
-    pub learning_rate: f64,
+    pub batch_size: Option<usize>,
+    pub learning_rate: Option<f64>,
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    #[serde(default)]
+    pub grad_clip: Option<f32>,
+    #[serde(default)]
+    pub no_one_cycle: bool,
+    #[serde(default)]
+    pub no_augment: bool,
+    #[serde(default)]
+    pub train_limit: Option<usize>,
+    #[serde(default)]
+    pub eval_limit: Option<usize>,
     pub retrain: bool,
     pub variants_per_batch: Option<usize>,
     pub dry_run: bool,
+}
+
+fn default_bn() -> BnMode {
+    BnMode::Fold
 }
 
 impl Config {
@@ -64,14 +82,29 @@ impl Config {
         if a.seeds == 0 {
             return Err(Error::config("--seeds", "must be at least 1"));
         }
-        if a.batch_size == 0 {
+        if a.batch_size == Some(0) {
             return Err(Error::config("--batch-size", "must be at least 1"));
+        }
+        if a.train_limit == Some(0) || a.eval_limit == Some(0) {
+            return Err(Error::config("--train-limit/--eval-limit", "must be at least 1"));
+        }
+        if let Some(w) = a.weight_decay {
+            if !(w >= 0.0 && w.is_finite()) {
+                return Err(Error::config("--weight-decay", format!("{w} is not a non-negative number")));
+            }
+        }
+        if let Some(c) = a.grad_clip {
+            if !(c >= 0.0 && c.is_finite()) {
+                return Err(Error::config("--grad-clip", format!("{c} is not a non-negative number")));
+            }
         }
         if a.epochs == Some(0) {
             return Err(Error::config("--epochs", "must be at least 1"));
         }
-        if !(a.lr > 0.0 && a.lr.is_finite()) {
-            return Err(Error::config("--lr", format!("{} is not a positive learning rate", a.lr)));
+        if let Some(lr) = a.lr {
+            if !(lr > 0.0 && lr.is_finite()) {
+                return Err(Error::config("--lr", format!("{lr} is not a positive learning rate")));
+            }
         }
         if a.quantizer == QuantizerChoice::Wgsl && a.device == DeviceChoice::Cpu {
             return Err(Error::config("--quantizer", "wgsl runs on a GPU device: use --device gpu (or auto on a machine with a GPU)"));
@@ -103,12 +136,19 @@ impl Config {
             seeds: a.seeds,
             scope: a.scope,
             bias: a.bias,
+            bn: a.bn,
             device: a.device,
             quantizer: a.quantizer,
             adapter: a.adapter.clone(),
             epochs: a.epochs,
             batch_size: a.batch_size,
             learning_rate: a.lr,
+            weight_decay: a.weight_decay,
+            grad_clip: a.grad_clip,
+            no_one_cycle: a.no_one_cycle,
+            no_augment: a.no_augment,
+            train_limit: a.train_limit,
+            eval_limit: a.eval_limit,
             retrain: a.retrain,
             variants_per_batch: a.variants_per_batch,
             dry_run: a.dry_run,

@@ -362,7 +362,7 @@ fn batched_scoring_equals_one_at_a_time_and_shared_prefixes_change_nothing() {
     use burn::tensor::Device;
     use sweep_gpu::eval::Evaluator;
     use sweep_gpu::models::{ModelKind, ModelSpec, mlp::Mlp};
-    use sweep_gpu::quant::apply::{BiasMode, Plan};
+    use sweep_gpu::quant::apply::{BiasMode, BnMode, Plan};
     use sweep_gpu::sweep::grid::{GridSpec, Scope};
     let data = tabular_dir(400);
     for id in [DatasetId::Churn, DatasetId::Mv] {
@@ -379,19 +379,19 @@ fn batched_scoring_equals_one_at_a_time_and_shared_prefixes_change_nothing() {
             seeds: vec![1, 2],
             scopes: vec![Scope::All, Scope::Layer(layers[2].clone())],
         };
-        let mut plan = Plan::new(weights.clone(), BiasMode::Fp32).unwrap();
+        let mut plan = Plan::new(weights.clone(), BiasMode::Fp32, BnMode::Fold).unwrap();
         plan.prepare(&grid.granularities, &grid.bits);
-        let mut eval = Evaluator::new(&ds, &ds.test, &device).unwrap();
-        eval.share_prefixes(&weights).unwrap();
+        let eval = Evaluator::new(&ds, &ds.test, &device, &weights, None, 0).unwrap();
         let n = ds.test.len() as f64;
         for scope in &grid.scopes {
             let variants: Vec<_> = grid.variants().into_iter().filter(|v| &v.scope == scope).collect();
             let applied: Vec<_> = variants.iter().map(|v| plan.apply(v).0).collect();
             let refs: Vec<_> = applied.iter().collect();
-            let start = if *scope == Scope::All { 0 } else { 2 };
-            let batched = eval.score(&refs, start).unwrap();
+            // one layer's scope starts from the shared fp32 activations
+            let batched = eval.score(&refs).unwrap();
             for (w, b) in applied.iter().zip(&batched) {
-                let one = eval.score(&[w], 0).unwrap()[0];
+                // every tensor treated as changed: the whole forward pass
+                let one = eval.score_all(w).unwrap();
                 match ds.task {
                     sweep_gpu::data::Task::Classification { .. } => assert!((one.primary - b.primary).abs() <= 1.0 / n + 1e-12),
                     sweep_gpu::data::Task::Regression => {

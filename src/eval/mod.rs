@@ -1,14 +1,24 @@
 //! Stage 4, evaluation: weights of many variants -> metrics on the test split.
 //!
-//! Input: [`Weights`] of V variants and a split. Output: one [`Scores`] per
-//! variant (accuracy, or MSE and MAE in the target's own units), computed by
-//! burn on the chosen device with the variants stacked on a leading axis.
+//! Input: the parameters of V variants, each model tensor stacked on a leading
+//! variant axis ([V, rows, cols], or [1, rows, cols] when all variants share
+//! it). Output: one [`Scores`] per variant (accuracy and top-5, or MSE and MAE in
+//! the target's own units), computed by burn on the chosen device in one
+//! forward pass per chunk of evaluation rows. Dense nets stack variants on a
+//! batch axis of their matmuls; conv nets stack them on the channel axis
+//! (the first convolution fans the shared input out, later ones are grouped).
+//! A variant's layers are shared until its first quantized one, so the work
+//! before a one-layer scope is done once.
 
+use burn::tensor::activation::relu;
+use burn::tensor::module::{batch_norm, conv2d, max_pool2d};
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::{Dataset, Table, Targets, Task};
 use crate::error::{Error, Result};
-use crate::models::{Weights, mlp};
+use crate::models::cnn::{BN_EPSILON, Op};
+use crate::models::{ParamRole, Weights, mlp};
 
 /// Metrics of one variant.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -33,45 +43,118 @@ pub fn higher_is_better(task: Task) -> bool {
     matches!(task, Task::Classification { .. })
 }
 
-/// One split on one device, ready to score variants of a dense net.
+/// [rows, cols] of a tensor's stacked form: weights keep their first axis and
+/// flatten the rest; one-dimensional tensors (biases, BatchNorm) are one row.
+pub fn rows_cols(shape: &[usize]) -> (usize, usize) {
+    match shape {
+        [n] => (1, *n),
+        _ => (shape[0], shape[1..].iter().product()),
+    }
+}
+
+/// Stacks one model tensor of every variant: [V, rows, cols], or [1, rows,
+/// cols] when every variant holds the same values.
+pub fn stack_tensor(variants: &[&Weights], i: usize, device: &Device) -> Tensor<3> {
+    let first = &variants[0].tensors[i];
+    let (r, c) = rows_cols(&first.shape);
+    if variants.iter().all(|w| w.tensors[i].data == first.data) {
+        return Tensor::from_data(TensorData::new(first.data.clone(), [1, r, c]), device);
+    }
+    let mut data = Vec::with_capacity(variants.len() * first.len());
+    for w in variants {
+        data.extend_from_slice(&w.tensors[i].data);
+    }
+    Tensor::from_data(TensorData::new(data, [variants.len(), r, c]), device)
+}
+
+enum Arch {
+    /// dense layers as (weight, bias) tensor indices; inputs [1, N, features]
+    /// `prefixes[l]`: layer l's input under the fp32 weights
+    Mlp { layers: Vec<(usize, Option<usize>)>, prefixes: Vec<Tensor<3>> },
+    /// a conv program; inputs [N, 3, 32, 32] scored in chunks of rows
+    Conv { ops: Vec<Op>, x: Tensor<4>, chunk: usize },
+}
+
+/// One split on one device, ready to score variants.
 pub struct Evaluator {
     device: Device,
     task: Task,
     n: usize,
-    x: Tensor<3>,
-    labels: Option<Tensor<3, Int>>,
-    targets: Option<Tensor<3>>,
+    arch: Arch,
+    labels: Option<Tensor<2, Int>>,
+    targets: Option<Tensor<2>>,
     /// (mean, std) of the standardised regression target
     target_affine: (f32, f32),
-    /// inputs of each layer under the fp32 weights [1, N, in], set by
-    /// `share_prefixes`: a variant that quantizes only layer l starts there
-    prefixes: Vec<Tensor<3>>,
+    /// the unquantized weights: a tensor equal to its fp32 value in every
+    /// variant lets a dense net start from the shared activations
+    fp32: Weights,
+}
+
+/// Sums over a chunk of rows, per variant.
+struct Sums {
+    primary: Vec<f64>,
+    secondary: Option<Vec<f64>>,
+}
+
+fn dense_layers(weights: &Weights) -> Vec<(usize, Option<usize>)> {
+    let t = &weights.tensors;
+    t.iter()
+        .enumerate()
+        .filter(|(_, p)| matches!(p.role, ParamRole::Weight { .. }))
+        .map(|(i, p)| (i, t.iter().position(|b| b.layer == p.layer && b.role == ParamRole::Bias)))
+        .collect()
 }
 
 impl Evaluator {
-    pub fn new(dataset: &Dataset, table: &Table, device: &Device) -> Result<Evaluator> {
+    /// `fp32`: the unquantized weights (they fix the network's layout and the
+    /// shared activations); `ops`: the conv program, None for a dense net;
+    /// `chunk`: evaluation rows per forward pass of a conv net.
+    pub fn new(dataset: &Dataset, table: &Table, device: &Device, fp32: &Weights, ops: Option<Vec<Op>>, chunk: usize) -> Result<Evaluator> {
         let n = table.len();
         if n == 0 {
             return Err(Error::Eval("the evaluation split is empty".into()));
         }
-        let features = table.sample_len();
-        let x = Tensor::<3>::from_data(TensorData::new(table.x.clone(), [1, n, features]), device);
         let (labels, targets) = match &table.y {
             Targets::Classes(c) => {
                 let v: Vec<i64> = c.iter().map(|&c| c as i64).collect();
-                (Some(Tensor::<3, Int>::from_data(TensorData::new(v, [1, n, 1]), device)), None)
+                (Some(Tensor::<2, Int>::from_data(TensorData::new(v, [n, 1]), device)), None)
             }
             Targets::Values(v) => {
                 let raw: Vec<f32> = v.iter().map(|&t| dataset.unscale_target(t)).collect();
-                (None, Some(Tensor::<3>::from_data(TensorData::new(raw, [1, n, 1]), device)))
+                (None, Some(Tensor::<2>::from_data(TensorData::new(raw, [n, 1]), device)))
             }
         };
         let target_affine = match &dataset.target_scaler {
             Some(s) => (s.shift[0] as f32, s.scale[0] as f32),
             None => (0.0, 1.0),
         };
-        let prefixes = vec![x.clone()];
-        Ok(Evaluator { device: device.clone(), task: dataset.task, n, x, labels, targets, target_affine, prefixes })
+        let arch = match ops {
+            None => {
+                let x = Tensor::<3>::from_data(TensorData::new(table.x.clone(), [1, n, table.sample_len()]), device);
+                let layers = dense_layers(fp32);
+                let mut ev_prefixes = vec![x.clone()];
+                let stacked: Vec<Tensor<3>> = (0..fp32.tensors.len()).map(|i| stack_tensor(&[fp32], i, device)).collect();
+                let mut h = x.clone();
+                for &(w, b) in layers.iter().take(layers.len().saturating_sub(1)) {
+                    h = h.matmul(stacked[w].clone());
+                    if let Some(b) = b {
+                        h = h + stacked[b].clone();
+                    }
+                    h = relu(h);
+                    ev_prefixes.push(h.clone());
+                }
+                Arch::Mlp { layers, prefixes: ev_prefixes }
+            }
+            Some(ops) => {
+                let shape = &table.sample_shape;
+                if shape.len() != 3 {
+                    return Err(Error::Eval(format!("a conv net needs [channels, height, width] samples, not {shape:?}")));
+                }
+                let x = Tensor::<4>::from_data(TensorData::new(table.x.clone(), [n, shape[0], shape[1], shape[2]]), device);
+                Arch::Conv { ops, x, chunk: chunk.max(1) }
+            }
+        };
+        Ok(Evaluator { device: device.clone(), task: dataset.task, n, arch, labels, targets, target_affine, fp32: fp32.clone() })
     }
 
     pub fn len(&self) -> usize {
@@ -82,72 +165,72 @@ impl Evaluator {
         self.n == 0
     }
 
-    /// Stacks the dense-net layers of every variant: weight [V, in, out], bias [V, 1, out].
-    fn stack(&self, variants: &[&Weights]) -> Result<Vec<(Tensor<3>, Tensor<3>)>> {
-        let first = variants.first().ok_or_else(|| Error::Eval("no variants to score".into()))?;
-        let v = variants.len();
-        let mut layers = Vec::new();
-        let mut i = 0;
-        while i < first.tensors.len() {
-            let w = &first.tensors[i];
-            let b = first.tensors.get(i + 1).filter(|t| t.layer == w.layer && t.shape.len() == 1);
-            let (din, dout) = (w.shape[0], w.shape[1]);
-            let mut wd = Vec::with_capacity(v * din * dout);
-            let mut bd = Vec::with_capacity(v * dout);
-            for var in variants {
-                wd.extend_from_slice(&var.tensors[i].data);
-                match b {
-                    Some(_) => bd.extend_from_slice(&var.tensors[i + 1].data),
-                    None => bd.extend(std::iter::repeat_n(0.0, dout)),
-                }
-            }
-            layers.push((
-                Tensor::<3>::from_data(TensorData::new(wd, [v, din, dout]), &self.device),
-                Tensor::<3>::from_data(TensorData::new(bd, [v, 1, dout]), &self.device),
-            ));
-            i += if b.is_some() { 2 } else { 1 };
-        }
-        Ok(layers)
-    }
-
-    /// Computes, once, every layer's input under the fp32 weights, so that
-    /// variants that quantize one layer only start from it.
-    pub fn share_prefixes(&mut self, fp32: &Weights) -> Result<()> {
-        let layers = self.stack(&[fp32])?;
-        let mut h = self.x.clone();
-        let mut prefixes = vec![h.clone()];
-        for (w, b) in layers.iter().take(layers.len() - 1) {
-            h = burn::tensor::activation::relu(h.matmul(w.clone()) + b.clone());
-            prefixes.push(h.clone());
-        }
-        self.prefixes = prefixes;
-        Ok(())
-    }
-
-    /// Scores every variant; all of them share one forward pass. `start` is the
-    /// first layer that differs from fp32 (0 unless only later layers are quantized).
-    pub fn score(&self, variants: &[&Weights], start: usize) -> Result<Vec<Scores>> {
-        let layers = self.stack(variants)?;
-        self.score_layers(&layers, variants.len(), start)
-    }
-
-    /// Scores `v` variants given as per-layer tensors already on the device:
-    /// weight [V or 1, in, out] and bias [V or 1, 1, out] (1 = shared by all).
-    /// Layers before `start` must be the fp32 ones (see `share_prefixes`).
-    pub fn score_layers(&self, layers: &[(Tensor<3>, Tensor<3>)], v: usize, start: usize) -> Result<Vec<Scores>> {
-        let x = self.prefixes.get(start).cloned().ok_or_else(|| Error::Eval(format!("no shared input for layer {start}: call share_prefixes")))?;
-        let out = mlp::forward_variants(x, layers, start);
-        let out = if out.dims()[0] == v { out } else { out.expand([v as i64, -1, -1]) };
-        self.metrics(out, v)
-    }
-
     pub fn device(&self) -> &Device {
         &self.device
     }
 
-    /// Metrics from the outputs [V, N, outputs].
-    fn metrics(&self, out: Tensor<3>, v: usize) -> Result<Vec<Scores>> {
+    /// Scores host weights of every variant (stacked and uploaded here).
+    pub fn score(&self, variants: &[&Weights]) -> Result<Vec<Scores>> {
+        let first = variants.first().ok_or_else(|| Error::Eval("no variants to score".into()))?;
+        let params: Vec<Tensor<3>> = (0..first.tensors.len()).map(|i| stack_tensor(variants, i, &self.device)).collect();
+        let changed: Vec<bool> = (0..first.tensors.len())
+            .map(|i| self.fp32.tensors.get(i).is_none_or(|f| variants.iter().any(|w| w.tensors[i].data != f.data)))
+            .collect();
+        self.score_params(&params, variants.len(), &changed)
+    }
+
+    /// Scores one set of weights that may differ from the layout weights in
+    /// every tensor (training's validation checks).
+    pub fn score_all(&self, weights: &Weights) -> Result<Scores> {
+        let params: Vec<Tensor<3>> = (0..weights.tensors.len()).map(|i| stack_tensor(&[weights], i, &self.device)).collect();
+        Ok(self.score_params(&params, 1, &vec![true; params.len()])?[0])
+    }
+
+    /// Scores `v` variants given as stacked tensors on the device (one per model
+    /// tensor, [V or 1, rows, cols]); `changed[i]` says whether tensor i differs
+    /// from its fp32 value in any variant.
+    pub fn score_params(&self, params: &[Tensor<3>], v: usize, changed: &[bool]) -> Result<Vec<Scores>> {
+        let mut total = Sums { primary: vec![0.0; v], secondary: None };
+        match &self.arch {
+            Arch::Mlp { layers, prefixes } => {
+                // the first layer that any variant changes; the activations
+                // before it are the fp32 ones, computed once
+                let start = layers.iter().position(|(w, b)| changed[*w] || b.is_some_and(|b| changed[b])).unwrap_or(0);
+                let pairs: Vec<(Tensor<3>, Option<Tensor<3>>)> =
+                    layers.iter().map(|&(w, b)| (params[w].clone(), b.map(|b| params[b].clone()))).collect();
+                let out = mlp::forward_variants(prefixes[start].clone(), &pairs, start);
+                let out = if out.dims()[0] == v { out } else { out.expand([v as i64, -1, -1]) };
+                total = self.sums(out, v, 0, self.n)?;
+            }
+            Arch::Conv { ops, x, chunk } => {
+                let mut start = 0;
+                while start < self.n {
+                    let len = (*chunk).min(self.n - start);
+                    let out = run_program(ops, params, x.clone().narrow(0, start, len));
+                    let out = if out.dims()[0] == v { out } else { out.expand([v as i64, -1, -1]) };
+                    let s = self.sums(out, v, start, len)?;
+                    for (t, x) in total.primary.iter_mut().zip(&s.primary) {
+                        *t += x;
+                    }
+                    if let Some(sec) = s.secondary {
+                        let acc = total.secondary.get_or_insert_with(|| vec![0.0; v]);
+                        for (t, x) in acc.iter_mut().zip(&sec) {
+                            *t += x;
+                        }
+                    }
+                    start += len;
+                }
+            }
+        }
         let n = self.n as f64;
+        Ok((0..v)
+            .map(|i| Scores { primary: total.primary[i] / n, secondary: total.secondary.as_ref().map(|s| s[i] / n) })
+            .collect())
+    }
+
+    /// Per-variant sums of the metrics over rows `start..start + len`, from the
+    /// outputs [V, len, outputs].
+    fn sums(&self, out: Tensor<3>, v: usize, start: usize, len: usize) -> Result<Sums> {
         let read = |t: Tensor<1>| -> Result<Vec<f64>> {
             t.try_to_vec_as::<f32>()
                 .map(|v| v.into_iter().map(f64::from).collect())
@@ -155,29 +238,107 @@ impl Evaluator {
         };
         match self.task {
             Task::Classification { classes } => {
-                let labels = self.labels.clone().expect("classifier has labels");
-                let pred = out.clone().argmax(2); // [V, N, 1]
-                let correct = pred.equal(labels.clone().expand([v, self.n, 1])).float().sum_dim(1).reshape([v]);
-                let acc = read(correct)?;
+                let labels: Tensor<3, Int> = self.labels.clone().expect("classifier has labels").narrow(0, start, len).unsqueeze::<3>();
+                let pred = out.clone().argmax(2); // [V, len, 1]
+                let correct = read(pred.equal(labels.clone().expand([v, len, 1])).float().sum_dim(1).reshape([v]))?;
                 let top5 = if classes > 5 {
-                    let idx = out.argtopk(5, 2); // [V, N, 5]
-                    let hit = idx.equal(labels.expand([v, self.n, 5])).float().sum_dim(2).sum_dim(1).reshape([v]);
-                    Some(read(hit)?)
+                    let idx = out.argtopk(5, 2); // [V, len, 5]
+                    Some(read(idx.equal(labels.expand([v, len, 5])).float().sum_dim(2).sum_dim(1).reshape([v]))?)
                 } else {
                     None
                 };
-                Ok((0..v)
-                    .map(|i| Scores { primary: acc[i] / n, secondary: top5.as_ref().map(|t| t[i] / n) })
-                    .collect())
+                Ok(Sums { primary: correct, secondary: top5 })
             }
             Task::Regression => {
                 let (mean, std) = self.target_affine;
                 let pred = out.mul_scalar(std).add_scalar(mean);
-                let err = pred - self.targets.clone().expect("regressor has targets");
-                let mse = read(err.clone().powi_scalar(2).sum_dim(1).reshape([v]))?;
-                let mae = read(err.abs().sum_dim(1).reshape([v]))?;
-                Ok((0..v).map(|i| Scores { primary: mse[i] / n, secondary: Some(mae[i] / n) }).collect())
+                let targets: Tensor<3> = self.targets.clone().expect("regressor has targets").narrow(0, start, len).unsqueeze::<3>();
+                let err = pred - targets;
+                let sq = read(err.clone().powi_scalar(2).sum_dim(1).reshape([v]))?;
+                let abs = read(err.abs().sum_dim(1).reshape([v]))?;
+                Ok(Sums { primary: sq, secondary: Some(abs) })
             }
         }
+    }
+}
+
+/// Repeats a [V0 * c] per-channel vector to `v` variants when V0 = 1.
+fn per_channel(p: &Tensor<3>, v: usize) -> Tensor<1> {
+    let [pv, _, c] = p.dims();
+    let flat: Tensor<1> = p.clone().reshape([pv * c]);
+    if pv == v { flat } else { flat.repeat_dim(0, v) }
+}
+
+/// Runs a conv program on `x` [B, C, H, W] for the stacked parameters;
+/// returns [V or 1, B, outputs].
+fn run_program(ops: &[Op], params: &[Tensor<3>], x: Tensor<4>) -> Tensor<3> {
+    enum Act {
+        Maps(Tensor<4>, usize),
+        Rows(Tensor<3>),
+    }
+    let mut act = Act::Maps(x, 1);
+    let mut saved: Option<(Tensor<4>, usize)> = None;
+    for op in ops {
+        act = match (op, act) {
+            (Op::Conv { weight, bias }, Act::Maps(h, vh)) => {
+                let [vw, out, inner] = params[*weight].dims();
+                let cin = inner / 9;
+                let v = vh.max(vw);
+                let mut w: Tensor<4> = params[*weight].clone().reshape([vw * out, cin, 3, 3]);
+                if vw < v {
+                    w = w.repeat_dim(0, v);
+                }
+                let b = bias.map(|b| per_channel(&params[b], v));
+                // a shared input fans out to every variant's channels; variant
+                // inputs meet their own weights in groups
+                let groups = if vh == 1 { 1 } else { v };
+                Act::Maps(conv2d(h, w, b, ConvOptions::new([1, 1], [1, 1], [1, 1], groups)), v)
+            }
+            (Op::Bn { gamma, beta, mean, var }, Act::Maps(h, vh)) => {
+                let v = [gamma, beta, mean, var].iter().map(|&&i| params[i].dims()[0]).fold(vh, usize::max);
+                let h = if vh < v { h.repeat_dim(1, v) } else { h };
+                Act::Maps(
+                    batch_norm(
+                        h,
+                        per_channel(&params[*gamma], v),
+                        per_channel(&params[*beta], v),
+                        per_channel(&params[*mean], v),
+                        per_channel(&params[*var], v),
+                        BN_EPSILON,
+                    ),
+                    v,
+                )
+            }
+            (Op::Relu, Act::Maps(h, v)) => Act::Maps(relu(h), v),
+            (Op::Relu, Act::Rows(h)) => Act::Rows(relu(h)),
+            (Op::MaxPool(k), Act::Maps(h, v)) => Act::Maps(max_pool2d(h, MaxPoolOptions::new([*k, *k])), v),
+            (Op::Save, Act::Maps(h, v)) => {
+                saved = Some((h.clone(), v));
+                Act::Maps(h, v)
+            }
+            (Op::AddSaved, Act::Maps(h, v)) => {
+                let (s, vs) = saved.take().expect("AddSaved follows Save");
+                let s = if vs < v { s.repeat_dim(1, v) } else { s };
+                let h = if v < vs { h.repeat_dim(1, vs) } else { h };
+                Act::Maps(h + s, v.max(vs))
+            }
+            (Op::Flatten, Act::Maps(h, v)) => {
+                let [b, c, hh, ww] = h.dims();
+                let r: Tensor<3> = h.reshape([b, v, (c / v) * hh * ww]);
+                Act::Rows(r.swap_dims(0, 1))
+            }
+            (Op::Linear { weight, bias }, Act::Rows(h)) => {
+                let mut y = h.matmul(params[*weight].clone());
+                if let Some(b) = bias {
+                    y = y + params[*b].clone();
+                }
+                Act::Rows(y)
+            }
+            (op, _) => panic!("conv program out of order at {op:?}"),
+        };
+    }
+    match act {
+        Act::Rows(h) => h,
+        Act::Maps(..) => panic!("a conv program ends with a linear layer"),
     }
 }

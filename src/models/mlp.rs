@@ -82,11 +82,14 @@ impl Mlp {
 /// `x` is that layer's input [1 or V, N, in] (shared by all variants when its
 /// first axis is 1), each layer a weight [V or 1, in, out] and a bias
 /// [V or 1, 1, out]; returns [V, N, outputs]. `layers[..start]` are not used.
-pub fn forward_variants(x: Tensor<3>, layers: &[(Tensor<3>, Tensor<3>)], start: usize) -> Tensor<3> {
+pub fn forward_variants(x: Tensor<3>, layers: &[(Tensor<3>, Option<Tensor<3>>)], start: usize) -> Tensor<3> {
     let last = layers.len() - 1;
     let mut h = x;
     for (i, (w, b)) in layers.iter().enumerate().skip(start) {
-        h = h.matmul(w.clone()) + b.clone();
+        h = h.matmul(w.clone());
+        if let Some(b) = b {
+            h = h + b.clone();
+        }
         if i < last {
             h = relu(h);
         }

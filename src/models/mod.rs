@@ -4,6 +4,7 @@
 //! Input: a model name and the dataset's shape. Output: a module to train, and
 //! [`Weights`], the host copy of its parameters in a fixed order.
 
+pub mod cnn;
 pub mod mlp;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,10 @@ pub enum ModelKind {
     MlpSimple,
     /// Four hidden layers with dropout 0.1 (the study's "complex" dense net).
     MlpComplex,
+    /// The study's VGG-style CNN with BatchNorm (3.28 M parameters for 100 classes).
+    Cnn,
+    /// ResNet9 (6.62 M parameters for 100 classes).
+    Resnet9,
 }
 
 impl ModelKind {
@@ -25,7 +30,13 @@ impl ModelKind {
         match self {
             ModelKind::MlpSimple => "mlp-simple",
             ModelKind::MlpComplex => "mlp-complex",
+            ModelKind::Cnn => "cnn",
+            ModelKind::Resnet9 => "resnet9",
         }
+    }
+
+    pub fn is_conv(self) -> bool {
+        matches!(self, ModelKind::Cnn | ModelKind::Resnet9)
     }
 }
 
@@ -49,7 +60,18 @@ impl ModelSpec {
     /// The study's architectures: `mlp-complex` is [20, 40, 60, 30] for the
     /// classifiers and [50, 100, 100, 50] for the regressors.
     pub fn new(kind: ModelKind, dataset: DatasetId, inputs: usize, task: Task) -> Result<ModelSpec> {
+        if kind.is_conv() != (inputs == 3 * 32 * 32) {
+            return Err(Error::config(
+                "--model",
+                format!(
+                    "{kind} needs {} data; {dataset} is {}",
+                    if kind.is_conv() { "image (fashion-mnist, cifar100)" } else { "tabular (churn, telescope, california, mv)" },
+                    if inputs == 3 * 32 * 32 { "images" } else { "tabular" }
+                ),
+            ));
+        }
         let (hidden, dropout) = match kind {
+            ModelKind::Cnn | ModelKind::Resnet9 => (vec![], 0.0),
             ModelKind::MlpSimple => (vec![10], 0.0),
             ModelKind::MlpComplex => match task {
                 Task::Classification { .. } => (vec![20, 40, 60, 30], 0.1),
@@ -77,6 +99,17 @@ pub enum ParamRole {
     /// A layer's weight; `channel_axis` is its output-channel axis.
     Weight { channel_axis: usize },
     Bias,
+    /// BatchNorm scale, shift and running statistics (one value per channel).
+    BnGamma,
+    BnBeta,
+    BnMean,
+    BnVar,
+}
+
+impl ParamRole {
+    pub fn is_bn(self) -> bool {
+        matches!(self, ParamRole::BnGamma | ParamRole::BnBeta | ParamRole::BnMean | ParamRole::BnVar)
+    }
 }
 
 /// One parameter tensor on the host, row-major.
@@ -100,6 +133,51 @@ impl ParamTensor {
     }
 }
 
+/// Folds every BatchNorm into the convolution before it, with the running
+/// statistics: scale = gamma / sqrt(var + eps), w' = w * scale (per output
+/// channel), b' = (b - mean) * scale + beta. The BatchNorm tensors are removed.
+pub fn fold_batchnorm(weights: &Weights, epsilon: f64) -> Weights {
+    let t = &weights.tensors;
+    let find = |layer: &str, role: ParamRole| t.iter().find(|x| x.layer == layer && x.role == role);
+    let mut out = Vec::new();
+    for p in t {
+        if p.role.is_bn() {
+            continue;
+        }
+        let (Some(g), Some(b), Some(m), Some(v)) =
+            (find(&p.layer, ParamRole::BnGamma), find(&p.layer, ParamRole::BnBeta), find(&p.layer, ParamRole::BnMean), find(&p.layer, ParamRole::BnVar))
+        else {
+            out.push(p.clone());
+            continue;
+        };
+        let scale: Vec<f64> = g.data.iter().zip(&v.data).map(|(&g, &v)| g as f64 / (v as f64 + epsilon).sqrt()).collect();
+        let mut q = p.clone();
+        match p.role {
+            ParamRole::Weight { channel_axis: 0 } => {
+                let inner = p.len() / scale.len();
+                for (c, row) in q.data.chunks_mut(inner).enumerate() {
+                    for w in row {
+                        *w = (*w as f64 * scale[c]) as f32;
+                    }
+                }
+                out.push(q);
+                if find(&p.layer, ParamRole::Bias).is_none() {
+                    let data = (0..scale.len()).map(|c| (b.data[c] as f64 - m.data[c] as f64 * scale[c]) as f32).collect();
+                    out.push(ParamTensor { name: p.name.replace(".weight", ".bias"), layer: p.layer.clone(), shape: vec![scale.len()], role: ParamRole::Bias, data });
+                }
+            }
+            ParamRole::Bias => {
+                for (c, x) in q.data.iter_mut().enumerate() {
+                    *x = ((*x as f64 - m.data[c] as f64) * scale[c] + b.data[c] as f64) as f32;
+                }
+                out.push(q);
+            }
+            _ => out.push(q),
+        }
+    }
+    Weights { tensors: out }
+}
+
 /// All parameters of a model in a fixed order (the tensor index of the
 /// stochastic-rounding hash is the position in this list).
 #[derive(Clone, Debug, PartialEq)]
@@ -110,6 +188,11 @@ pub struct Weights {
 impl Weights {
     pub fn num_params(&self) -> usize {
         self.tensors.iter().map(|t| t.len()).sum()
+    }
+
+    /// Trainable parameters, as PyTorch counts them (BatchNorm running statistics excluded).
+    pub fn trainable_params(&self) -> usize {
+        self.tensors.iter().filter(|t| !matches!(t.role, ParamRole::BnMean | ParamRole::BnVar)).map(|t| t.len()).sum()
     }
 
     /// Refuses NaN, infinity and magnitudes no quantizer range can hold, naming the tensor.

@@ -35,8 +35,51 @@ impl BiasMode {
     }
 }
 
+/// How BatchNorm meets the quantizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BnMode {
+    /// fold each BatchNorm into the convolution before it, then quantize (what
+    /// a deployment does: the folded model has no BatchNorm left)
+    Fold,
+    /// quantize the weights, keep BatchNorm's parameters and statistics f32
+    Keep,
+    /// quantize BatchNorm's scale and shift in one group with the layer's
+    /// weight (the 2020 study's treatment)
+    Pool,
+}
+
+impl BnMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            BnMode::Fold => "fold",
+            BnMode::Keep => "keep",
+            BnMode::Pool => "pool",
+        }
+    }
+}
+
+/// Where a model tensor sits inside a target's row-major [rows, cols] data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// the tensor is rows `first_row..` of the target (output channels on the
+    /// last axis: a Linear weight [in, out] with its bias as an extra row)
+    Rows { first_row: usize },
+    /// row c of the tensor is columns `first_col..first_col + width` of row c of
+    /// the target (output channels first: a conv weight [out, in*kh*kw] with
+    /// per-channel bias, gamma and beta as extra columns)
+    Cols { first_col: usize, width: usize },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub tensor: usize,
+    pub layout: Layout,
+}
+
 /// One tensor the quantizer sees: a weight, a bias, or a weight pooled with its
-/// bias (row-major concatenation [in + 1, out], so output channels stay columns).
+/// layer's bias and BatchNorm scale and shift (one group per output channel
+/// keeps each channel's extras with its weights).
 #[derive(Clone, Debug)]
 pub struct Target {
     pub name: String,
@@ -47,13 +90,30 @@ pub struct Target {
     pub data: Vec<f32>,
     pub shape: Vec<usize>,
     pub channel_axis: usize,
-    /// (tensor index, element range in `data`)
-    pub members: Vec<(usize, std::ops::Range<usize>)>,
+    pub members: Vec<Member>,
 }
 
 impl Target {
     pub fn grouping(&self, g: Granularity) -> Grouping {
         Grouping::for_granularity(&self.shape, self.channel_axis, g)
+    }
+
+    /// Columns of the target's row-major data ([rows, cols]).
+    pub fn cols(&self) -> usize {
+        if self.shape.len() == 1 { self.data.len() } else { self.data.len() / self.shape[0] }
+    }
+
+    /// Copies a member's part of `values` (laid out like `data`) into `out`.
+    pub fn scatter(&self, m: &Member, values: &[f32], out: &mut [f32]) {
+        let cols = self.cols();
+        match m.layout {
+            Layout::Rows { first_row } => out.copy_from_slice(&values[first_row * cols..first_row * cols + out.len()]),
+            Layout::Cols { first_col, width } => {
+                for (c, row) in out.chunks_mut(width).enumerate() {
+                    row.copy_from_slice(&values[c * cols + first_col..c * cols + first_col + width]);
+                }
+            }
+        }
     }
 }
 
@@ -100,65 +160,80 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(weights: Weights, bias: BiasMode) -> Result<Plan> {
+    /// Targets of `weights` (BatchNorm already folded when `bn` is `Fold`).
+    pub fn new(weights: Weights, bias: BiasMode, bn: BnMode) -> Result<Plan> {
         let mut targets = Vec::new();
         let t = &weights.tensors;
-        let mut i = 0;
-        while i < t.len() {
-            let p = &t[i];
-            let bias_next = t.get(i + 1).filter(|b| b.role == ParamRole::Bias && b.layer == p.layer);
-            match p.role {
-                ParamRole::Weight { channel_axis } => {
-                    let single = |idx: usize, axis: usize| Target {
-                        name: t[idx].name.clone(),
-                        layer: t[idx].layer.clone(),
-                        tensor_index: idx as u32,
-                        data: t[idx].data.clone(),
-                        shape: t[idx].shape.clone(),
-                        channel_axis: axis,
-                        members: vec![(idx, 0..t[idx].len())],
-                    };
-                    match (bias, bias_next) {
-                        (BiasMode::Pool, Some(b)) => {
-                            if channel_axis + 1 != p.shape.len() {
-                                return Err(Error::Quant(format!(
-                                    "--bias pool needs the output channel on the last axis of {}; use --bias fp32 or separate",
-                                    p.name
-                                )));
-                            }
-                            let mut data = p.data.clone();
-                            data.extend_from_slice(&b.data);
-                            let mut shape = p.shape.clone();
-                            shape[0] += 1;
-                            shape.truncate(2);
-                            targets.push(Target {
-                                name: format!("{}+bias", p.name),
-                                layer: p.layer.clone(),
-                                tensor_index: i as u32,
-                                data,
-                                shape,
-                                channel_axis: 1,
-                                members: vec![(i, 0..p.len()), (i + 1, p.len()..p.len() + b.len())],
-                            });
-                            i += 2;
-                            continue;
-                        }
-                        (BiasMode::Separate, Some(_)) => {
-                            targets.push(single(i, channel_axis));
-                            // a bias is one group whatever the granularity: per
-                            // channel it would be one element per group
-                            let mut b = single(i + 1, 0);
-                            b.shape = vec![b.data.len()];
-                            targets.push(b);
-                            i += 2;
-                            continue;
-                        }
-                        _ => targets.push(single(i, channel_axis)),
-                    }
-                }
-                ParamRole::Bias => {}
+        let in_layer = |layer: &str, role: ParamRole| t.iter().position(|x| x.layer == layer && x.role == role);
+        for (i, p) in t.iter().enumerate() {
+            let ParamRole::Weight { channel_axis } = p.role else { continue };
+            let single = |idx: usize, shape: Vec<usize>, axis: usize| Target {
+                name: t[idx].name.clone(),
+                layer: t[idx].layer.clone(),
+                tensor_index: idx as u32,
+                data: t[idx].data.clone(),
+                shape,
+                channel_axis: axis,
+                members: vec![Member { tensor: idx, layout: Layout::Rows { first_row: 0 } }],
+            };
+            let bias_idx = in_layer(&p.layer, ParamRole::Bias);
+            let mut extras = Vec::new();
+            if bias == BiasMode::Pool {
+                extras.extend(bias_idx);
             }
-            i += 1;
+            if bn == BnMode::Pool {
+                extras.extend(in_layer(&p.layer, ParamRole::BnGamma));
+                extras.extend(in_layer(&p.layer, ParamRole::BnBeta));
+            }
+            if extras.is_empty() {
+                targets.push(single(i, p.shape.clone(), channel_axis));
+            } else {
+                let out = p.shape[channel_axis];
+                let inner = p.len() / out;
+                let mut members = vec![];
+                let (data, shape, axis) = if channel_axis + 1 == p.shape.len() {
+                    // [in, out]: extras are extra rows
+                    let mut data = p.data.clone();
+                    members.push(Member { tensor: i, layout: Layout::Rows { first_row: 0 } });
+                    for (j, &e) in extras.iter().enumerate() {
+                        data.extend_from_slice(&t[e].data);
+                        members.push(Member { tensor: e, layout: Layout::Rows { first_row: inner + j } });
+                    }
+                    (data, vec![inner + extras.len(), out], 1)
+                } else if channel_axis == 0 {
+                    // [out, ...]: extras are extra columns of each channel's row
+                    let cols = inner + extras.len();
+                    let mut data = Vec::with_capacity(out * cols);
+                    for c in 0..out {
+                        data.extend_from_slice(&p.data[c * inner..(c + 1) * inner]);
+                        data.extend(extras.iter().map(|&e| t[e].data[c]));
+                    }
+                    members.push(Member { tensor: i, layout: Layout::Cols { first_col: 0, width: inner } });
+                    for (j, &e) in extras.iter().enumerate() {
+                        members.push(Member { tensor: e, layout: Layout::Cols { first_col: inner + j, width: 1 } });
+                    }
+                    (data, vec![out, cols], 0)
+                } else {
+                    return Err(Error::Quant(format!("cannot pool parameters with {}: its output channels are not its first or last axis", p.name)));
+                };
+                let names: Vec<&str> = extras.iter().map(|&e| t[e].name.rsplit('.').next().unwrap_or("")).collect();
+                targets.push(Target {
+                    name: format!("{}+{}", p.name, names.join("+")),
+                    layer: p.layer.clone(),
+                    tensor_index: i as u32,
+                    data,
+                    shape,
+                    channel_axis: axis,
+                    members,
+                });
+            }
+            if bias == BiasMode::Separate {
+                if let Some(b) = bias_idx {
+                    // a bias is one group whatever the granularity: per channel
+                    // it would be one element per group
+                    targets.push(single(b, vec![t[b].len()], 0));
+                }
+            }
         }
         let sq_sums = targets.iter().map(|t| tree_sum(t.data.len(), |k| t.data[k] * t.data[k]) as f64).collect();
         Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new() })
@@ -205,8 +280,8 @@ impl Plan {
             let t = &self.targets[ti];
             let groups = self.grouping(ti, v.granularity).groups;
             bytes += (t.data.len() * v.bits as usize).div_ceil(8) + groups * table_bytes(v.method);
-            for (m, _) in &t.members {
-                quantized[*m] = true;
+            for m in &t.members {
+                quantized[m.tensor] = true;
             }
         }
         bytes + self.weights.tensors.iter().zip(&quantized).filter(|(_, q)| !**q).map(|(t, _)| 4 * t.len()).sum::<usize>()
@@ -232,8 +307,8 @@ impl Plan {
             let t = &self.targets[ti];
             let key = VariantKey { method: v.method, bits: v.bits, seed: v.seed.unwrap_or(0), tensor: t.tensor_index };
             let q = reference::quantize(&t.data, self.grouping(ti, v.granularity), self.params(ti, v.granularity, v.bits), key);
-            for (m, range) in &t.members {
-                out.tensors[*m].data.copy_from_slice(&q.values[range.clone()]);
+            for m in &t.members {
+                t.scatter(m, &q.values, &mut out.tensors[m.tensor].data);
             }
             let w = &t.data;
             let err = tree_sum(w.len(), |k| {

@@ -66,7 +66,14 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String)], heatmaps: &
         ("created (UTC)", info.created_utc.clone()),
         ("data", format!("{} (sha256 {}…), split {}/{}/{}", info.dataset_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), &info.data_hash[..12], info.split_sizes[0], info.split_sizes[1], info.split_sizes[2])),
         ("preprocessing", info.preprocessing.clone()),
-        ("model", format!("{} {:?}, {} parameters", info.model.kind, info.model.widths(), info.parameters)),
+        (
+            "model",
+            if info.model.kind.is_conv() {
+                format!("{}, {} parameters, BatchNorm {}", info.model.kind, info.parameters, info.config.bn.name())
+            } else {
+                format!("{} {:?}, {} parameters", info.model.kind, info.model.widths(), info.parameters)
+            },
+        ),
         ("training", format!("{} epochs, batch {}, Adam lr {}, seed {}; kept the weights at epoch {:.2} (best on validation){}", info.training.epochs, info.training.batch_size, info.training.learning_rate, info.training.seed, info.training_summary.best_epoch, if info.checkpoint_reused { "; checkpoint reused" } else { "" })),
         ("grid", format!("{} variants: methods {}, bits {:?}, granularity {}, {} seed(s) per stochastic setting, scope {:?}, bias {}", info.variants, c.methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "), c.bits, c.granularities.iter().map(|g| g.name()).collect::<Vec<_>>().join(","), c.seeds, c.scope, c.bias.name())),
         ("scored", format!("{} of {} variants", s.variants, info.variants)),

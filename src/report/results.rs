@@ -24,6 +24,8 @@ pub struct ResultRow {
     pub scope: String,
     /// fp32, separate or pool
     pub bias: String,
+    /// fold, keep or pool for conv nets (empty for dense nets)
+    pub bn: String,
     /// accuracy (classifiers) or mse (regressors, target units squared)
     pub metric: String,
     pub value: f64,
@@ -114,7 +116,7 @@ pub fn read_results(path: &Path, repair: bool) -> Result<Vec<ResultRow>> {
 /// The column names, in order.
 pub fn csv_header() -> Vec<&'static str> {
     vec![
-        "variant_id", "model", "dataset", "method", "bits", "granularity", "seed", "scope", "bias", "metric", "value",
+        "variant_id", "model", "dataset", "method", "bits", "granularity", "seed", "scope", "bias", "bn", "metric", "value",
         "fp32_value", "metric2", "value2", "fp32_value2", "weight_mse", "sqnr_db", "size_bytes", "fp32_size_bytes",
         "device", "adapter", "quantizer", "eval_ms",
     ]

@@ -22,7 +22,8 @@ use crate::eval::{Evaluator, Scores, metric_names};
 use crate::gpu::{self, AdapterSummary, GpuContext};
 use crate::models::{ModelSpec, Weights};
 use crate::progress::Progress;
-use crate::quant::apply::{Plan, QuantReport};
+use crate::quant::apply::{BnMode, Plan, QuantReport};
+use clap::Parser;
 use crate::report::{self, ResultRow, ResultsWriter};
 use crate::train::{self, TrainSettings, TrainSummary, checkpoint};
 use grid::{GridSpec, Scope, Variant};
@@ -124,12 +125,7 @@ pub struct Outcome {
 }
 
 fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: &Compute, progress: &Progress) -> Result<(Weights, TrainSettings, TrainSummary, PathBuf, bool)> {
-    let settings = TrainSettings {
-        epochs: config.epochs.unwrap_or_else(|| TrainSettings::default_epochs(dataset.task)),
-        batch_size: config.batch_size,
-        learning_rate: config.learning_rate,
-        seed: config.seed,
-    };
+    let settings = train_settings(config, dataset, spec);
     let key = checkpoint::key(spec, dataset, &settings);
     let dir = checkpoint::dir(&config.checkpoint_dir, spec, dataset.id, &key);
     if !config.retrain {
@@ -139,14 +135,28 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
         }
     }
     progress.log(&format!(
-        "training {} on {} ({} epochs, batch {}, Adam lr {}) on {}",
+        "training {} on {} ({} epochs, batch {}, Adam lr {}{}{}{}{}) on {}",
         spec.kind,
         dataset.id,
         settings.epochs,
         settings.batch_size,
         settings.learning_rate,
+        if settings.one_cycle { " one-cycle" } else { "" },
+        if settings.weight_decay > 0.0 { format!(", weight decay {}", settings.weight_decay) } else { String::new() },
+        settings.grad_clip.map_or(String::new(), |c| format!(", gradients clipped at {c}")),
+        if settings.augment { ", crop+flip augmentation" } else { "" },
         compute.kind()
     ));
+    if spec.kind.is_conv() {
+        let rough = estimate_training_seconds(spec, dataset, &settings, compute);
+        progress.log(&format!(
+            "training estimate: about {} on {} ({} images x {} epochs); --train-limit, --epochs and --eval-limit make a CPU-sized run",
+            human_duration(rough),
+            compute.adapter(),
+            settings.train_limit.map_or(dataset.train.len(), |l| l.min(dataset.train.len())),
+            settings.epochs
+        ));
+    }
     let (weights, summary) = train::fit(spec, dataset, &settings, &compute.burn_device(), progress)?;
     weights.check_finite(&dir)?;
     let meta = checkpoint::CheckpointMeta {
@@ -169,11 +179,10 @@ const DRY_RUN_SAMPLE: usize = 16;
 /// an untrained model of the right shape (the time does not depend on the
 /// weights). On a GPU the first launch, which compiles kernels, is not counted.
 fn estimate_seconds_per_variant(spec: &ModelSpec, dataset: &Dataset, compute: &Compute, config: &Config) -> Result<f64> {
-    let flex = Device::flex();
-    flex.seed(config.seed as u64);
-    let weights = crate::models::mlp::Mlp::new(spec, &flex).to_weights()?;
-    let mut plan = Plan::new(weights, config.bias)?;
-    plan.prepare(&config.granularities, &config.bits);
+    let weights = untrained_weights(spec, config.seed)?;
+    let prepared = prepare(config, spec, dataset, weights, compute)?;
+    let plan = &prepared.plan;
+    let evaluator = &prepared.evaluator;
     let grid = GridSpec {
         methods: config.methods.clone(),
         bits: config.bits.clone(),
@@ -181,13 +190,12 @@ fn estimate_seconds_per_variant(spec: &ModelSpec, dataset: &Dataset, compute: &C
         seeds: config.rounding_seeds(),
         scopes: vec![Scope::All],
     };
-    let sample: Vec<Variant> = grid.variants().into_iter().cycle().take(DRY_RUN_SAMPLE).collect();
-    let evaluator = Evaluator::new(dataset, &dataset.test, &compute.burn_device())?;
+    let sample: Vec<Variant> = grid.variants().into_iter().cycle().take(prepared.per_batch.clamp(2, DRY_RUN_SAMPLE)).collect();
     let score = |vs: &[Variant]| -> Result<()> {
         let applied: Vec<Weights> = vs.par_iter().map(|v| plan.apply(v).0).collect();
         match compute {
-            Compute::Cpu { .. } => applied.par_iter().try_for_each(|w| evaluator.score(&[w], 0).map(|_| ())),
-            Compute::Gpu { .. } => evaluator.score(&applied.iter().collect::<Vec<_>>(), 0).map(|_| ()),
+            Compute::Cpu { .. } => applied.par_iter().try_for_each(|w| evaluator.score(&[w]).map(|_| ())),
+            Compute::Gpu { .. } => evaluator.score(&applied.iter().collect::<Vec<_>>()).map(|_| ()),
         }
     };
     score(&sample)?; // warm-up
@@ -196,23 +204,116 @@ fn estimate_seconds_per_variant(spec: &ModelSpec, dataset: &Dataset, compute: &C
     Ok(t0.elapsed().as_secs_f64() / sample.len() as f64)
 }
 
-/// How many variants share one scoring launch.
-fn variants_per_batch(config: &Config, compute: &Compute, eval_rows: usize, widest: usize, largest_tensor: usize) -> usize {
-    if let Some(v) = config.variants_per_batch {
-        return v;
+/// The training settings a config resolves to for a model and dataset.
+fn train_settings(config: &Config, dataset: &Dataset, spec: &ModelSpec) -> TrainSettings {
+    let conv = spec.kind.is_conv();
+    TrainSettings {
+        epochs: config.epochs.unwrap_or_else(|| TrainSettings::default_epochs(dataset.task, conv)),
+        batch_size: config.batch_size.unwrap_or(if conv { 128 } else { 16 }),
+        learning_rate: config.learning_rate.unwrap_or(if conv { 0.01 } else { 1e-3 }),
+        seed: config.seed,
+        weight_decay: config.weight_decay.unwrap_or(if conv { 1e-4 } else { 0.0 }),
+        grad_clip: match config.grad_clip {
+            Some(c) if c > 0.0 => Some(c),
+            Some(_) => None,
+            None => conv.then_some(0.1),
+        },
+        one_cycle: conv && !config.no_one_cycle,
+        augment: conv && !config.no_augment && dataset.id == crate::data::DatasetId::Cifar100,
+        train_limit: config.train_limit,
+        eval_limit: config.eval_limit,
     }
-    match compute {
-        // flex runs one variant at a time faster than a batched matmul
-        // (../shared/BURN-WGPU-NOTES.md §5); batches only set the flush rhythm
-        Compute::Cpu { .. } => 32,
-        Compute::Gpu { ctx } => {
+}
+
+/// Randomly initialised weights of a model (the dry run and the benchmark
+/// time scoring with them: the time does not depend on the values).
+fn untrained_weights(spec: &ModelSpec, seed: u32) -> Result<Weights> {
+    let flex = Device::flex();
+    flex.seed(seed as u64);
+    if spec.kind.is_conv() {
+        crate::models::cnn::ConvNet::new(spec.kind, spec.outputs, &flex).to_weights()
+    } else {
+        crate::models::mlp::Mlp::new(spec, &flex).to_weights()
+    }
+}
+
+/// Floats of the largest activation of one image in a conv net (resnet9's
+/// second block: 128 channels at 32 x 32 before its pooling).
+const CONV_ACTIVATION_FLOATS: usize = 128 * 32 * 32;
+
+/// A rough training time: forward and backward cost about three forward passes;
+/// the CPU reaches about 10 GFLOP/s training convolutions here (measured), a hardware GPU a few
+/// TFLOP/s, lavapipe well under 1.
+fn estimate_training_seconds(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, compute: &Compute) -> f64 {
+    let gflop_per_image = match spec.kind {
+        crate::models::ModelKind::Resnet9 => 0.75,
+        _ => 0.27,
+    };
+    let rate = match compute {
+        Compute::Cpu { .. } => 10.0,
+        Compute::Gpu { ctx } if ctx.summary.hardware => 3000.0,
+        Compute::Gpu { .. } => 1.0,
+    };
+    let images = settings.train_limit.map_or(dataset.train.len(), |l| l.min(dataset.train.len())) * settings.epochs;
+    3.0 * gflop_per_image * images as f64 / rate
+}
+
+fn human_duration(seconds: f64) -> String {
+    if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 7200.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
+}
+
+/// The model as the sweep quantizes and scores it.
+pub struct Prepared {
+    /// after BatchNorm folding, when `--bn fold`
+    pub weights: Weights,
+    pub plan: Plan,
+    pub evaluator: Evaluator,
+    /// variants per scoring launch
+    pub per_batch: usize,
+}
+
+/// Folds BatchNorm when asked, builds the quantization plan (statistics and
+/// level parameters for the grid), and the evaluator on the test split.
+pub fn prepare(config: &Config, spec: &ModelSpec, dataset: &Dataset, trained: Weights, compute: &Compute) -> Result<Prepared> {
+    let conv = spec.kind.is_conv();
+    let folded = conv && config.bn == BnMode::Fold;
+    let weights = if folded { crate::models::fold_batchnorm(&trained, crate::models::cnn::BN_EPSILON) } else { trained };
+    let mut plan = Plan::new(weights.clone(), config.bias, config.bn)?;
+    plan.prepare(&config.granularities, &config.bits);
+    let largest = plan.targets.iter().map(|t| t.data.len()).max().unwrap_or(1);
+    let limit = match compute {
+        Compute::Gpu { ctx } => ctx.limits().max_storage_buffer_binding_size as usize,
+        Compute::Cpu { .. } => 1 << 30,
+    };
+    let per_batch = match (config.variants_per_batch, compute) {
+        (Some(v), _) => v,
+        // flex runs small matmuls faster one variant at a time than batched
+        // (../shared/BURN-WGPU-NOTES.md §5): batches set the flush rhythm, and
+        // variants are scored in parallel
+        (None, Compute::Cpu { .. }) => 32,
+        (None, Compute::Gpu { .. }) if conv => 4,
+        (None, Compute::Gpu { .. }) => {
             // the largest activation [V, N, widest] and the largest quantized
             // tensor [V, n] (f32) must each fit one storage binding, with room
-            let limit = ctx.limits().max_storage_buffer_binding_size as usize / 2;
-            let per_variant = (eval_rows.max(1) * widest.max(1)).max(largest_tensor) * 4;
-            (limit / per_variant).clamp(1, 256)
+            let widest = spec.widths().into_iter().max().unwrap_or(1);
+            let per_variant = (dataset.test.len().max(1) * widest).max(largest) * 4;
+            (limit / 2 / per_variant).clamp(1, 256)
         }
-    }
+    };
+    let ops = if conv { Some(crate::models::cnn::program(spec.kind, &weights, folded)?) } else { None };
+    // conv activations [rows, V * channels, 32, 32] within a quarter of a binding
+    let rows = match compute {
+        Compute::Cpu { .. } => 64,
+        Compute::Gpu { .. } => (limit / 4 / (per_batch * CONV_ACTIVATION_FLOATS * 4)).max(1),
+    };
+    let evaluator = Evaluator::new(dataset, &dataset.test, &compute.burn_device(), &weights, ops, rows)?;
+    Ok(Prepared { weights, plan, evaluator, per_batch })
 }
 
 /// Runs a whole sweep.
@@ -220,7 +321,8 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
     let (compute, reason) = resolve_device(config.device, config.adapter.as_deref())?;
     progress.log(&format!("device: {} ({reason})", compute.adapter()));
 
-    let dataset = data::load(config.dataset, &config.data_dir, config.seed as u64)?;
+    let options = data::LoadOptions { seed: config.seed as u64, train_limit: config.train_limit, eval_limit: config.eval_limit };
+    let dataset = data::load_with(config.dataset, &config.data_dir, &options)?;
     progress.log(&format!(
         "data: {} from {} ({} train / {} validation / {} test rows, {} features)",
         dataset.id,
@@ -241,7 +343,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         scopes,
     };
     if config.dry_run {
-        let layers = spec.widths().len() - 1;
+        let layers = untrained_weights(&spec, config.seed)?.layers().len();
         let per_scope = grid_of(vec![Scope::All]).variants().len();
         let total = per_scope * if config.scope == ScopeChoice::EachLayer { 1 + layers } else { 1 };
         println!(
@@ -288,7 +390,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         preprocessing: dataset.preprocessing.clone(),
         split_sizes: [dataset.train.len(), dataset.valid.len(), dataset.test.len()],
         model: spec.clone(),
-        parameters: weights.num_params(),
+        parameters: weights.trainable_params(),
         training: settings,
         training_summary: train_summary,
         checkpoint: ckpt,
@@ -303,18 +405,16 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         report::write_atomic(&config_json, serde_json::to_string_pretty(&info).expect("RunInfo serialises").as_bytes())?;
     }
 
-    let device = compute.burn_device();
-    let mut evaluator = Evaluator::new(&dataset, &dataset.test, &device)?;
-    let fp32 = evaluator.score(&[&weights], 0)?[0];
-    evaluator.share_prefixes(&weights)?;
-    let layer_names = weights.layers();
-    progress.log(&format!("fp32 test {metric}: {:.4}", fp32.primary));
-
-    let mut plan = Plan::new(weights.clone(), config.bias)?;
-    plan.prepare(&config.granularities, &config.bits);
-    let widest = spec.widths().into_iter().max().unwrap_or(1);
-    let largest = plan.targets.iter().map(|t| t.data.len()).max().unwrap_or(1);
-    let per_batch = variants_per_batch(config, &compute, evaluator.len(), widest, largest);
+    let Prepared { weights, plan, evaluator, per_batch } = prepare(config, &spec, &dataset, weights, &compute)?;
+    let fp32 = evaluator.score(&[&weights])?[0];
+    progress.log(&format!(
+        "fp32 test {metric}: {:.4}{}",
+        fp32.primary,
+        match (metric2, fp32.secondary) {
+            (Some(m), Some(v)) => format!(", {m} {v:.4}"),
+            _ => String::new(),
+        }
+    ));
 
     let wgsl = match (&compute, config.quantizer) {
         (Compute::Gpu { ctx }, QuantizerChoice::Auto | QuantizerChoice::Wgsl) => {
@@ -347,11 +447,6 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
             std::process::abort();
         }
         let t0 = Instant::now();
-        // a batch that quantizes one layer starts from that layer's shared input
-        let start = match &batch[0].scope {
-            Scope::All => 0,
-            Scope::Layer(l) => layer_names.iter().position(|n| n == l).unwrap_or(0),
-        };
         // burn compiles (and on some devices tunes) kernels per tensor shape:
         // on a GPU, a short last batch is padded to the usual size with copies
         // of its last variant (their scores are dropped) instead of paying a
@@ -365,20 +460,20 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
             _ => batch.to_vec(),
         };
         let scored: Vec<(QuantReport, Scores)> = match (&wgsl, &compute) {
-            (Some(w), _) => w.score(&plan, &padded, &evaluator, start)?,
+            (Some(w), _) => w.score(&plan, &padded, &evaluator)?,
             // the CPU backend runs small matmuls faster one variant at a time than
             // batched (../shared/BURN-WGPU-NOTES.md §5): variants in parallel
             (None, Compute::Cpu { .. }) => batch
                 .par_iter()
                 .map(|v| {
                     let (w, q) = plan.apply(v);
-                    Ok((q, evaluator.score(&[&w], start)?[0]))
+                    Ok((q, evaluator.score(&[&w])?[0]))
                 })
                 .collect::<Result<Vec<_>>>()?,
             (None, Compute::Gpu { .. }) => {
                 let applied: Vec<(Weights, QuantReport)> = padded.par_iter().map(|v| plan.apply(v)).collect();
                 let refs: Vec<&Weights> = applied.iter().map(|(w, _)| w).collect();
-                let scores = evaluator.score(&refs, start)?;
+                let scores = evaluator.score(&refs)?;
                 applied.iter().map(|(_, q)| *q).zip(scores).collect()
             }
         };
@@ -422,6 +517,7 @@ fn row(
         seed: v.seed,
         scope: v.scope.name(),
         bias: config.bias.name().into(),
+        bn: if config.model.is_conv() { config.bn.name().into() } else { String::new() },
         metric: metric.into(),
         value: s.primary,
         fp32_value: fp32.primary,
@@ -443,38 +539,29 @@ fn row(
 /// initialised weights: the rate does not depend on them), `n` variants of the
 /// default grid quantized by the CPU reference, scored on the chosen device.
 pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std::path::Path, n: usize, batch: Option<usize>) -> Result<crate::bench::ScoringBench> {
-    use crate::models::{ModelKind, mlp::Mlp};
+    use crate::models::ModelKind;
     let (compute, _) = resolve_device(choice, adapter)?;
     let dataset = data::load(crate::data::DatasetId::Churn, data_dir, 1)?;
     let spec = ModelSpec::new(ModelKind::MlpComplex, dataset.id, dataset.train.sample_len(), dataset.task)?;
-    let flex = Device::flex();
-    flex.seed(1);
-    let weights = Mlp::new(&spec, &flex).to_weights()?;
+    let cli = crate::cli::Cli::parse_from(["sweep-gpu", "--model", "mlp-complex", "--dataset", "churn"]);
+    let mut config = Config::from_args(&cli.sweep)?;
+    config.variants_per_batch = batch;
+    let prepared = prepare(&config, &spec, &dataset, untrained_weights(&spec, 1)?, &compute)?;
     let grid = GridSpec {
-        methods: crate::quant::Method::ALL.to_vec(),
-        bits: crate::quant::reference::BITS.collect(),
-        granularities: vec![crate::quant::Granularity::Layer],
-        seeds: (1..=32).collect(),
+        methods: config.methods.clone(),
+        bits: config.bits.clone(),
+        granularities: config.granularities.clone(),
+        seeds: config.rounding_seeds(),
         scopes: vec![Scope::All],
     };
-    let mut plan = Plan::new(weights, crate::quant::apply::BiasMode::Fp32)?;
-    plan.prepare(&grid.granularities, &grid.bits);
-    let variants: Vec<Weights> = grid.variants().iter().cycle().take(n).collect::<Vec<_>>().par_iter().map(|v| plan.apply(v).0).collect();
-    let evaluator = Evaluator::new(&dataset, &dataset.test, &compute.burn_device())?;
-    let widest = spec.widths().into_iter().max().unwrap_or(1);
-    let largest = plan.targets.iter().map(|t| t.data.len()).max().unwrap_or(1);
-    let per_batch = match batch {
-        Some(b) => b,
-        None => match &compute {
-            // the sweep scores one at a time on the CPU; batch as the GPU would
-            Compute::Cpu { .. } => 32,
-            Compute::Gpu { ctx } => {
-                let limit = ctx.limits().max_storage_buffer_binding_size as usize / 2;
-                (limit / ((evaluator.len() * widest).max(largest) * 4)).clamp(1, 256)
-            }
-        },
+    let per_batch = match (&compute, batch) {
+        // the sweep scores one at a time on the CPU; batch as a GPU would
+        (Compute::Cpu { .. }, None) => 32,
+        _ => prepared.per_batch,
     };
-    crate::bench::scoring_throughput(&evaluator, &variants, per_batch, compute.adapter(), spec.kind.to_string(), dataset.id.to_string())
+    let plan = &prepared.plan;
+    let variants: Vec<Weights> = grid.variants().iter().cycle().take(n).collect::<Vec<_>>().par_iter().map(|v| plan.apply(v).0).collect();
+    crate::bench::scoring_throughput(&prepared.evaluator, &variants, per_batch, compute.adapter(), spec.kind.to_string(), dataset.id.to_string())
 }
 
 /// The ids of the variants already in results.csv (a torn last line, left by a

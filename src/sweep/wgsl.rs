@@ -1,38 +1,28 @@
 //! Scoring a batch of variants with the WGSL quantizer: every quantized tensor
 //! of the batch is written by one dispatch straight into a burn tensor
 //! [V, rows, cols] on the shared device, and the batch is scored in one burn
-//! forward pass. Layers outside the batch's scope stay the fp32 tensors,
-//! shared by all variants through broadcasting.
+//! forward pass per chunk of rows. Tensors outside the batch's scope stay the
+//! fp32 ones, shared by all variants through broadcasting.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
-use crate::eval::{Evaluator, Scores};
+use crate::eval::{Evaluator, Scores, stack_tensor};
 use crate::gpu::GpuContext;
 use crate::gpu::bridge;
-use crate::models::ParamRole;
-use crate::quant::apply::{Plan, QuantReport};
-use crate::quant::gpu::{GpuQuantizer, GpuTensor, GpuVariant};
 use crate::quant::Granularity;
+use crate::quant::apply::{Layout, Plan, QuantReport};
+use crate::quant::gpu::{GpuQuantizer, GpuTensor, GpuVariant};
 use crate::sweep::grid::Variant;
 
 pub struct WgslScorer {
     quantizer: GpuQuantizer,
     tensors: HashMap<(usize, Granularity), GpuTensor>,
-    /// fp32 parameters on the device: weights [1, in, out], biases [1, 1, out]
+    /// fp32 parameters on the device, stacked once: [1, rows, cols]
     fp32: Vec<Tensor<3>>,
-}
-
-/// A target's shape as the [rows, cols] of its output tensor.
-fn rows_cols(shape: &[usize]) -> (usize, usize) {
-    match shape {
-        [n] => (1, *n),
-        [r, c] => (*r, *c),
-        _ => (shape[0], shape[1..].iter().product()),
-    }
 }
 
 impl WgslScorer {
@@ -44,23 +34,12 @@ impl WgslScorer {
                 tensors.insert((ti, g), quantizer.upload(&t.data, plan.grouping(ti, g), t.tensor_index, bits)?);
             }
         }
-        let fp32 = plan
-            .weights
-            .tensors
-            .iter()
-            .map(|t| {
-                let (r, c) = match t.role {
-                    ParamRole::Bias => (1, t.len()),
-                    ParamRole::Weight { .. } => rows_cols(&t.shape),
-                };
-                Tensor::<3>::from_data(TensorData::new(t.data.clone(), [1, r, c]), &ctx.burn)
-            })
-            .collect();
+        let fp32 = (0..plan.weights.tensors.len()).map(|i| stack_tensor(&[&plan.weights], i, &ctx.burn)).collect();
         Ok(WgslScorer { quantizer, tensors, fp32 })
     }
 
     /// Scores a batch whose variants share one scope and granularity.
-    pub fn score(&self, plan: &Plan, batch: &[Variant], evaluator: &Evaluator, start: usize) -> Result<Vec<(QuantReport, Scores)>> {
+    pub fn score(&self, plan: &Plan, batch: &[Variant], evaluator: &Evaluator) -> Result<Vec<(QuantReport, Scores)>> {
         let first = batch.first().ok_or_else(|| Error::Eval("empty batch".into()))?;
         if batch.iter().any(|v| v.scope != first.scope || v.granularity != first.granularity) {
             return Err(Error::Eval("a WGSL batch must share one scope and granularity".into()));
@@ -68,11 +47,12 @@ impl WgslScorer {
         let v = batch.len();
         let gv: Vec<GpuVariant> = batch.iter().map(|x| GpuVariant { method: x.method, bits: x.bits, seed: x.seed.unwrap_or(0) }).collect();
         let mut params: Vec<Tensor<3>> = self.fp32.clone();
+        let mut changed = vec![false; params.len()];
         let mut sq_errs: Vec<Vec<(usize, f32)>> = vec![Vec::new(); v];
         for ti in plan.targets_in(first) {
             let target = &plan.targets[ti];
             let gt = &self.tensors[&(ti, first.granularity)];
-            let (rows, cols) = rows_cols(&target.shape);
+            let (rows, cols) = if target.shape.len() == 1 { (1, target.data.len()) } else { (target.shape[0], target.cols()) };
             let out = Tensor::<3>::empty([v, rows, cols], evaluator.device());
             let errs = bridge::with_region(&out, |region| -> Result<Vec<f32>> {
                 self.quantizer.quantize(gt, &gv, &region, None)?;
@@ -81,33 +61,18 @@ impl WgslScorer {
             for (i, e) in errs.into_iter().enumerate() {
                 sq_errs[i].push((ti, e));
             }
-            match target.members.as_slice() {
-                [(m, _)] => params[*m] = out,
-                [(w, wr), (b, _)] => {
-                    // pooled [in + 1, out]: the last row is the bias
-                    let w_rows = wr.len() / cols;
-                    params[*w] = out.clone().narrow(1, 0, w_rows);
-                    params[*b] = out.narrow(1, w_rows, 1);
-                }
-                _ => return Err(Error::Eval(format!("target {} has an unexpected layout", target.name))),
+            for m in &target.members {
+                let [_, r, c] = self.fp32[m.tensor].dims();
+                let part = match m.layout {
+                    Layout::Rows { first_row } if target.members.len() == 1 && first_row == 0 => out.clone(),
+                    Layout::Rows { first_row } => out.clone().narrow(1, first_row, r),
+                    Layout::Cols { first_col, width } => out.clone().narrow(2, first_col, width),
+                };
+                params[m.tensor] = part.reshape([v, r, c]);
+                changed[m.tensor] = true;
             }
         }
-        // pair each layer's weight with its bias (zeros when it has none)
-        let mut layers = Vec::new();
-        let tensors = &plan.weights.tensors;
-        let mut i = 0;
-        while i < tensors.len() {
-            let has_bias = tensors.get(i + 1).is_some_and(|b| b.role == ParamRole::Bias && b.layer == tensors[i].layer);
-            let bias = if has_bias {
-                params[i + 1].clone()
-            } else {
-                let cols = params[i].dims()[2];
-                Tensor::<3>::zeros([1, 1, cols], evaluator.device())
-            };
-            layers.push((params[i].clone(), bias));
-            i += if has_bias { 2 } else { 1 };
-        }
-        let scores = evaluator.score_layers(&layers, v, start)?;
+        let scores = evaluator.score_params(&params, v, &changed)?;
         Ok(batch.iter().zip(sq_errs).zip(scores).map(|((var, e), s)| (plan.report(var, &e), s)).collect())
     }
 }

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::{TrainSettings, TrainSummary};
 use crate::data::{Dataset, DatasetId};
 use crate::error::{Error, Result};
+use crate::models::cnn::ConvNet;
 use crate::models::mlp::Mlp;
 use crate::models::{ModelSpec, Weights};
 
@@ -29,7 +30,7 @@ pub struct CheckpointMeta {
 /// The cache key: sha256 over everything that decides the trained weights.
 pub fn key(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings) -> String {
     let material = serde_json::json!({
-        "format": 3,
+        "format": 4,
         "validations_per_epoch": super::VALIDATIONS_PER_EPOCH,
         "optimizer": super::OPTIMIZER,
         "model": spec,
@@ -59,10 +60,13 @@ fn meta_path(dir: &Path) -> PathBuf {
 /// without meta.json is incomplete and is retrained, never half-loaded.
 pub fn save(dir: &Path, spec: &ModelSpec, weights: &Weights, meta: &CheckpointMeta) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let model = Mlp::from_weights(spec, weights, &Device::flex());
-    model
-        .save_file(dir.join("model"))
-        .map_err(|e| Error::Checkpoint { path: model_path(dir), message: format!("cannot write: {e}") })?;
+    let device = Device::flex();
+    let saved = if spec.kind.is_conv() {
+        ConvNet::from_weights(spec.kind, spec.outputs, weights, &device).save_file(dir.join("model"))
+    } else {
+        Mlp::from_weights(spec, weights, &device).save_file(dir.join("model"))
+    };
+    saved.map_err(|e| Error::Checkpoint { path: model_path(dir), message: format!("cannot write: {e}") })?;
     crate::report::write_atomic(&meta_path(dir), serde_json::to_string_pretty(meta).expect("meta serialises").as_bytes())
 }
 
@@ -91,11 +95,15 @@ pub fn load(dir: &Path, spec: &ModelSpec) -> Result<Option<(Weights, CheckpointM
 /// Reads a model record into host weights; any mismatch is an error naming the file.
 pub fn load_weights(path: &Path, spec: &ModelSpec) -> Result<Weights> {
     let device = Device::flex();
-    let model = Mlp::new(spec, &device).try_load_file(path).map_err(|e| Error::Checkpoint {
+    let err = |e: burn::store::RecordError| Error::Checkpoint {
         path: path.to_path_buf(),
         message: format!("cannot load ({e}); it is corrupt or from another model: delete it or pass --retrain"),
-    })?;
-    let weights = model.to_weights()?;
+    };
+    let weights = if spec.kind.is_conv() {
+        ConvNet::new(spec.kind, spec.outputs, &device).try_load_file(path).map_err(err)?.to_weights()?
+    } else {
+        Mlp::new(spec, &device).try_load_file(path).map_err(err)?.to_weights()?
+    };
     weights.check_finite(path)?;
     Ok(weights)
 }
