@@ -31,6 +31,15 @@ pub struct Cli {
 pub enum Command {
     /// List the GPU adapters wgpu finds (best first) and say which --device auto picks.
     Devices,
+    /// Join the result folders of the shards of one sweep (`--shard K/N`) into one run.
+    Merge {
+        /// The shards' output folders.
+        #[arg(required = true, num_args = 1..)]
+        dirs: Vec<PathBuf>,
+        /// Folder for the merged run.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Redraw summary.json, the plots and report.md of a run from its results.csv.
     Report {
         /// The run's output folder.
@@ -220,6 +229,22 @@ pub struct SweepArgs {
     /// Print the grid's size and stop.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Run shard K of N (1-based): every N-th variant of the grid from the K-th
+    /// on, a deterministic, disjoint share; `sweep-gpu merge` joins the shards.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+}
+
+/// Parses `K/N` with 1 <= K <= N.
+pub fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let (k, n) = text.split_once('/').ok_or_else(|| format!("{text:?}: expected K/N, e.g. 2/8"))?;
+    let k: u32 = k.trim().parse().map_err(|_| format!("{text:?}: {k:?} is not a whole number"))?;
+    let n: u32 = n.trim().parse().map_err(|_| format!("{text:?}: {n:?} is not a whole number"))?;
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("{text:?}: K must be in 1..=N and N at least 1"));
+    }
+    Ok((k, n))
 }
 
 /// Parses `1..=16`, `1-16`, `2,4,8` and mixtures into a sorted, deduplicated list.

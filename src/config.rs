@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{DeviceChoice, QuantizerChoice, ScopeChoice, SweepArgs, parse_bits};
+use crate::cli::{DeviceChoice, QuantizerChoice, ScopeChoice, SweepArgs, parse_bits, parse_shard};
 use crate::data::DatasetId;
 use crate::error::{Error, Result};
 use crate::models::ModelKind;
@@ -49,6 +49,9 @@ pub struct Config {
     pub retrain: bool,
     pub variants_per_batch: Option<usize>,
     pub dry_run: bool,
+    /// (K, N): this run is shard K of N
+    #[serde(default)]
+    pub shard: Option<(u32, u32)>,
 }
 
 fn default_bn() -> BnMode {
@@ -152,6 +155,7 @@ impl Config {
             retrain: a.retrain,
             variants_per_batch: a.variants_per_batch,
             dry_run: a.dry_run,
+            shard: a.shard.as_deref().map(parse_shard).transpose().map_err(|m| Error::config("--shard", m))?,
         })
     }
 

@@ -66,6 +66,13 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Some(Command::Merge { dirs, out }) => {
+            match sweep::merge(&dirs, &out)? {
+                Some(s) => println!("merged {} shards into {}: {} variants", dirs.len(), out.display(), s.variants),
+                None => println!("merged {} shards into {}: no rows", dirs.len(), out.display()),
+            }
+            Ok(())
+        }
         Some(Command::Report { dir }) => {
             let summary = report::write_all(&dir)?;
             match summary {

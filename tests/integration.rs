@@ -402,3 +402,53 @@ fn batched_scoring_equals_one_at_a_time_and_shared_prefixes_change_nothing() {
         }
     }
 }
+
+#[test]
+fn two_shards_merged_equal_one_run() {
+    let data = tabular_dir(250);
+    let work = tempfile::tempdir().unwrap();
+    let run = |name: &str, shard: Option<&str>| {
+        let out = work.path().join(name);
+        let mut c = sweep_gpu();
+        c.args(["--model", "mlp-simple", "--dataset", "mv", "--device", "cpu", "--bits", "2,5,9", "--seeds", "3", "--epochs", "1", "--scope", "each-layer"])
+            .args(["--data-dir", data.path().to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(["--checkpoint-dir", work.path().join("ckpt").to_str().unwrap()]);
+        if let Some(s) = shard {
+            c.args(["--shard", s]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    };
+    let whole = run("whole", None);
+    let a = run("a", Some("1/2"));
+    let b = run("b", Some("2/2"));
+    let merged = work.path().join("merged");
+    let o = sweep_gpu().args(["merge", a.to_str().unwrap(), b.to_str().unwrap(), "--out", merged.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let strip = |dir: &Path| -> Vec<String> {
+        sweep_gpu::report::read_results(&dir.join("results.csv"), false)
+            .unwrap()
+            .into_iter()
+            .map(|mut r| {
+                r.eval_ms = 0.0;
+                format!("{r:?}")
+            })
+            .collect()
+    };
+    let (sa, sb) = (strip(&a), strip(&b));
+    assert!(!sa.is_empty() && !sb.is_empty() && sa.iter().all(|r| !sb.contains(r)), "shards are disjoint");
+    assert_eq!(strip(&merged), strip(&whole));
+    assert_eq!(std::fs::read(merged.join("summary.json")).unwrap(), std::fs::read(whole.join("summary.json")).unwrap());
+    // a shard of another grid is refused
+    let other = work.path().join("other");
+    let o = sweep_gpu()
+        .args(["--model", "mlp-simple", "--dataset", "mv", "--device", "cpu", "--bits", "3", "--seeds", "1", "--epochs", "1", "--shard", "2/2"])
+        .args(["--data-dir", data.path().to_str().unwrap(), "--out", other.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = sweep_gpu().args(["merge", a.to_str().unwrap(), other.to_str().unwrap(), "--out", work.path().join("bad").to_str().unwrap()]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("another sweep"), "{}", String::from_utf8_lossy(&o.stderr));
+}

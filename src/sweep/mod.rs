@@ -375,7 +375,11 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         scopes.extend(weights.layers().into_iter().map(Scope::Layer));
     }
     let grid = grid_of(scopes);
-    let variants = grid.variants();
+    let variants: Vec<Variant> = match config.shard {
+        // round robin over the grid order: disjoint, covering, and balanced
+        Some((k, n)) => grid.variants().into_iter().enumerate().filter(|(i, _)| *i as u32 % n == k - 1).map(|(_, v)| v).collect(),
+        None => grid.variants(),
+    };
     let (metric, metric2) = metric_names(dataset.task);
 
     let info = RunInfo {
@@ -618,3 +622,68 @@ pub fn metric_higher_is_better(metric: &str) -> bool {
     metric == "accuracy"
 }
 
+
+/// Joins the folders of the shards of one sweep into `out`: every shard must
+/// come from the same settings, data and checkpoint, and together they must
+/// cover the grid exactly once. The merged results.csv lists the variants in
+/// grid order, as an unsharded run writes them.
+pub fn merge(dirs: &[PathBuf], out: &std::path::Path) -> Result<Option<report::Summary>> {
+    let err = |path: &std::path::Path, message: String| Error::Results { path: path.to_path_buf(), message };
+    let infos: Vec<RunInfo> = dirs.iter().map(|d| report::read_info(d)).collect::<Result<_>>()?;
+    let first = &infos[0];
+    let n = match first.config.shard {
+        Some((_, n)) => n,
+        None => return Err(err(&dirs[0], "is not a shard (it was not run with --shard K/N)".into())),
+    };
+    let mut seen = vec![false; n as usize];
+    for (dir, info) in dirs.iter().zip(&infos) {
+        let Some((k, nn)) = info.config.shard else { return Err(err(dir, "is not a shard (it was not run with --shard K/N)".into())) };
+        if nn != n {
+            return Err(err(dir, format!("is shard {k}/{nn}, the first folder is one of {n}")));
+        }
+        if std::mem::replace(&mut seen[k as usize - 1], true) {
+            return Err(err(dir, format!("shard {k}/{n} is given twice")));
+        }
+        let same = info.config.model == first.config.model
+            && info.config.dataset == first.config.dataset
+            && info.grid == first.grid
+            && info.data_hash == first.data_hash
+            && info.training == first.training
+            && info.config.bias == first.config.bias
+            && info.config.bn == first.config.bn
+            && info.checkpoint.file_name() == first.checkpoint.file_name();
+        if !same {
+            return Err(err(dir, format!("belongs to another sweep than {} (model, dataset, grid, data, training or checkpoint differ)", dirs[0].display())));
+        }
+    }
+    let missing: Vec<String> = seen.iter().enumerate().filter(|(_, s)| !**s).map(|(i, _)| format!("{}/{n}", i + 1)).collect();
+    if !missing.is_empty() {
+        return Err(err(out, format!("shards {} are missing; merge all {n} shards", missing.join(", "))));
+    }
+    let order: std::collections::HashMap<String, usize> = first.grid.variants().iter().enumerate().map(|(i, v)| (v.id(), i)).collect();
+    let mut rows = Vec::new();
+    for dir in dirs {
+        let path = dir.join("results.csv");
+        rows.extend(report::read_results(&path, false)?);
+    }
+    if rows.len() != order.len() {
+        return Err(err(out, format!("the shards hold {} rows, the grid has {} variants: finish (--resume) every shard first", rows.len(), order.len())));
+    }
+    rows.sort_by_key(|r| order.get(&r.variant_id).copied().unwrap_or(usize::MAX));
+    if rows.windows(2).any(|w| w[0].variant_id == w[1].variant_id) || rows.iter().any(|r| !order.contains_key(&r.variant_id)) {
+        return Err(err(out, "the shards' rows are not the grid's variants, each once".into()));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut merged = first.clone();
+    merged.config.shard = None;
+    merged.config.out = out.to_path_buf();
+    merged.variants = rows.len();
+    report::write_atomic(&out.join("config.json"), serde_json::to_string_pretty(&merged).expect("RunInfo serialises").as_bytes())?;
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    for r in &rows {
+        csv.serialize(r).map_err(|e| err(out, format!("cannot write results.csv: {e}")))?;
+    }
+    let bytes = csv.into_inner().map_err(|e| err(out, format!("cannot write results.csv: {e}")))?;
+    report::write_atomic(&out.join("results.csv"), &bytes)?;
+    report::write_all(out)
+}
