@@ -98,6 +98,10 @@ pub fn read_results(path: &Path, repair: bool) -> Result<Vec<ResultRow>> {
         }
     }
     let mut rows = Vec::new();
+    if text.trim().is_empty() {
+        // killed before its first flush: nothing was written yet
+        return Ok(rows);
+    }
     let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
     let headers = rdr.headers().map_err(|e| Error::Results { path: path.to_path_buf(), message: format!("unreadable header: {e}") })?.clone();
     let expected = csv_header();
