@@ -46,18 +46,52 @@ fn level(p: LevelParams, lset: u32, t: u32) -> f32 {
 fn bracket(p: LevelParams, lset: u32, w: f32) -> u32 {
     let last = (1u << p.bits) - 1u;
     if lset == LEVEL_NORMAL {
-        // binary search: the count of t in 0..last with level(t + 1) <= w
-        var lo = 0u;
-        var hi = last;
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2u;
-            if level(p, lset, mid + 1u) <= w {
-                lo = mid + 1u;
+        if w < p.lo || w > p.hi || p.sd <= 0.0 {
+            // binary search: the count of t in 0..last with level(t + 1) <= w
+            var lo = 0u;
+            var hi = last;
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2u;
+                if level(p, lset, mid + 1u) <= w {
+                    lo = mid + 1u;
+                } else {
+                    hi = mid;
+                }
+            }
+            return lo;
+        }
+        // w in [lo, hi]: the bracket is #{q_i <= w} + (w >= hi). Guess the
+        // count in the z table (loads and compares: any rounding is fine for a
+        // guess), then step to the exact count with the q_i (reference.rs).
+        let m = last - 1u;
+        let base = z_offset(p.bits);
+        let zw = (w - p.mean) / p.sd;
+        var a = 0u;
+        var b = m;
+        while a < b {
+            let mid = a + (b - a) / 2u;
+            if z_table[base + mid] <= zw {
+                a = mid + 1u;
             } else {
-                hi = mid;
+                b = mid;
             }
         }
-        return lo;
+        var j = a;
+        loop {
+            if j < m && normal_q(p, j) <= w {
+                j = j + 1u;
+            } else {
+                break;
+            }
+        }
+        loop {
+            if j > 0u && normal_q(p, j - 1u) > w {
+                j = j - 1u;
+            } else {
+                break;
+            }
+        }
+        return min(j + select(0u, 1u, w >= p.hi), last);
     }
     // evenly spaced levels: an arithmetic guess, then exact steps to the bracket
     var g: f32;

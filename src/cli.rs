@@ -73,6 +73,9 @@ pub enum Command {
         /// Skip the quantizer benchmark (it needs a GPU adapter).
         #[arg(long)]
         skip_quantizer: bool,
+        /// Methods of the quantizer benchmark [default: all seven].
+        #[arg(long, value_enum, value_delimiter = ',')]
+        methods: Vec<Method>,
     },
 }
 

@@ -39,7 +39,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Some(Command::Bench { json, scale, adapter, device, data_dir, variants, batch, skip_quantizer }) => {
+        Some(Command::Bench { json, scale, adapter, device, data_dir, variants, batch, skip_quantizer, methods }) => {
             if !(scale > 0.0 && scale <= 1.0) {
                 return Err(Error::config("--scale", format!("{scale} is not in (0, 1]")));
             }
@@ -51,7 +51,8 @@ pub fn run(cli: Cli) -> Result<()> {
             } else {
                 let ctx = gpu::GpuContext::shared(adapter.as_deref())?;
                 progress.log(&format!("quantizer benchmark on {} and the CPU reference ...", ctx.summary));
-                Some(bench::quantize_throughput(ctx, scale)?)
+                let methods = if methods.is_empty() { quant::Method::ALL.to_vec() } else { methods };
+                Some(bench::quantize_throughput(ctx, scale, &methods)?)
             };
             progress.log("scoring benchmark: mlp-complex on churn ...");
             let scoring = sweep::scoring_bench(device, adapter.as_deref(), &data_dir, variants, batch)?;

@@ -252,8 +252,33 @@ impl LevelParams {
                 }
                 t
             }
-            None => count_while(last, |t| at(t + 1) <= w),
+            None if w < self.lo || w > self.hi || self.std <= 0.0 => count_while(last, |t| at(t + 1) <= w),
+            // Normal levels, w in [lo, hi]: lo and hi sit among the quantiles
+            // q_i = madd(std, z_i, mean), so the bracket is #{q_i <= w} + [w >= hi].
+            // Guess the count where (w - mean) / std falls in the z table (loads
+            // and compares only; any rounding is fine for a guess), then step to
+            // the exact count with the q_i themselves.
+            None => {
+                let q = |i: u32| madd(self.std, z[i as usize], self.mean);
+                let m = z.len() as u32;
+                let zw = (w - self.mean) / self.std;
+                let mut j = z.partition_point(|&zi| zi <= zw) as u32;
+                while j < m && q(j) <= w {
+                    j += 1;
+                }
+                while j > 0 && q(j - 1) > w {
+                    j -= 1;
+                }
+                (j + (w >= self.hi) as u32).min(last)
+            }
         }
+    }
+
+    /// The bracket by plain binary search over every level (the definition the
+    /// faster paths above must agree with; tests compare them).
+    #[cfg(test)]
+    fn bracket_by_search(&self, set: LevelSet, w: f32, z: &[f32]) -> u32 {
+        count_while(self.levels() - 1, |t| self.level(set, t + 1, z) <= w)
     }
 
     /// The code of `w` under `method`; `u` is the element's uniform draw (used by
@@ -462,8 +487,31 @@ mod tests {
         prop::collection::vec(prop_oneof![-1.0e3f32..1.0e3, -1.0f32..1.0, Just(0.0f32)], 1..300)
     }
 
+    #[test]
+    fn z_tables_are_sorted() {
+        for b in 2..=16 {
+            assert!(z_table(b).windows(2).all(|p| p[0] <= p[1]), "{b} bits");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn fast_brackets_equal_the_binary_search(w in finite_weights(), bits in 1u32..=16) {
+            let g = Grouping::whole(w.len());
+            let stats = group_stats(&w, g);
+            let z = z_table(bits);
+            let p = LevelParams::new(&stats[0], bits, z);
+            if p.degenerate == 0 {
+                for set in [LevelSet::Uniform, LevelSet::Histogram, LevelSet::Normal] {
+                    for &x in &w {
+                        let x = flush(x);
+                        prop_assert_eq!(p.bracket(set, x, z), p.bracket_by_search(set, x, z), "{:?} w {}", set, x);
+                    }
+                }
+            }
+        }
 
         #[test]
         fn codes_are_in_range_with_at_most_k_distinct_finite_values(w in finite_weights(), bits in 1u32..=16, m in 0usize..7, seed in any::<u32>()) {
