@@ -452,3 +452,75 @@ fn two_shards_merged_equal_one_run() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("another sweep"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn corrupt_foreign_and_non_finite_checkpoints_are_refused_by_name() {
+    use sweep_gpu::models::{ModelKind, ModelSpec, mlp::Mlp};
+    use sweep_gpu::train::checkpoint;
+    let data = tabular_dir(300);
+    let work = tempfile::tempdir().unwrap();
+    let ckpts = work.path().join("ckpts");
+    let run = |out: &str| {
+        sweep_gpu()
+            .args(["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--bits", "4", "--methods", "uniform-nearest", "--epochs", "1"])
+            .args(["--data-dir", data.path().to_str().unwrap(), "--checkpoint-dir", ckpts.to_str().unwrap()])
+            .args(["--out", work.path().join(out).to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let first = run("a");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let dir = std::fs::read_dir(&ckpts).unwrap().next().unwrap().unwrap().path();
+    let model = dir.join("model.bpk");
+    let good = std::fs::read(&model).unwrap();
+    let meta_text = std::fs::read_to_string(dir.join("meta.json")).unwrap();
+    let meta: checkpoint::CheckpointMeta = serde_json::from_str(&meta_text).unwrap();
+    let expect_failure = |out: &str, needles: &[&str]| {
+        let o = run(out);
+        let e = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success() && !e.contains("panicked"), "{e}");
+        for n in needles {
+            assert!(e.contains(n), "missing {n:?} in: {e}");
+        }
+    };
+
+    // garbage bytes where the record was
+    std::fs::write(&model, b"this is not a burn record").unwrap();
+    expect_failure("b", &["model.bpk", "corrupt", "--retrain"]);
+
+    // the record of another model (mlp-complex) under mlp-simple's meta.json
+    let other = ModelSpec::new(ModelKind::MlpComplex, meta.dataset, meta.model.inputs, Task::Classification { classes: 2 }).unwrap();
+    let elsewhere = work.path().join("other");
+    let w = Mlp::new(&other, &burn::tensor::Device::flex()).to_weights().unwrap();
+    checkpoint::save(&elsewhere, &other, &w, &checkpoint::CheckpointMeta { model: other.clone(), ..meta.clone() }).unwrap();
+    std::fs::copy(elsewhere.join("model.bpk"), &model).unwrap();
+    expect_failure("c", &["model.bpk", "another model"]);
+
+    // a meta.json that says another model
+    std::fs::write(&model, &good).unwrap();
+    std::fs::write(dir.join("meta.json"), meta_text.replace("\"mlp-simple\"", "\"mlp-complex\"")).unwrap();
+    expect_failure("d", &["meta.json", "another model"]);
+
+    // NaN in a weight: refused with the tensor's name
+    std::fs::write(dir.join("meta.json"), &meta_text).unwrap();
+    let mut w = checkpoint::load_weights(&model, &meta.model).unwrap();
+    let name = w.tensors[0].name.clone();
+    w.tensors[0].data[3] = f32::NAN;
+    checkpoint::save(&dir, &meta.model, &w, &meta).unwrap();
+    expect_failure("e", &[&name, "NaN", "non-finite"]);
+}
+
+#[test]
+fn an_output_folder_that_cannot_be_created_is_an_error_before_any_work() {
+    let data = tabular_dir(100);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = file.join("run");
+    let e = run_fail(&[
+        "--model", "mlp-simple", "--dataset", "churn", "--device", "cpu",
+        "--data-dir", data.path().to_str().unwrap(), "--out", out.to_str().unwrap(),
+    ]);
+    assert!(e.contains(out.to_str().unwrap()) || e.contains(file.to_str().unwrap()), "{e}");
+    assert!(!e.contains("training"), "must fail before training: {e}");
+}

@@ -290,3 +290,49 @@ pub fn program(kind: ModelKind, weights: &Weights, folded: bool) -> Result<Vec<O
     }
     Ok(ops)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// conv3x3 with bias, optionally followed by BatchNorm (scale and shift trainable).
+    fn conv(cin: usize, cout: usize, bn: bool) -> usize {
+        cin * cout * 9 + cout + if bn { 2 * cout } else { 0 }
+    }
+
+    fn fc(i: usize, o: usize) -> usize {
+        i * o + o
+    }
+
+    #[test]
+    fn parameter_counts_are_the_studys() {
+        let device = Device::flex();
+        for classes in [10, 100] {
+            let cnn = conv(3, 32, true)
+                + conv(32, 64, false)
+                + conv(64, 128, true)
+                + conv(128, 128, true)
+                + conv(128, 256, true)
+                + conv(256, 256, true)
+                + fc(4096, 512)
+                + fc(512, classes);
+            let resnet9 = conv(3, 64, true)
+                + conv(64, 128, true)
+                + 2 * conv(128, 128, true)
+                + conv(128, 256, true)
+                + conv(256, 512, true)
+                + 2 * conv(512, 512, true)
+                + fc(512, classes);
+            for (kind, expected) in [(ModelKind::Cnn, cnn), (ModelKind::Resnet9, resnet9)] {
+                let w = ConvNet::new(kind, classes, &device).to_weights().unwrap();
+                assert_eq!(w.trainable_params(), expected, "{kind:?} for {classes} classes");
+                // plus the running mean and variance of every BatchNorm
+                let bn_channels: usize = w.tensors.iter().filter(|t| t.role == ParamRole::BnGamma).map(|t| t.len()).sum();
+                assert_eq!(w.num_params(), expected + 2 * bn_channels);
+            }
+        }
+        // the rounded figures for 100 classes
+        assert_eq!(ConvNet::new(ModelKind::Cnn, 100, &device).to_weights().unwrap().trainable_params(), 3_276_644);
+        assert_eq!(ConvNet::new(ModelKind::Resnet9, 100, &device).to_weights().unwrap().trainable_params(), 6_621_540);
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The runs behind results/README.md, in the order they were made.
+# Usage: results/run.sh [dense|cnn-fmnist|resnet9|cnn-cifar|all]   (from the repository root)
+# SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
+set -euo pipefail
+SWEEP=${SWEEP:-"cargo run --quiet --"}
+export SWEEP_DATA_DIR=${SWEEP_DATA_DIR:-../shared/datasets}
+what=${1:-all}
+run() { echo "+ sweep-gpu $*" >&2; $SWEEP "$@"; }
+
+if [[ $what == dense || $what == all ]]; then
+  for d in churn telescope california mv; do
+    run --model mlp-simple --dataset $d --out results/mlp-simple-$d
+  done
+  # mlp-complex: the whole net and each layer alone (per-layer sensitivity)
+  for d in churn telescope california mv; do
+    scope=all; [[ $d == churn || $d == california ]] && scope=each-layer
+    run --model mlp-complex --dataset $d --scope $scope --out results/mlp-complex-$d
+  done
+fi
+if [[ $what == cnn-fmnist || $what == all ]]; then
+  # reduced to fit a 2-core CPU: 3,000 training images, 2 epochs, 500 test images, 3 seeds
+  run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+      --seeds 3 --out results/cnn-fashion-mnist-reduced
+fi
+if [[ $what == resnet9 || $what == all ]]; then
+  # reduced: 2,000 training images, 2 epochs, 200 test images; three BatchNorm treatments
+  for bn in fold keep pool; do
+    run --model resnet9 --dataset cifar100 --train-limit 2000 --epochs 2 --eval-limit 200 \
+        --methods uniform-nearest,normal-nearest,uniform-stochastic --seeds 2 --bits 1-12 \
+        --bn $bn --out results/resnet9-cifar100-reduced-bn-$bn
+  done
+fi
+if [[ $what == cnn-cifar || $what == all ]]; then
+  run --model cnn --dataset cifar100 --train-limit 3000 --epochs 2 --eval-limit 300 \
+      --seeds 2 --out results/cnn-cifar100-reduced
+fi
