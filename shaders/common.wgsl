@@ -220,6 +220,11 @@ fn stream_id(method: u32, bits: u32) -> u32 {
 }
 
 fn uniform_draw(seed: u32, stream: u32, tensor: u32, element: u32) -> f32 {
-    let h = pcg_hash(element ^ pcg_hash(tensor ^ pcg_hash(stream ^ pcg_hash(seed))));
-    return f32(h >> 8u) * bitcast<f32>(0x33800000u); // 2^-24
+    return uniform_from_key(pcg_hash(tensor ^ pcg_hash(stream ^ pcg_hash(seed))), element);
+}
+
+// uniform_draw of an element from its variant's key (quant::draw_key): the
+// quantize kernel gets the key in its variant table and hashes once per element.
+fn uniform_from_key(key: u32, element: u32) -> f32 {
+    return f32(pcg_hash(element ^ key) >> 8u) * bitcast<f32>(0x33800000u); // 2^-24
 }

@@ -23,18 +23,18 @@ fn level(p: LevelParams, lset: u32, t: u32) -> f32 {
             return madd(f32(t) + 0.5, p.hstep, p.lo);
         }
         case 2u: {
+            // q_0..q_{a-1}, lo, q_a..q_{c-1}, hi, q_c..: one table read
+            // whichever case (c >= a), so a SIMD compiler pays for one
             let a = p.below_lo;
             let c = p.upto_hi;
-            if t < a {
-                return normal_q(p, t);
-            } else if t == a {
+            let q = normal_q(p, select(select(t - 2u, t - 1u, t <= c), t, t < a));
+            if t == a {
                 return p.lo;
-            } else if t <= c {
-                return normal_q(p, t - 1u);
-            } else if t == c + 1u {
+            }
+            if t == c + 1u {
                 return p.hi;
             }
-            return normal_q(p, t - 2u);
+            return q;
         }
         default: {
             return (p.k0 + f32(t) + 0.5) * p.hstep;
@@ -61,21 +61,17 @@ fn bracket(p: LevelParams, lset: u32, w: f32) -> u32 {
             return lo;
         }
         // w in [lo, hi]: the bracket is #{q_i <= w} + (w >= hi). Guess the
-        // count in the z table (loads and compares: any rounding is fine for a
-        // guess), then step to the exact count with the q_i (reference.rs).
+        // count from the normal CDF, #{i : i/(K-1) <= Φ(zw)} (Abramowitz and
+        // Stegun 7.1.26, |error| < 1.5e-7: a step or two off at 16 bits), then
+        // step to the exact count with the q_i, as reference.rs does from its
+        // z-table search. Any rounding is fine for a guess; the steps decide.
         let m = last - 1u;
-        let base = z_offset(p.bits);
         let zw = (w - p.mean) / p.sd;
-        var a = 0u;
-        var b = m;
-        while a < b {
-            let mid = a + (b - a) / 2u;
-            if z_table[base + mid] <= zw {
-                a = mid + 1u;
-            } else {
-                b = mid;
-            }
-        }
+        let x = abs(zw) * 0.70710678;
+        let s = 1.0 / (1.0 + 0.3275911 * x);
+        let poly = ((((1.061405429 * s - 1.453152027) * s + 1.421413741) * s - 0.284496736) * s + 0.254829592) * s;
+        let phi = 0.5 + 0.5 * sign(zw) * (1.0 - poly * exp(-x * x));
+        let a = u32(clamp(floor(phi * f32(last)), 0.0, f32(m)));
         var j = a;
         loop {
             if j < m && normal_q(p, j) <= w {
@@ -118,21 +114,29 @@ fn bracket(p: LevelParams, lset: u32, w: f32) -> u32 {
     return t;
 }
 
-fn quant_code(p: LevelParams, method: u32, w: f32, u: f32) -> u32 {
+struct Rounded {
+    code: u32,
+    value: f32,
+}
+
+// The code of w and its level (the quantized weight): the levels compared
+// while rounding are the ones returned, so each is computed once.
+fn round_weight(p: LevelParams, method: u32, w: f32, u: f32) -> Rounded {
     if p.degenerate != 0u {
-        return 0u;
+        return Rounded(0u, p.lo);
     }
     let lset = method_level_set(method);
     let last = (1u << p.bits) - 1u;
     if lset == LEVEL_MIDRISE {
         let k = floor(w * p.inv_hstep);
-        return u32(clamp(k - p.k0, 0.0, f32(last)));
+        let code = u32(clamp(k - p.k0, 0.0, f32(last)));
+        return Rounded(code, level(p, lset, code));
     }
     let j = bracket(p, lset, w);
-    if j == last {
-        return j;
-    }
     let lj = level(p, lset, j);
+    if j == last {
+        return Rounded(j, lj);
+    }
     let lk = level(p, lset, j + 1u);
     var up: bool;
     if method_is_stochastic(method) {
@@ -140,12 +144,5 @@ fn quant_code(p: LevelParams, method: u32, w: f32, u: f32) -> u32 {
     } else {
         up = (w - lj) >= (lk - w);
     }
-    return j + select(0u, 1u, up);
-}
-
-fn quant_value(p: LevelParams, method: u32, code: u32) -> f32 {
-    if p.degenerate != 0u {
-        return p.lo;
-    }
-    return level(p, method_level_set(method), code);
+    return Rounded(j + select(0u, 1u, up), select(lj, lk, up));
 }

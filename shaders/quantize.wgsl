@@ -5,22 +5,47 @@
 // stream, tensor, element)) or midrise (floor, clamped to K codes); see
 // levels.wgsl and src/quant/reference.rs, which this matches bit for bit.
 //
+// Specialisation: the pipeline-overridable constant METHOD fixes the method
+// (Method::code) when below 7, so the compiler drops every other level set's
+// code; 7 leaves it to each variant's entry (one pipeline for any mix). On
+// lavapipe, which runs both sides of every branch, the specialised pipelines
+// are 2-4x faster; both give the same codes (tests/gpu.rs).
+override METHOD: u32 = 7u;
+
+// One entry of the variant table: the method, bit width and seed, the row of
+// the level parameters (bits row * groups), the output slot and the key of
+// the random stream.
+struct Variant {
+    method: u32,
+    bits: u32,
+    seed: u32,
+    row: u32,
+    slot: u32,
+    // quant::draw_key(seed, stream, tensor) of a stochastic method
+    key: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
 // Bindings (group 0):
 //   0 weights:  array<f32>          the tensor, row-major, n elements
 //   1 z_table:  array<f32>
 //   2 params:   array<LevelParams>  [bits row][group]
-//   3 variants: array<vec4<u32>>    per variant: method, bits, seed, params row * groups
-//   4 values:   array<f32>          out, [variant][n] (a burn tensor's buffer)
-//   5 codes:    array<u32>          out, [variant][n] when shape[3] == 1 (parity tests)
+//   3 variants: array<Variant>
+//   4 values:   array<f32>          out, [slot][n] (a burn tensor's buffer)
+//   5 codes:    array<u32>          out, [slot][n] when shape[3] == 1 (parity tests)
 //   6 shape:    array<u32, 8>       n, groups, stride, write codes, tensor index,
-//                                   x workgroups, 0, 0
-// Dispatch: (x workgroups, y, variants) with x * y * 256 >= n, workgroup 256:
-// the element is (y * x workgroups + x) * 256 + local, the variant is z.
+//                                   x workgroups, table entries, entries per
+//                                   invocation
+// Dispatch: (x workgroups, y, ceil(entries / per invocation)) with
+// x * y * 256 >= n, workgroup 256: the element is (y * x workgroups + x) * 256
+// + local; the invocation rounds it for entries z * per .. (z + 1) * per, so
+// the weight and its group are loaded once for all of them.
 
 @group(0) @binding(0) var<storage, read_write> weights: array<f32>;
 @group(0) @binding(1) var<storage, read_write> z_table: array<f32>;
 @group(0) @binding(2) var<storage, read_write> params: array<LevelParams>;
-@group(0) @binding(3) var<storage, read_write> variants: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> variants: array<Variant>;
 @group(0) @binding(4) var<storage, read_write> values: array<f32>;
 @group(0) @binding(5) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(6) var<storage, read_write> shape: array<u32, 8>;
@@ -32,18 +57,23 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
     if i >= n {
         return;
     }
-    let v = variants[wg.z];
-    let method = v.x;
+    let w = flush(weights[i]);
     let group = (i / shape[2]) % shape[1];
-    let p = params[v.w + group];
-    var u = 0.0;
-    if method_is_stochastic(method) {
-        u = uniform_draw(v.z, stream_id(method, v.y), shape[4], i);
-    }
-    let code = quant_code(p, method, flush(weights[i]), u);
-    let out = wg.z * n + i;
-    values[out] = quant_value(p, method, code);
-    if shape[3] == 1u {
-        codes[out] = code;
+    let first = wg.z * shape[7];
+    let end = min(first + shape[7], shape[6]);
+    for (var z = first; z < end; z++) {
+        let v = variants[z];
+        let method = select(v.method, METHOD, METHOD < 7u);
+        let p = params[v.row + group];
+        var u = 0.0;
+        if method_is_stochastic(method) {
+            u = uniform_from_key(v.key, i);
+        }
+        let r = round_weight(p, method, w, u);
+        let out = v.slot * n + i;
+        values[out] = r.value;
+        if shape[3] == 1u {
+            codes[out] = r.code;
+        }
     }
 }

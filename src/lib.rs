@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod fuzz;
 pub mod eval;
 pub mod gpu;
 pub mod models;

@@ -524,3 +524,123 @@ fn an_output_folder_that_cannot_be_created_is_an_error_before_any_work() {
     assert!(e.contains(out.to_str().unwrap()) || e.contains(file.to_str().unwrap()), "{e}");
     assert!(!e.contains("training"), "must fail before training: {e}");
 }
+
+/// Small valid inputs of every format sweep-gpu reads, the seeds of the
+/// mutation fuzzer below (and, written out by fuzz/run.sh, of cargo-fuzz).
+fn fuzz_seeds() -> Vec<(sweep_gpu::fuzz::Format, Vec<u8>)> {
+    use sweep_gpu::fuzz::Format;
+    let mut idx_images = vec![0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28];
+    idx_images.extend((0..3 * 28 * 28).map(|i| (i * 7 % 256) as u8));
+    let idx_labels = vec![0, 0, 8, 1, 0, 0, 0, 3, 0, 9, 4];
+    let mut cifar = Vec::new();
+    for (coarse, fine) in [(3u8, 17u8), (19, 99)] {
+        cifar.extend([coarse, fine]);
+        cifar.extend((0..3072).map(|i| (i * 13 % 251) as u8));
+    }
+    // a real run's results.csv, config.json and checkpoint meta.json
+    let data = tabular_dir(60);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("run");
+    let ckpts = work.path().join("ckpts");
+    let run = sweep_gpu()
+        .args(["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--bits", "2,3", "--methods", "uniform-stochastic,midrise", "--seeds", "2", "--epochs", "1"])
+        .args(["--data-dir", data.path().to_str().unwrap(), "--out", out.to_str().unwrap(), "--checkpoint-dir", ckpts.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let ckpt = std::fs::read_dir(&ckpts).unwrap().next().unwrap().unwrap().path();
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    let mut seeds = vec![
+        (Format::Churn, churn_csv(12).into_bytes()),
+        (Format::Magic, magic_data(12).into_bytes()),
+        (Format::CalHousing, cal_housing_data(12).into_bytes()),
+        (Format::KeelCalifornia, keel_california(12).into_bytes()),
+        (Format::KeelMv, keel_mv(12).into_bytes()),
+        (Format::IdxImages, idx_images),
+        (Format::IdxLabels, idx_labels),
+        (Format::Cifar, cifar),
+        (Format::ResultsCsv, read(&out.join("results.csv"))),
+        (Format::ConfigJson, read(&out.join("config.json"))),
+        (Format::CheckpointMeta, read(&ckpt.join("meta.json"))),
+    ];
+    for (f, bytes) in seeds.clone() {
+        seeds.push((f, gzip(&bytes)));
+    }
+    seeds
+}
+
+/// A brief, seeded mutation fuzzer over every file parser: bit flips, byte
+/// substitutions with the characters that matter to each format, deletions,
+/// duplications, truncation. Every input must come back as Ok or as an error
+/// naming the file; none may panic.
+#[test]
+fn file_parsers_survive_mutated_input() {
+    use sweep_gpu::fuzz::{Format, parse};
+    let seeds = fuzz_seeds();
+    for f in Format::ALL {
+        let (good, gz): (Vec<_>, Vec<_>) = seeds.iter().filter(|(g, _)| *g == f).partition(|(_, b)| b[0] != 0x1f);
+        assert!(parse(f, &good[0].1).is_ok(), "{f:?} seed must parse: {:?}", parse(f, &good[0].1));
+        assert!(parse(f, &gz[0].1).is_ok(), "{f:?} gzipped seed must parse");
+    }
+    if let Ok(dir) = std::env::var("SWEEP_FUZZ_SEEDS") {
+        for (i, (f, bytes)) in seeds.iter().enumerate() {
+            let d = Path::new(&dir).join(format!("{f:?}").to_lowercase());
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(format!("seed-{i}")), bytes).unwrap();
+        }
+    }
+    const SPECIAL: &[u8] = b"\0\n\r,;.-+e9@ \xff\x7fgh?";
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n.max(1) as u64) as usize
+    };
+    let mut errors = 0usize;
+    for (f, seed) in &seeds {
+        for _ in 0..3000 {
+            let mut b = seed.clone();
+            for _ in 0..1 + rand(4) {
+                let len = b.len();
+                match rand(7) {
+                    0 if len > 0 => b[rand(len)] ^= 1 << rand(8),
+                    1 if len > 0 => b[rand(len)] = SPECIAL[rand(SPECIAL.len())],
+                    2 if len > 0 => {
+                        let at = rand(len);
+                        let n = 1 + rand(16.min(len - at));
+                        b.drain(at..at + n);
+                    }
+                    3 if len > 0 => {
+                        let at = rand(len);
+                        let piece: Vec<u8> = b[at..(at + 1 + rand(64)).min(len)].to_vec();
+                        let to = rand(len);
+                        b.splice(to..to, piece);
+                    }
+                    4 => b.truncate(rand(len + 1)),
+                    5 => {
+                        let to = rand(len + 1);
+                        b.insert(to, rand(256) as u8);
+                    }
+                    _ if len >= 8 => {
+                        // a big-endian field set to an extreme
+                        let at = rand(len - 4);
+                        b[at..at + 4].copy_from_slice(&[0xff, 0xff, 0xff, 0xf0 | rand(16) as u8]);
+                    }
+                    _ => {}
+                }
+            }
+            let result = std::panic::catch_unwind(|| parse(*f, &b));
+            match result {
+                Err(_) => panic!("{f:?} parser panicked on input {:?}", String::from_utf8_lossy(&b)),
+                Ok(Err(e)) => {
+                    errors += 1;
+                    let msg = e.to_string();
+                    assert!(msg.contains(f.file_name()), "{f:?}: the error does not name the file: {msg}");
+                }
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+    assert!(errors > seeds.len() * 100, "the mutations must reach the error paths ({errors} errors)");
+}

@@ -60,31 +60,35 @@ pub fn find_any(dir: &Path, rels: &[&str]) -> Result<PathBuf> {
 /// A truncated or corrupt gzip stream is an error naming the file.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decompress(path, raw)
+}
+
+/// The bytes of a file as read from `path`: gunzipped when they start with
+/// gzip's magic, else as they are. Empty input is an error.
+pub fn decompress(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     if raw.is_empty() {
         return Err(Error::file(path, "the file is empty"));
     }
-    if raw.starts_with(&GZIP_MAGIC) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                Error::file(
-                    path,
-                    format!("truncated or corrupt gzip data ({e}); download the file again"),
-                )
-            })?;
-        if out.is_empty() {
-            return Err(Error::file(path, "the gzip stream holds no data"));
-        }
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !raw.starts_with(&GZIP_MAGIC) {
+        return Ok(raw);
     }
+    let mut out = Vec::with_capacity(raw.len() * 4);
+    flate2::read::MultiGzDecoder::new(&raw[..])
+        .read_to_end(&mut out)
+        .map_err(|e| Error::file(path, format!("truncated or corrupt gzip data ({e}); download the file again")))?;
+    if out.is_empty() {
+        return Err(Error::file(path, "the gzip stream holds no data"));
+    }
+    Ok(out)
 }
 
 /// Reads a text file (gzip or not) and checks that it is UTF-8.
 pub fn read_text(path: &Path) -> Result<String> {
-    let bytes = read_bytes(path)?;
+    into_text(path, read_bytes(path)?)
+}
+
+/// Checks that (decompressed) file bytes are UTF-8 text.
+pub fn into_text(path: &Path, bytes: Vec<u8>) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| {
         Error::file(path, format!("not a text file: invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()))
     })

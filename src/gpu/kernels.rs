@@ -91,15 +91,23 @@ pub fn with_prelude(body: &str) -> String {
 /// Compute pipelines, built on first use and kept for the device's lifetime.
 #[derive(Default)]
 pub struct Pipelines {
-    cache: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
+    cache: Mutex<HashMap<(Kernel, Option<u32>), wgpu::ComputePipeline>>,
 }
 
 impl Pipelines {
     pub fn get(&self, device: &wgpu::Device, kernel: Kernel) -> wgpu::ComputePipeline {
+        self.get_specialised(device, kernel, None)
+    }
+
+    /// The pipeline with its `METHOD` override set (quantize.wgsl), or the
+    /// shader's default when `method` is None.
+    pub fn get_specialised(&self, device: &wgpu::Device, kernel: Kernel, method: Option<u32>) -> wgpu::ComputePipeline {
         let mut cache = self.cache.lock().expect("pipeline cache lock");
         cache
-            .entry(kernel)
+            .entry((kernel, method))
             .or_insert_with(|| {
+                let value = method.map(f64::from);
+                let constants: Vec<(&str, f64)> = value.iter().map(|v| ("METHOD", *v)).collect();
                 let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(kernel.file()),
                     source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
@@ -109,7 +117,7 @@ impl Pipelines {
                     layout: None,
                     module: &module,
                     entry_point: Some("main"),
-                    compilation_options: Default::default(),
+                    compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
                     cache: None,
                 })
             })

@@ -36,6 +36,10 @@ const _: () = assert!(std::mem::size_of::<GroupStats>() == 16);
 /// Entries in the z table: Σ_{b=2..16} (2^b - 2).
 const Z_ENTRIES: usize = (1 << 17) - 34;
 
+/// Table entries one invocation of the quantize kernel rounds its element for:
+/// the weight and its group are loaded once for all of them.
+pub const VARIANTS_PER_INVOCATION: usize = 8;
+
 /// A variant as the quantize kernel sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GpuVariant {
@@ -128,7 +132,18 @@ impl GpuQuantizer {
 
     /// Encodes one compute pass of `kernel` with `bindings` in binding order.
     fn pass(&self, enc: &mut wgpu::CommandEncoder, kernel: Kernel, bindings: &[wgpu::BindingResource<'_>], groups: (u32, u32, u32)) {
-        let pipeline = self.pipelines.get(&self.ctx.device, kernel);
+        self.pass_specialised(enc, kernel, None, bindings, groups)
+    }
+
+    fn pass_specialised(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        kernel: Kernel,
+        method: Option<u32>,
+        bindings: &[wgpu::BindingResource<'_>],
+        groups: (u32, u32, u32),
+    ) {
+        let pipeline = self.pipelines.get_specialised(&self.ctx.device, kernel, method);
         let entries: Vec<wgpu::BindGroupEntry<'_>> =
             bindings.iter().enumerate().map(|(i, r)| wgpu::BindGroupEntry { binding: i as u32, resource: r.clone() }).collect();
         let bind_group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -217,49 +232,84 @@ impl GpuQuantizer {
         Ok(GpuTensor { grouping, tensor_index, bits: bits.to_vec(), weights, stats, params })
     }
 
-    fn variant_table(&self, t: &GpuTensor, variants: &[GpuVariant]) -> Result<wgpu::Buffer> {
-        let mut table = Vec::with_capacity(variants.len() * 4);
-        for v in variants {
+    /// The quantize kernel's table for `variants` (output slots in order).
+    fn variant_table(&self, t: &GpuTensor, variants: &[(usize, GpuVariant)]) -> Result<wgpu::Buffer> {
+        let mut table = Vec::with_capacity(variants.len() * 8);
+        for (slot, v) in variants {
             let row = t.bits.iter().position(|&b| b == v.bits).ok_or_else(|| Error::Quant(format!("{} bits were not prepared for this tensor", v.bits)))?;
-            table.extend_from_slice(&[v.method.code(), v.bits, v.seed, (row * t.grouping.groups) as u32]);
+            let key = super::draw_key(v.seed, super::stream_id(v.method, v.bits), t.tensor_index);
+            table.extend_from_slice(&[v.method.code(), v.bits, v.seed, (row * t.grouping.groups) as u32, *slot as u32, key, 0, 0]);
         }
         Ok(self.storage("variants", bytemuck::cast_slice(&table)))
     }
 
     /// Encodes and submits the quantization of `variants` of `t` into `out`
-    /// ([variant][element] f32) and, when given, their codes into `codes`.
+    /// ([variant][element] f32) and, when given, their codes into `codes`:
+    /// one dispatch per method present, each with the pipeline specialised to
+    /// that method, covering all of its bit widths and seeds.
     pub fn quantize(&self, t: &GpuTensor, variants: &[GpuVariant], out: &Region<'_>, codes: Option<&wgpu::Buffer>) -> Result<()> {
+        let mut by_method: Vec<(Option<u32>, Vec<(usize, GpuVariant)>)> = Vec::new();
+        for (slot, v) in variants.iter().enumerate() {
+            let key = Some(v.method.code());
+            match by_method.iter_mut().find(|(m, _)| *m == key) {
+                Some((_, list)) => list.push((slot, *v)),
+                None => by_method.push((key, vec![(slot, *v)])),
+            }
+        }
+        self.encode_quantize(t, variants.len(), &by_method, out, codes)
+    }
+
+    /// The same as [`quantize`](Self::quantize) in a single dispatch of the
+    /// unspecialised pipeline, the method decided per variant (the parity
+    /// tests check that both give the reference's codes).
+    pub fn quantize_one_dispatch(&self, t: &GpuTensor, variants: &[GpuVariant], out: &Region<'_>, codes: Option<&wgpu::Buffer>) -> Result<()> {
+        let all = vec![(None, variants.iter().copied().enumerate().collect())];
+        self.encode_quantize(t, variants.len(), &all, out, codes)
+    }
+
+    fn encode_quantize(
+        &self,
+        t: &GpuTensor,
+        slots: usize,
+        dispatches: &[(Option<u32>, Vec<(usize, GpuVariant)>)],
+        out: &Region<'_>,
+        codes: Option<&wgpu::Buffer>,
+    ) -> Result<()> {
         let n = t.len();
-        let need = (variants.len() * n * 4) as u64;
+        let need = (slots * n * 4) as u64;
         if out.size < need {
             return Err(Error::Quant(format!("output region of {} bytes is smaller than {need}", out.size)));
         }
-        if variants.len() > 65_535 {
-            return Err(Error::Quant("more than 65535 variants in one dispatch".into()));
-        }
-        let table = self.variant_table(t, variants)?;
+        let per = VARIANTS_PER_INVOCATION;
         let (x, y) = grid_2d(n.div_ceil(256));
         let g = t.grouping;
-        let shape = self.storage(
-            "shape",
-            bytemuck::cast_slice(&[n as u32, g.groups as u32, g.stride as u32, codes.is_some() as u32, t.tensor_index, x, 0, 0]),
-        );
-        let codes = codes.unwrap_or(&self.dummy);
+        let (codes, write_codes) = codes.map(|c| (c, 1u32)).unwrap_or((&self.dummy, 0));
         let mut enc = self.encoder();
-        self.pass(
-            &mut enc,
-            Kernel::Quantize,
-            &[
-                t.weights.as_entire_binding(),
-                self.z_table.as_entire_binding(),
-                t.params.as_entire_binding(),
-                table.as_entire_binding(),
-                out.binding(),
-                codes.as_entire_binding(),
-                shape.as_entire_binding(),
-            ],
-            (x, y, variants.len() as u32),
-        );
+        for (method, list) in dispatches {
+            if list.len().div_ceil(per) > 65_535 {
+                return Err(Error::Quant(format!("more than {} variants in one dispatch", 65_535 * per)));
+            }
+            let table = self.variant_table(t, list)?;
+            let shape = self.storage(
+                "shape",
+                bytemuck::cast_slice(&[n as u32, g.groups as u32, g.stride as u32, write_codes, t.tensor_index, x, list.len() as u32, per as u32]),
+            );
+            self.pass_specialised(
+                &mut enc,
+                Kernel::Quantize,
+                *method,
+                &[
+                    t.weights.as_entire_binding(),
+                    self.z_table.as_entire_binding(),
+                    t.params.as_entire_binding(),
+                    table.as_entire_binding(),
+                    out.binding(),
+                    codes.as_entire_binding(),
+                    shape.as_entire_binding(),
+                ],
+                (x, y, list.len().div_ceil(per) as u32),
+            );
+        }
         self.ctx.queue.submit([enc.finish()]);
         Ok(())
     }
@@ -326,11 +376,21 @@ impl GpuQuantizer {
 
     /// Quantizes into our own buffers and reads codes and values back (tests, bench).
     pub fn quantize_to_host(&self, t: &GpuTensor, variants: &[GpuVariant]) -> Result<Vec<Quantized>> {
+        self.quantize_to_host_with(t, variants, false)
+    }
+
+    /// As [`quantize_to_host`](Self::quantize_to_host); `one_dispatch` uses
+    /// [`quantize_one_dispatch`](Self::quantize_one_dispatch).
+    pub fn quantize_to_host_with(&self, t: &GpuTensor, variants: &[GpuVariant], one_dispatch: bool) -> Result<Vec<Quantized>> {
         let n = t.len();
         let values = self.empty("values", variants.len() * n * 4);
         let codes = self.empty("codes", variants.len() * n * 4);
         let region = Region { buffer: &values, offset: 0, size: (variants.len() * n * 4) as u64 };
-        self.quantize(t, variants, &region, Some(&codes))?;
+        if one_dispatch {
+            self.quantize_one_dispatch(t, variants, &region, Some(&codes))?;
+        } else {
+            self.quantize(t, variants, &region, Some(&codes))?;
+        }
         let v: Vec<f32> = self.read(&values, variants.len() * n * 4)?;
         let c: Vec<u32> = self.read(&codes, variants.len() * n * 4)?;
         Ok((0..variants.len()).map(|i| Quantized { codes: c[i * n..(i + 1) * n].to_vec(), values: v[i * n..(i + 1) * n].to_vec() }).collect())

@@ -178,8 +178,18 @@ pub fn stream_id(method: Method, bits: u32) -> u32 {
 /// a counter-based hash of (seed, stream, tensor, element), so every device,
 /// batch size and launch shape draws the same numbers. 24 random bits, exact in f32.
 pub fn uniform_draw(seed: u32, stream: u32, tensor: u32, element: u32) -> f32 {
-    let h = pcg_hash(element ^ pcg_hash(tensor ^ pcg_hash(stream ^ pcg_hash(seed))));
-    (h >> 8) as f32 * (1.0 / 16_777_216.0)
+    uniform_from_key(draw_key(seed, stream, tensor), element)
+}
+
+/// The part of the hash chain that is the same for every element of a tensor
+/// in one variant (the quantize kernel gets it in its variant table).
+pub fn draw_key(seed: u32, stream: u32, tensor: u32) -> u32 {
+    pcg_hash(tensor ^ pcg_hash(stream ^ pcg_hash(seed)))
+}
+
+/// [`uniform_draw`] of `element` from its variant's [`draw_key`].
+pub fn uniform_from_key(key: u32, element: u32) -> f32 {
+    (pcg_hash(element ^ key) >> 8) as f32 * (1.0 / 16_777_216.0)
 }
 
 #[cfg(test)]

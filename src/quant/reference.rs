@@ -31,7 +31,7 @@ use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
 use super::exact::{div, inv_norm_cdf, madd, recip, sqrt};
-use super::{Grouping, LevelSet, Method, stream_id, uniform_draw};
+use super::{Grouping, LevelSet, Method, draw_key, stream_id, uniform_from_key};
 
 /// Bit widths the quantizer accepts.
 pub const BITS: std::ops::RangeInclusive<u32> = 1..=16;
@@ -348,14 +348,14 @@ pub struct VariantKey {
 /// Quantizes `w` (grouped by `grouping`, with `params` from [`tensor_params`]).
 pub fn quantize(w: &[f32], grouping: Grouping, params: &[LevelParams], key: VariantKey) -> Quantized {
     let z = z_table(key.bits);
-    let stream = stream_id(key.method, key.bits);
+    let draw = draw_key(key.seed, stream_id(key.method, key.bits), key.tensor);
     let (codes, values) = w
         .par_iter()
         .enumerate()
         .with_min_len(4096)
         .map(|(i, &w)| {
             let p = &params[grouping.group_of(i)];
-            let u = if key.method.is_stochastic() { uniform_draw(key.seed, stream, key.tensor, i as u32) } else { 0.0 };
+            let u = if key.method.is_stochastic() { uniform_from_key(draw, i as u32) } else { 0.0 };
             let c = p.code(key.method, flush(w), u, z);
             (c, p.value(key.method, c, z))
         })

@@ -97,6 +97,11 @@ pub fn read_results(path: &Path, repair: bool) -> Result<Vec<ResultRow>> {
             f.set_len(complete_len as u64).map_err(|e| Error::io(path, e))?;
         }
     }
+    parse_results(path, &text)
+}
+
+/// Parses the complete lines of a results.csv (`path` only names it in errors).
+pub fn parse_results(path: &Path, text: &str) -> Result<Vec<ResultRow>> {
     let mut rows = Vec::new();
     if text.trim().is_empty() {
         // killed before its first flush: nothing was written yet

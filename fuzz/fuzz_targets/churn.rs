@@ -1,0 +1,8 @@
+#![no_main]
+// Raw bytes through the Churn path (gzip detection, UTF-8 check, parser): must never panic.
+use libfuzzer_sys::fuzz_target;
+use sweep_gpu::fuzz::{Format, parse};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = parse(Format::Churn, data);
+});
