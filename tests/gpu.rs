@@ -330,3 +330,48 @@ fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
         assert!((w.value - c.value).abs() <= 1.0 / n_test + 1e-12, "{}: {} vs {}", w.variant_id, w.value, c.value);
     }
 }
+
+/// A grid whose naive single batch would not fit one storage binding (lavapipe
+/// binds at most 128 MiB) is scored in batches that do, with the same results
+/// as the CPU (which trains the checkpoint both runs use).
+#[test]
+fn a_grid_too_big_for_one_binding_is_split_to_fit() {
+    use clap::Parser;
+    use sweep_gpu::report::read_results;
+    let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
+    let limit = q.ctx.limits().max_storage_buffer_binding_size as usize;
+    drop(q);
+    // 7 methods x 16 bits with 6 seeds: 16 x (4 + 3 x 6) = 352 variants; the
+    // test split is 20 % of the rows; the widest layer of mlp-simple on churn is
+    // its 13 inputs: each variant's activations take test rows x 13 x 4 bytes
+    let variants = 352usize;
+    let test_rows = (limit / (variants * 13 * 4) + 1).max(500);
+    assert!(test_rows <= 20_000, "this test is sized for lavapipe's 128 MiB bindings, not {} MiB", limit >> 20);
+    let naive = variants * test_rows * 13 * 4;
+    assert!(naive > limit, "the naive batch ({naive} bytes) must exceed the binding limit ({limit})");
+    let data = common::tabular_dir(test_rows * 5);
+    let work = tempfile::tempdir().unwrap();
+    let run = |name: &str, device: &str| {
+        let out = work.path().join(name);
+        let mut args: Vec<String> = ["sweep-gpu", "--model", "mlp-simple", "--dataset", "churn", "--epochs", "1", "--batch-size", "512", "--seeds", "6"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["--device".into(), device.into(), "--variants-per-batch".into(), "1000000".into()]);
+        args.extend(["--data-dir".into(), data.path().display().to_string(), "--out".into(), out.display().to_string()]);
+        args.extend(["--checkpoint-dir".into(), work.path().join("ckpt").display().to_string()]);
+        let cli = sweep_gpu::cli::Cli::parse_from(args);
+        let config = sweep_gpu::config::Config::from_args(&cli.sweep).unwrap();
+        sweep_gpu::sweep::run(&config, &sweep_gpu::progress::Progress::hidden()).unwrap();
+        read_results(&out.join("results.csv"), false).unwrap()
+    };
+    let cpu = run("cpu", "cpu");
+    let gpu = run("gpu", "gpu");
+    assert_eq!(gpu.len(), variants);
+    for (g, c) in gpu.iter().zip(&cpu) {
+        assert_eq!(g.variant_id, c.variant_id);
+        assert_eq!(g.weight_mse.to_bits(), c.weight_mse.to_bits(), "{}", g.variant_id);
+        // burn's two backends may disagree on a sample whose logits tie
+        assert!((g.value - c.value).abs() <= 1.0 / test_rows as f64 + 1e-12, "{}: {} vs {}", g.variant_id, g.value, c.value);
+    }
+}

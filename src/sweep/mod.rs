@@ -276,6 +276,8 @@ pub struct Prepared {
     pub evaluator: Evaluator,
     /// variants per scoring launch
     pub per_batch: usize,
+    /// why `--variants-per-batch` was lowered, when it was
+    pub batch_note: Option<String>,
 }
 
 /// Folds BatchNorm when asked, builds the quantization plan (statistics and
@@ -291,21 +293,35 @@ pub fn prepare(config: &Config, spec: &ModelSpec, dataset: &Dataset, trained: We
         Compute::Gpu { ctx } => ctx.limits().max_storage_buffer_binding_size as usize,
         Compute::Cpu { .. } => 1 << 30,
     };
-    let per_batch = match (config.variants_per_batch, compute) {
+    // the most variants whose tensors fit the device's storage bindings: the
+    // largest activation [V, N, widest] and quantized tensor [V, n] (f32)
+    // within half a binding (dense nets); conv activations [V * channels, 32,
+    // 32] for one row within a quarter
+    let fits = match compute {
+        Compute::Cpu { .. } => usize::MAX,
+        Compute::Gpu { .. } if conv => (limit / 4 / (CONV_ACTIVATION_FLOATS * 4)).max(1),
+        Compute::Gpu { .. } => {
+            let widest = spec.widths().into_iter().max().unwrap_or(1);
+            let per_variant = (dataset.test.len().max(1) * widest).max(largest) * 4;
+            (limit / 2 / per_variant).max(1)
+        }
+    };
+    let wanted = match (config.variants_per_batch, compute) {
         (Some(v), _) => v,
         // flex runs small matmuls faster one variant at a time than batched
         // (../shared/BURN-WGPU-NOTES.md §5): batches set the flush rhythm, and
         // variants are scored in parallel
         (None, Compute::Cpu { .. }) => 32,
         (None, Compute::Gpu { .. }) if conv => 4,
-        (None, Compute::Gpu { .. }) => {
-            // the largest activation [V, N, widest] and the largest quantized
-            // tensor [V, n] (f32) must each fit one storage binding, with room
-            let widest = spec.widths().into_iter().max().unwrap_or(1);
-            let per_variant = (dataset.test.len().max(1) * widest).max(largest) * 4;
-            (limit / 2 / per_variant).clamp(1, 256)
-        }
+        (None, Compute::Gpu { .. }) => 256,
     };
+    let per_batch = wanted.min(fits);
+    let batch_note = (config.variants_per_batch.is_some() && per_batch < wanted).then(|| {
+        format!(
+            "--variants-per-batch {wanted} would not fit the adapter's {} MiB storage bindings: scoring {per_batch} variants per launch",
+            limit >> 20
+        )
+    });
     let ops = if conv { Some(crate::models::cnn::program(spec.kind, &weights, folded)?) } else { None };
     // conv activations [rows, V * channels, 32, 32] within a quarter of a binding
     let rows = match compute {
@@ -313,7 +329,7 @@ pub fn prepare(config: &Config, spec: &ModelSpec, dataset: &Dataset, trained: We
         Compute::Gpu { .. } => (limit / 4 / (per_batch * CONV_ACTIVATION_FLOATS * 4)).max(1),
     };
     let evaluator = Evaluator::new(dataset, &dataset.test, &compute.burn_device(), &weights, ops, rows)?;
-    Ok(Prepared { weights, plan, evaluator, per_batch })
+    Ok(Prepared { weights, plan, evaluator, per_batch, batch_note })
 }
 
 /// Runs a whole sweep.
@@ -409,7 +425,10 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         report::write_atomic(&config_json, serde_json::to_string_pretty(&info).expect("RunInfo serialises").as_bytes())?;
     }
 
-    let Prepared { weights, plan, evaluator, per_batch } = prepare(config, &spec, &dataset, weights, &compute)?;
+    let Prepared { weights, plan, evaluator, per_batch, batch_note } = prepare(config, &spec, &dataset, weights, &compute)?;
+    if let Some(note) = batch_note {
+        progress.log(&note);
+    }
     let fp32 = evaluator.score(&[&weights])?[0];
     progress.log(&format!(
         "fp32 test {metric}: {:.4}{}",
@@ -446,6 +465,8 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
     // Testing hook: die like a killed process after N flushed batches, so the
     // resume tests can interrupt a sweep at a chosen point.
     let abort_after: Option<usize> = std::env::var("SWEEP_GPU_ABORT_AFTER_BATCHES").ok().and_then(|v| v.parse().ok());
+    // lowered for good when the device refuses an allocation (score_split)
+    let mut cap = per_batch;
     for (batch_no, batch) in batches(&todo, per_batch).into_iter().enumerate() {
         if abort_after == Some(batch_no) {
             std::process::abort();
@@ -456,31 +477,35 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         // of its last variant (their scores are dropped) instead of paying a
         // new compilation
         let padded: Vec<Variant> = match &compute {
-            Compute::Gpu { .. } if batch.len() < per_batch && todo.len() >= per_batch => {
+            Compute::Gpu { .. } if batch.len() < per_batch && todo.len() >= per_batch && cap == per_batch => {
                 let mut p = batch.to_vec();
                 p.resize(per_batch, batch[batch.len() - 1].clone());
                 p
             }
             _ => batch.to_vec(),
         };
-        let scored: Vec<(QuantReport, Scores)> = match (&wgsl, &compute) {
-            (Some(w), _) => w.score(&plan, &padded, &evaluator)?,
+        let cap_before = cap;
+        let scored: Vec<(QuantReport, Scores)> = score_split(&padded, &mut cap, &mut |part: &[Variant]| match (&wgsl, &compute) {
+            (Some(w), _) => w.score(&plan, part, &evaluator),
             // the CPU backend runs small matmuls faster one variant at a time than
             // batched (../shared/BURN-WGPU-NOTES.md §5): variants in parallel
-            (None, Compute::Cpu { .. }) => batch
+            (None, Compute::Cpu { .. }) => part
                 .par_iter()
                 .map(|v| {
                     let (w, q) = plan.apply(v);
                     Ok((q, evaluator.score(&[&w])?[0]))
                 })
-                .collect::<Result<Vec<_>>>()?,
+                .collect::<Result<Vec<_>>>(),
             (None, Compute::Gpu { .. }) => {
-                let applied: Vec<(Weights, QuantReport)> = padded.par_iter().map(|v| plan.apply(v)).collect();
+                let applied: Vec<(Weights, QuantReport)> = part.par_iter().map(|v| plan.apply(v)).collect();
                 let refs: Vec<&Weights> = applied.iter().map(|(w, _)| w).collect();
                 let scores = evaluator.score(&refs)?;
-                applied.iter().map(|(_, q)| *q).zip(scores).collect()
+                Ok(applied.iter().map(|(_, q)| *q).zip(scores).collect())
             }
-        };
+        })?;
+        if cap < cap_before {
+            progress.log(&format!("the device refused an allocation for {cap_before} variants at once: scoring {cap} per launch from here on"));
+        }
         let eval_ms = t0.elapsed().as_secs_f64() * 1000.0 / batch.len() as f64;
         let rows: Vec<ResultRow> = batch
             .iter()
@@ -563,6 +588,9 @@ pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std
         (Compute::Cpu { .. }, None) => 32,
         _ => prepared.per_batch,
     };
+    if let Some(note) = &prepared.batch_note {
+        eprintln!("{note}");
+    }
     let plan = &prepared.plan;
     let variants: Vec<Weights> = grid.variants().iter().cycle().take(n).collect::<Vec<_>>().par_iter().map(|v| plan.apply(v).0).collect();
     crate::bench::scoring_throughput(&prepared.evaluator, &variants, per_batch, compute.adapter(), spec.kind.to_string(), dataset.id.to_string())
@@ -601,6 +629,35 @@ fn finished_variants(path: &std::path::Path, config: &Config, grid: &[Variant]) 
 
 /// Consecutive runs of at most `size` variants that share a scope and a
 /// granularity (the grid lists variants scope by scope, granularity by granularity).
+/// Whether an error is the device refusing an allocation, which a smaller
+/// batch avoids (burn reports it when the scores are read back).
+pub fn is_allocation_failure(e: &Error) -> bool {
+    let text = e.to_string().to_lowercase();
+    ["allocate", "out of memory", "outofmemory"].iter().any(|k| text.contains(k))
+}
+
+/// Scores `batch` in parts of at most `cap` variants; when the device refuses
+/// an allocation, the part is halved (and `cap` with it, for the batches that
+/// follow) down to single variants, rather than the sweep aborting. The
+/// results come back in `batch`'s order.
+pub fn score_split<T>(batch: &[Variant], cap: &mut usize, score: &mut dyn FnMut(&[Variant]) -> Result<Vec<T>>) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut start = 0;
+    while start < batch.len() {
+        let part = &batch[start..(start + (*cap).max(1)).min(batch.len())];
+        match score(part) {
+            Ok(s) => out.extend(s),
+            Err(e) if part.len() > 1 && is_allocation_failure(&e) => {
+                *cap = part.len() / 2;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        start += part.len();
+    }
+    Ok(out)
+}
+
 fn batches(variants: &[Variant], size: usize) -> Vec<&[Variant]> {
     let mut out = Vec::new();
     let mut start = 0;
@@ -686,4 +743,44 @@ pub fn merge(dirs: &[PathBuf], out: &std::path::Path) -> Result<Option<report::S
     let bytes = csv.into_inner().map_err(|e| err(out, format!("cannot write results.csv: {e}")))?;
     report::write_atomic(&out.join("results.csv"), &bytes)?;
     report::write_all(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{Granularity, Method};
+
+    #[test]
+    fn refused_allocations_split_the_batch_and_keep_the_order() {
+        let grid = GridSpec {
+            methods: Method::ALL.to_vec(),
+            bits: (1..=16).collect(),
+            granularities: vec![Granularity::Layer],
+            seeds: vec![1, 2],
+            scopes: vec![Scope::All],
+        };
+        let variants = grid.variants();
+        assert!(variants.len() > 100);
+        // a device that refuses more than 7 variants at once
+        let mut calls = Vec::new();
+        let mut score = |part: &[Variant]| -> Result<Vec<String>> {
+            calls.push(part.len());
+            if part.len() > 7 {
+                return Err(Error::Eval("reading scores back: can't allocate buffer of size: 245760000".into()));
+            }
+            Ok(part.iter().map(Variant::id).collect())
+        };
+        let mut cap = 64;
+        let out = score_split(&variants, &mut cap, &mut score).unwrap();
+        assert_eq!(out, variants.iter().map(Variant::id).collect::<Vec<_>>());
+        assert!(cap <= 7 && cap >= 4, "halved down to what fits: {cap}");
+        assert_eq!(&calls[..4], &[64, 32, 16, 8], "halved on each refusal");
+        assert!(calls[4..].iter().all(|&n| n <= 7), "the lowered cap is kept: {calls:?}");
+
+        // any other error is not retried
+        let mut cap = 64;
+        let mut failing = |_: &[Variant]| -> Result<Vec<String>> { Err(Error::Eval("shape mismatch".into())) };
+        assert!(score_split(&variants, &mut cap, &mut failing).is_err());
+        assert_eq!(cap, 64);
+    }
 }
