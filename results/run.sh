@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|cnn-fmnist|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|cnn-fmnist|cnn-fmnist-bn|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -23,15 +23,24 @@ if [[ $what == cnn-fmnist || $what == all ]]; then
   run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
       --seeds 3 --out results/cnn-fashion-mnist-reduced
 fi
+if [[ $what == cnn-fmnist-bn || $what == all ]]; then
+  # the same checkpoint, BatchNorm kept f32 or pooled with the weights (the study's way)
+  for bn in keep pool; do
+    run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+        --methods uniform-nearest,normal-nearest,uniform-stochastic --seeds 3 --bits 1-12 \
+        --bn $bn --out results/cnn-fashion-mnist-reduced-bn-$bn
+  done
+fi
 if [[ $what == resnet9 || $what == all ]]; then
-  # reduced: 2,000 training images, 2 epochs, 200 test images; three BatchNorm treatments
-  for bn in fold keep pool; do
+  # reduced to fit a 2-core CPU: 2,000 training images, 2 epochs, 200 test images
+  for bn in fold pool; do
     run --model resnet9 --dataset cifar100 --train-limit 2000 --epochs 2 --eval-limit 200 \
-        --methods uniform-nearest,normal-nearest,uniform-stochastic --seeds 2 --bits 1-12 \
+        --methods uniform-nearest,normal-nearest --bits 2,4,6,8,10,12,16 \
         --bn $bn --out results/resnet9-cifar100-reduced-bn-$bn
   done
 fi
 if [[ $what == cnn-cifar || $what == all ]]; then
-  run --model cnn --dataset cifar100 --train-limit 3000 --epochs 2 --eval-limit 300 \
-      --seeds 2 --out results/cnn-cifar100-reduced
+  run --model cnn --dataset cifar100 --train-limit 2000 --epochs 2 --eval-limit 300 \
+      --methods uniform-nearest,normal-nearest,histogram-nearest,midrise,uniform-stochastic --seeds 2 \
+      --bits 2,4,6,8,10,12,16 --out results/cnn-cifar100-reduced
 fi

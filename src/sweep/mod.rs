@@ -178,9 +178,13 @@ const DRY_RUN_SAMPLE: usize = 16;
 /// Seconds per variant, measured by quantizing and scoring a few variants of
 /// an untrained model of the right shape (the time does not depend on the
 /// weights). On a GPU the first launch, which compiles kernels, is not counted.
+/// Conv nets are timed on the first 32 test images and scaled to the split.
 fn estimate_seconds_per_variant(spec: &ModelSpec, dataset: &Dataset, compute: &Compute, config: &Config) -> Result<f64> {
     let weights = untrained_weights(spec, config.seed)?;
-    let prepared = prepare(config, spec, dataset, weights, compute)?;
+    let conv = spec.kind.is_conv();
+    let rows = if conv { dataset.test.len().min(32) } else { dataset.test.len() };
+    let table = head(&dataset.test, rows);
+    let prepared = prepare_on(config, spec, dataset, &table, weights, compute)?;
     let plan = &prepared.plan;
     let evaluator = &prepared.evaluator;
     let grid = GridSpec {
@@ -190,7 +194,8 @@ fn estimate_seconds_per_variant(spec: &ModelSpec, dataset: &Dataset, compute: &C
         seeds: config.rounding_seeds(),
         scopes: vec![Scope::All],
     };
-    let sample: Vec<Variant> = grid.variants().into_iter().cycle().take(prepared.per_batch.clamp(2, DRY_RUN_SAMPLE)).collect();
+    let sample_size = if conv { 2 } else { prepared.per_batch.clamp(2, DRY_RUN_SAMPLE) };
+    let sample: Vec<Variant> = grid.variants().into_iter().cycle().take(sample_size).collect();
     let score = |vs: &[Variant]| -> Result<()> {
         let applied: Vec<Weights> = vs.par_iter().map(|v| plan.apply(v).0).collect();
         match compute {
@@ -201,7 +206,21 @@ fn estimate_seconds_per_variant(spec: &ModelSpec, dataset: &Dataset, compute: &C
     score(&sample)?; // warm-up
     let t0 = Instant::now();
     score(&sample)?;
-    Ok(t0.elapsed().as_secs_f64() / sample.len() as f64)
+    let per_variant = t0.elapsed().as_secs_f64() / sample.len() as f64;
+    Ok(per_variant * dataset.test.len() as f64 / rows.max(1) as f64)
+}
+
+/// The first `rows` samples of a table.
+fn head(table: &data::Table, rows: usize) -> data::Table {
+    let len = table.sample_len();
+    data::Table {
+        x: table.x[..rows * len].to_vec(),
+        sample_shape: table.sample_shape.clone(),
+        y: match &table.y {
+            data::Targets::Classes(c) => data::Targets::Classes(c[..rows].to_vec()),
+            data::Targets::Values(v) => data::Targets::Values(v[..rows].to_vec()),
+        },
+    }
 }
 
 /// The training settings a config resolves to for a model and dataset.
@@ -259,7 +278,9 @@ fn estimate_training_seconds(spec: &ModelSpec, dataset: &Dataset, settings: &Tra
 }
 
 fn human_duration(seconds: f64) -> String {
-    if seconds < 120.0 {
+    if seconds < 10.0 {
+        format!("{seconds:.1} s")
+    } else if seconds < 120.0 {
         format!("{seconds:.0} s")
     } else if seconds < 7200.0 {
         format!("{:.0} min", seconds / 60.0)
@@ -283,6 +304,11 @@ pub struct Prepared {
 /// Folds BatchNorm when asked, builds the quantization plan (statistics and
 /// level parameters for the grid), and the evaluator on the test split.
 pub fn prepare(config: &Config, spec: &ModelSpec, dataset: &Dataset, trained: Weights, compute: &Compute) -> Result<Prepared> {
+    prepare_on(config, spec, dataset, &dataset.test, trained, compute)
+}
+
+/// [`prepare`] with the evaluator on `table` instead of the test split.
+fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data::Table, trained: Weights, compute: &Compute) -> Result<Prepared> {
     let conv = spec.kind.is_conv();
     let folded = conv && config.bn == BnMode::Fold;
     let weights = if folded { crate::models::fold_batchnorm(&trained, crate::models::cnn::BN_EPSILON) } else { trained };
@@ -302,7 +328,7 @@ pub fn prepare(config: &Config, spec: &ModelSpec, dataset: &Dataset, trained: We
         Compute::Gpu { .. } if conv => (limit / 4 / (CONV_ACTIVATION_FLOATS * 4)).max(1),
         Compute::Gpu { .. } => {
             let widest = spec.widths().into_iter().max().unwrap_or(1);
-            let per_variant = (dataset.test.len().max(1) * widest).max(largest) * 4;
+            let per_variant = (table.len().max(1) * widest).max(largest) * 4;
             (limit / 2 / per_variant).max(1)
         }
     };
@@ -328,7 +354,7 @@ pub fn prepare(config: &Config, spec: &ModelSpec, dataset: &Dataset, trained: We
         Compute::Cpu { .. } => 64,
         Compute::Gpu { .. } => (limit / 4 / (per_batch * CONV_ACTIVATION_FLOATS * 4)).max(1),
     };
-    let evaluator = Evaluator::new(dataset, &dataset.test, &compute.burn_device(), &weights, ops, rows)?;
+    let evaluator = Evaluator::new(dataset, table, &compute.burn_device(), &weights, ops, rows)?;
     Ok(Prepared { weights, plan, evaluator, per_batch, batch_note })
 }
 
@@ -372,11 +398,10 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         );
         let per_variant = estimate_seconds_per_variant(&spec, &dataset, &compute, config)?;
         println!(
-            "estimate: {:.1} s of scoring on {} ({:.1} ms per variant, measured on {} variants), plus training unless a checkpoint is cached",
-            per_variant * total as f64,
+            "estimate: {} of scoring on {} ({:.1} ms per variant, measured on a sample), plus training unless a checkpoint is cached",
+            human_duration(per_variant * total as f64),
             compute.adapter(),
             per_variant * 1000.0,
-            DRY_RUN_SAMPLE
         );
         return Ok(Outcome { out: config.out.clone(), summary: None, variants: total, scoring_seconds: 0.0 });
     }
@@ -386,6 +411,18 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         path: config.out.clone(),
         message: format!("cannot create the output folder: {e}"),
     })?;
+    if spec.kind.is_conv() {
+        // a full-size conv run on a CPU takes hours: say so before starting
+        let layers = untrained_weights(&spec, config.seed)?.layers().len();
+        let total = grid_of(vec![Scope::All]).variants().len() * if config.scope == ScopeChoice::EachLayer { 1 + layers } else { 1 };
+        let per_variant = estimate_seconds_per_variant(&spec, &dataset, &compute, config)?;
+        progress.log(&format!(
+            "scoring estimate: about {} for {total} variants on {} test images ({:.1} s each); --eval-limit, --bits, --methods and --seeds make it smaller",
+            human_duration(per_variant * total as f64),
+            dataset.test.len(),
+            per_variant
+        ));
+    }
     let (weights, settings, train_summary, ckpt, reused) = train_or_load(config, &dataset, &spec, &compute, progress)?;
     if config.scope == ScopeChoice::EachLayer {
         scopes.extend(weights.layers().into_iter().map(Scope::Layer));
@@ -517,7 +554,9 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
     }
     bar.finish_and_clear();
     let scoring_seconds = started.elapsed().as_secs_f64();
-    progress.log(&format!("scored {} variants in {scoring_seconds:.1} s ({:.0} variants/s)", todo.len(), todo.len() as f64 / scoring_seconds));
+    let rate = todo.len() as f64 / scoring_seconds;
+    let rate = if rate >= 10.0 { format!("{rate:.0} variants/s") } else { format!("{:.1} s per variant", 1.0 / rate) };
+    progress.log(&format!("scored {} variants in {} ({rate})", todo.len(), human_duration(scoring_seconds)));
     let summary = report::write_all(&config.out)?;
     Ok(Outcome { out: config.out.clone(), summary, variants: variants.len(), scoring_seconds })
 }

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Tables behind results/README.md, computed from the runs' results.csv files.
+
+Usage (from the repository root): python3 results/analyze.py > results/tables.md
+Plain Python 3, no packages: every number in results/README.md can be traced here.
+"""
+import csv
+import glob
+import json
+import os
+import statistics as st
+from collections import defaultdict
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+SETS = ["uniform", "histogram", "normal"]
+METHODS = ["uniform-nearest", "uniform-stochastic", "histogram-nearest", "histogram-stochastic",
+           "normal-nearest", "normal-stochastic", "midrise"]
+
+
+def runs():
+    for path in sorted(glob.glob(os.path.join(ROOT, "*", "results.csv"))):
+        folder = os.path.basename(os.path.dirname(path))
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows:
+            yield folder, rows
+
+
+def better(metric):
+    return (lambda a, b: a > b) if metric == "accuracy" else (lambda a, b: a < b)
+
+
+def fmt(v, metric):
+    return f"{100 * v:.2f}" if metric == "accuracy" else f"{v:.4g}"
+
+
+def smallest_bits(folder):
+    """summary.json's smallest bit width within 1 % of fp32, scope all."""
+    with open(os.path.join(ROOT, folder, "summary.json")) as f:
+        s = json.load(f)
+    return s["smallest_bits_within_1pct"].get("layer/all", {})
+
+
+def main():
+    all_runs = list(runs())
+    print("# Tables computed from results/*/results.csv by results/analyze.py\n")
+
+    print("## Smallest bit width within 1 % (relative) of fp32, whole net quantized\n")
+    print("| run | metric | fp32 | " + " | ".join(METHODS) + " |")
+    print("|---|---|---|" + "---|" * len(METHODS))
+    for folder, rows in all_runs:
+        metric = rows[0]["metric"]
+        sb = smallest_bits(folder)
+        cells = [str(sb.get(m)) if sb.get(m) is not None else "—" for m in METHODS]
+        print(f"| {folder} | {metric} | {fmt(float(rows[0]['fp32_value']), metric)} | " + " | ".join(cells) + " |")
+
+    print("\n## Stochastic against nearest rounding (same level set and bit width, whole net)\n")
+    print("Per run, over bit widths 2..8: nearest's metric, the stochastic draws' mean ± std, "
+          "the share of draws that beat nearest, and the best draw. Accuracy in %.\n")
+    print("| run | level set | bits | nearest | stochastic mean ± std | draws better | best draw |")
+    print("|---|---|---|---|---|---|---|")
+    totals = defaultdict(lambda: [0, 0])
+    for folder, rows in all_runs:
+        metric = rows[0]["metric"]
+        gt = better(metric)
+        scale = 100 if metric == "accuracy" else 1
+        for ls in SETS:
+            for b in range(1, 17):
+                near = [float(r["value"]) for r in rows if r["method"] == f"{ls}-nearest" and int(r["bits"]) == b and r["scope"] == "all" and r["granularity"] == "layer"]
+                sto = [float(r["value"]) for r in rows if r["method"] == f"{ls}-stochastic" and int(r["bits"]) == b and r["scope"] == "all" and r["granularity"] == "layer"]
+                if not near or not sto:
+                    continue
+                wins = sum(gt(v, near[0]) for v in sto)
+                totals[(folder, ls)][0] += wins
+                totals[(folder, ls)][1] += len(sto)
+                if 2 <= b <= 8:
+                    best = max(sto) if metric == "accuracy" else min(sto)
+                    sd = st.stdev(sto) * scale if len(sto) > 1 else 0.0
+                    print(f"| {folder} | {ls} | {b} | {fmt(near[0], metric)} | {fmt(st.mean(sto), metric)} ± {sd:.3g} | {wins}/{len(sto)} | {fmt(best, metric)} |")
+    print("\n### Share of stochastic draws that beat nearest, all bit widths 1..16\n")
+    print("| run | " + " | ".join(SETS) + " |")
+    print("|---|" + "---|" * len(SETS))
+    for folder, _ in all_runs:
+        cells = []
+        for ls in SETS:
+            w, n = totals.get((folder, ls), [0, 0])
+            cells.append(f"{w}/{n} ({100 * w / n:.0f} %)" if n else "—")
+        print(f"| {folder} | " + " | ".join(cells) + " |")
+
+    print("\n## Weight error: the normal level set against the others\n")
+    print("Mean squared weight error over the quantized tensors (whole net, mean over seeds for the stochastic methods).\n")
+    for folder, rows in all_runs:
+        metric = rows[0]["metric"]
+        print(f"**{folder}**\n")
+        print("| bits | " + " | ".join(f"{m} MSE" for m in METHODS) + " | " + " | ".join(f"{m} {metric}" for m in ("uniform-nearest", "normal-nearest", "histogram-nearest")) + " |")
+        print("|---|" + "---|" * (len(METHODS) + 3))
+        for b in (2, 3, 4, 6, 8):
+            cells = []
+            for m in METHODS:
+                v = [float(r["weight_mse"]) for r in rows if r["method"] == m and int(r["bits"]) == b and r["scope"] == "all" and r["granularity"] == "layer"]
+                cells.append(f"{st.mean(v):.3g}" if v else "—")
+            for m in ("uniform-nearest", "normal-nearest", "histogram-nearest"):
+                v = [float(r["value"]) for r in rows if r["method"] == m and int(r["bits"]) == b and r["scope"] == "all" and r["granularity"] == "layer"]
+                cells.append(fmt(v[0], metric) if v else "—")
+            print(f"| {b} | " + " | ".join(cells) + " |")
+        print()
+
+    print("## Per-layer sensitivity (one layer quantized, the rest fp32), nearest methods\n")
+    for folder, rows in all_runs:
+        layers = sorted({r["scope"] for r in rows if r["scope"].startswith("layer=")})
+        if not layers:
+            continue
+        metric = rows[0]["metric"]
+        fp32 = float(rows[0]["fp32_value"])
+        print(f"**{folder}** ({metric}; fp32 {fmt(fp32, metric)}): relative change against fp32 in %, uniform-nearest\n")
+        print("| layer | " + " | ".join(f"{b} bits" for b in (1, 2, 3, 4)) + " |")
+        print("|---|---|---|---|---|")
+        for layer in layers:
+            cells = []
+            for b in (1, 2, 3, 4):
+                v = [float(r["value"]) for r in rows if r["method"] == "uniform-nearest" and int(r["bits"]) == b and r["scope"] == layer and r["granularity"] == "layer"]
+                cells.append(f"{100 * (v[0] - fp32) / fp32:+.1f}" if v else "—")
+            print(f"| {layer[6:]} | " + " | ".join(cells) + " |")
+        print()
+
+    bn = [(f, r) for f, r in all_runs if r[0]["bn"]]
+    if bn:
+        print("## BatchNorm treatment (conv nets): top-1 accuracy in % by bit width\n")
+        bits = sorted({int(r["bits"]) for _, rows in bn for r in rows})
+        print("| run | bn | method | fp32 | " + " | ".join(f"{b}" for b in bits) + " |")
+        print("|---|---|---|---|" + "---|" * len(bits))
+        for folder, rows in bn:
+            for m in METHODS:
+                cells = []
+                for b in bits:
+                    v = [float(r["value"]) for r in rows if r["method"] == m and int(r["bits"]) == b and r["scope"] == "all"]
+                    cells.append(f"{100 * st.mean(v):.1f}" if v else "—")
+                if any(c != "—" for c in cells):
+                    print(f"| {folder} | {rows[0]['bn']} | {m} | {100 * float(rows[0]['fp32_value']):.1f} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
