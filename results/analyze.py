@@ -59,7 +59,7 @@ def main():
           "the share of draws that beat nearest, and the best draw. Accuracy in %.\n")
     print("| run | level set | bits | nearest | stochastic mean ± std | draws better | best draw |")
     print("|---|---|---|---|---|---|---|")
-    totals = defaultdict(lambda: [0, 0])
+    totals = defaultdict(lambda: [0, 0, 0])
     for folder, rows in all_runs:
         metric = rows[0]["metric"]
         gt = better(metric)
@@ -71,20 +71,22 @@ def main():
                 if not near or not sto:
                     continue
                 wins = sum(gt(v, near[0]) for v in sto)
+                losses = sum(gt(near[0], v) for v in sto)
                 totals[(folder, ls)][0] += wins
-                totals[(folder, ls)][1] += len(sto)
+                totals[(folder, ls)][1] += losses
+                totals[(folder, ls)][2] += len(sto)
                 if 2 <= b <= 8:
                     best = max(sto) if metric == "accuracy" else min(sto)
                     sd = st.stdev(sto) * scale if len(sto) > 1 else 0.0
                     print(f"| {folder} | {ls} | {b} | {fmt(near[0], metric)} | {fmt(st.mean(sto), metric)} ± {sd:.3g} | {wins}/{len(sto)} | {fmt(best, metric)} |")
-    print("\n### Share of stochastic draws that beat nearest, all bit widths 1..16\n")
+    print("\n### Stochastic draws better / worse than nearest (the rest tie), all bit widths 1..16\n")
     print("| run | " + " | ".join(SETS) + " |")
     print("|---|" + "---|" * len(SETS))
     for folder, _ in all_runs:
         cells = []
         for ls in SETS:
-            w, n = totals.get((folder, ls), [0, 0])
-            cells.append(f"{w}/{n} ({100 * w / n:.0f} %)" if n else "—")
+            w, l, n = totals.get((folder, ls), [0, 0, 0])
+            cells.append(f"{100 * w / n:.0f} % / {100 * l / n:.0f} %" if n else "—")
         print(f"| {folder} | " + " | ".join(cells) + " |")
 
     print("\n## Weight error: the normal level set against the others\n")
