@@ -125,7 +125,7 @@ pub struct SweepArgs {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "dataset", "out"])]
     pub resume: Option<PathBuf>,
 
-    /// Folder holding the datasets (churn/, magic/, california/, mv/).
+    /// Folder holding the datasets (churn/, magic/, california/, mv/, fashion-mnist/, cifar-100/; see datasets/README.md).
     #[arg(long, env = "SWEEP_DATA_DIR", default_value = "datasets")]
     pub data_dir: PathBuf,
 

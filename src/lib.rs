@@ -55,18 +55,24 @@ pub fn run(cli: Cli) -> Result<()> {
                 let methods = if methods.is_empty() { quant::Method::ALL.to_vec() } else { methods };
                 Some(bench::quantize_throughput(ctx, scale, &methods)?)
             };
-            progress.log("scoring benchmark: mlp-complex on churn ...");
-            let scoring = sweep::scoring_bench(device, adapter.as_deref(), &data_dir, variants, batch)?;
-            if json {
-                let both = serde_json::json!({ "quantizer": quantizer, "scoring": scoring });
-                println!("{}", serde_json::to_string_pretty(&both).expect("bench report serialises"));
-            } else {
-                if let Some(q) = quantizer {
-                    println!("{q}\n");
-                }
-                println!("{scoring}");
+            // the quantizer's figures are printed before the scoring benchmark
+            // runs, so that a missing dataset does not lose them
+            if let (false, Some(q)) = (json, &quantizer) {
+                println!("{q}\n");
             }
-            Ok(())
+            progress.log("scoring benchmark: mlp-complex on churn ...");
+            let scoring = sweep::scoring_bench(device, adapter.as_deref(), &data_dir, variants, batch);
+            if json {
+                let scoring_json = match &scoring {
+                    Ok(s) => serde_json::json!(s),
+                    Err(e) => serde_json::json!({ "error": e.to_string() }),
+                };
+                let both = serde_json::json!({ "quantizer": quantizer, "scoring": scoring_json });
+                println!("{}", serde_json::to_string_pretty(&both).expect("bench report serialises"));
+            } else if let Ok(s) = &scoring {
+                println!("{s}");
+            }
+            scoring.map(drop)
         }
         Some(Command::Merge { dirs, out }) => {
             match sweep::merge(&dirs, &out)? {
