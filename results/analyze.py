@@ -6,6 +6,7 @@ Plain Python 3, no packages: every number in results/README.md can be traced her
 """
 import csv
 import glob
+import gzip
 import json
 import os
 import statistics as st
@@ -18,9 +19,14 @@ METHODS = ["uniform-nearest", "uniform-stochastic", "histogram-nearest", "histog
 
 
 def runs():
-    for path in sorted(glob.glob(os.path.join(ROOT, "*", "results.csv"))):
-        folder = os.path.basename(os.path.dirname(path))
-        with open(path, newline="") as f:
+    # runs over 2 MB keep results.csv gzipped in git (results.csv.gz)
+    folders = sorted({os.path.dirname(p) for p in glob.glob(os.path.join(ROOT, "*", "results.csv*"))})
+    for folder_path in folders:
+        folder = os.path.basename(folder_path)
+        plain = os.path.join(folder_path, "results.csv")
+        opener = (lambda: open(plain, newline="")) if os.path.exists(plain) else \
+            (lambda: gzip.open(plain + ".gz", "rt", newline=""))
+        with opener() as f:
             rows = list(csv.DictReader(f))
         if rows:
             yield folder, rows
