@@ -290,29 +290,32 @@ fn quantized_weights_are_written_straight_into_burn_tensors() {
     }
 }
 
+/// Runs an mlp-simple sweep on churn from `data` into `work/name` (checkpoints
+/// shared in `work/ckpt`) with the extra `args`, and reads its results.csv.
+fn sweep_in(work: &std::path::Path, data: &std::path::Path, name: &str, args: &[&str]) -> Vec<sweep_gpu::report::ResultRow> {
+    use clap::Parser;
+    let out = work.join(name);
+    let mut all: Vec<String> = ["sweep-gpu", "--model", "mlp-simple", "--dataset", "churn"].iter().map(|s| s.to_string()).collect();
+    all.extend(args.iter().map(|s| s.to_string()));
+    all.extend(["--data-dir".into(), data.display().to_string(), "--out".into(), out.display().to_string()]);
+    all.extend(["--checkpoint-dir".into(), work.join("ckpt").display().to_string()]);
+    let cli = sweep_gpu::cli::Cli::parse_from(all);
+    let config = sweep_gpu::config::Config::from_args(&cli.sweep).unwrap();
+    sweep_gpu::sweep::run(&config, &sweep_gpu::progress::Progress::hidden()).unwrap();
+    sweep_gpu::report::read_results(&out.join("results.csv"), false).unwrap()
+}
+
 /// A sweep on the GPU gives the same results.csv values with the WGSL
 /// quantizer as with the CPU reference, and the same weights as a CPU run.
 #[test]
 fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
-    use clap::Parser;
-    use sweep_gpu::report::read_results;
     drop(quantizer().lock().unwrap_or_else(|e| e.into_inner())); // open the shared device first
     let data = common::tabular_dir(300);
     let work = tempfile::tempdir().unwrap();
     let run = |name: &str, extra: &[&str]| {
-        let out = work.path().join(name);
-        let mut args: Vec<String> = ["sweep-gpu", "--model", "mlp-simple", "--dataset", "churn", "--epochs", "1", "--bits", "2,8", "--seeds", "2"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        args.extend(["--methods".into(), "uniform-stochastic,normal-nearest,midrise,histogram-stochastic".into()]);
-        args.extend(["--data-dir".into(), data.path().display().to_string(), "--out".into(), out.display().to_string()]);
-        args.extend(["--checkpoint-dir".into(), work.path().join("ckpt").display().to_string()]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let cli = sweep_gpu::cli::Cli::parse_from(args);
-        let config = sweep_gpu::config::Config::from_args(&cli.sweep).unwrap();
-        sweep_gpu::sweep::run(&config, &sweep_gpu::progress::Progress::hidden()).unwrap();
-        read_results(&out.join("results.csv"), false).unwrap()
+        let mut args = vec!["--epochs", "1", "--bits", "2,8", "--seeds", "2", "--methods", "uniform-stochastic,normal-nearest,midrise,histogram-stochastic"];
+        args.extend_from_slice(extra);
+        sweep_in(work.path(), data.path(), name, &args)
     };
     let cpu = run("cpu", &["--device", "cpu"]);
     let wgsl = run("wgsl", &["--device", "gpu"]);
@@ -336,8 +339,6 @@ fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
 /// as the CPU (which trains the checkpoint both runs use).
 #[test]
 fn a_grid_too_big_for_one_binding_is_split_to_fit() {
-    use clap::Parser;
-    use sweep_gpu::report::read_results;
     let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
     let limit = q.ctx.limits().max_storage_buffer_binding_size as usize;
     drop(q);
@@ -352,18 +353,8 @@ fn a_grid_too_big_for_one_binding_is_split_to_fit() {
     let data = common::tabular_dir(test_rows * 5);
     let work = tempfile::tempdir().unwrap();
     let run = |name: &str, device: &str| {
-        let out = work.path().join(name);
-        let mut args: Vec<String> = ["sweep-gpu", "--model", "mlp-simple", "--dataset", "churn", "--epochs", "1", "--batch-size", "512", "--seeds", "6"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        args.extend(["--device".into(), device.into(), "--variants-per-batch".into(), "1000000".into()]);
-        args.extend(["--data-dir".into(), data.path().display().to_string(), "--out".into(), out.display().to_string()]);
-        args.extend(["--checkpoint-dir".into(), work.path().join("ckpt").display().to_string()]);
-        let cli = sweep_gpu::cli::Cli::parse_from(args);
-        let config = sweep_gpu::config::Config::from_args(&cli.sweep).unwrap();
-        sweep_gpu::sweep::run(&config, &sweep_gpu::progress::Progress::hidden()).unwrap();
-        read_results(&out.join("results.csv"), false).unwrap()
+        let args = ["--epochs", "1", "--batch-size", "512", "--seeds", "6", "--device", device, "--variants-per-batch", "1000000"];
+        sweep_in(work.path(), data.path(), name, &args)
     };
     let cpu = run("cpu", "cpu");
     let gpu = run("gpu", "gpu");
