@@ -214,6 +214,8 @@ impl std::fmt::Display for QuantBench {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScoringBench {
     pub device: String,
+    /// `wgsl` (shaders/score_mlp.wgsl) or `burn` (burn's kernels)
+    pub scorer: String,
     pub model: String,
     pub dataset: String,
     pub eval_rows: usize,
@@ -234,16 +236,18 @@ pub struct ScoringRate {
     pub flop_per_second: f64,
 }
 
+/// What a scoring benchmark ran on.
+pub struct BenchRun {
+    pub device: String,
+    pub scorer: String,
+    pub model: String,
+    pub dataset: String,
+}
+
 /// Scores `variants` (already quantized, on the host) one at a time and in
 /// batches of `batch`, timing only the scoring.
-pub fn scoring_throughput(
-    evaluator: &crate::eval::Evaluator,
-    variants: &[crate::models::Weights],
-    batch: usize,
-    device: String,
-    model: String,
-    dataset: String,
-) -> Result<ScoringBench> {
+pub fn scoring_throughput(evaluator: &crate::eval::Evaluator, variants: &[crate::models::Weights], batch: usize, run: BenchRun) -> Result<ScoringBench> {
+    let BenchRun { device, scorer, model, dataset } = run;
     let dense: f64 = variants[0].tensors.iter().filter(|t| t.shape.len() == 2).map(|t| (t.shape[0] * t.shape[1]) as f64).sum();
     let flop = 2.0 * evaluator.len() as f64 * dense;
     let rate = |seconds: f64| ScoringRate {
@@ -273,6 +277,7 @@ pub fn scoring_throughput(
     let batched = rate(t0.elapsed().as_secs_f64());
     Ok(ScoringBench {
         device,
+        scorer,
         model,
         dataset,
         eval_rows: evaluator.len(),
@@ -287,7 +292,11 @@ pub fn scoring_throughput(
 
 impl std::fmt::Display for ScoringBench {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "scoring throughput: {} on {} ({} test rows) on {}", self.model, self.dataset, self.eval_rows, self.device)?;
+        writeln!(
+            f,
+            "scoring throughput, {} scorer: {} on {} ({} test rows) on {}",
+            self.scorer, self.model, self.dataset, self.eval_rows, self.device
+        )?;
         writeln!(f, "  {} variants, {}FLOP each", self.variants, human(self.flop_per_variant))?;
         for (name, r) in [("one at a time", &self.one_at_a_time), (&format!("batched ({} per launch)", self.batch_size)[..], &self.batched)] {
             writeln!(f, "  {name:<28} {:>8.3} s  {:>9.1} variants/s  {}FLOP/s", r.seconds, r.variants_per_second, human(r.flop_per_second))?;

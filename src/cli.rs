@@ -101,6 +101,18 @@ pub enum QuantizerChoice {
     Wgsl,
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScorerChoice {
+    /// on a GPU, the WGSL kernel for dense nets and burn's kernels for conv nets; burn's on the CPU
+    #[default]
+    Auto,
+    /// the WGSL kernel: one dispatch per batch runs the whole dense net and its metric (GPU, dense nets)
+    Wgsl,
+    /// burn's kernels, layer by layer (any device, any model)
+    Burn,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScopeChoice {
@@ -174,6 +186,11 @@ pub struct SweepArgs {
     /// What quantizes the weights; both give the same codes and weights.
     #[arg(long, value_enum, default_value = "auto")]
     pub quantizer: QuantizerChoice,
+
+    /// What runs the quantized nets on the test split; both give the same
+    /// metrics to float rounding.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub scorer: ScorerChoice,
 
     /// Choose the GPU adapter whose name contains this text (see `sweep-gpu devices`).
     #[arg(long, env = "SWEEP_ADAPTER")]

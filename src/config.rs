@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{DeviceChoice, QuantizerChoice, ScopeChoice, SweepArgs, parse_bits, parse_shard};
+use crate::cli::{DeviceChoice, QuantizerChoice, ScopeChoice, ScorerChoice, SweepArgs, parse_bits, parse_shard};
 use crate::data::DatasetId;
 use crate::error::{Error, Result};
 use crate::models::ModelKind;
@@ -29,6 +29,8 @@ pub struct Config {
     pub bn: BnMode,
     pub device: DeviceChoice,
     pub quantizer: QuantizerChoice,
+    #[serde(default)]
+    pub scorer: ScorerChoice,
     pub adapter: Option<String>,
     /// None: the model's default (see `cli.rs`)
     pub epochs: Option<usize>,
@@ -112,6 +114,9 @@ impl Config {
         if a.quantizer == QuantizerChoice::Wgsl && a.device == DeviceChoice::Cpu {
             return Err(Error::config("--quantizer", "wgsl runs on a GPU device: use --device gpu (or auto on a machine with a GPU)"));
         }
+        if a.scorer == ScorerChoice::Wgsl && a.device == DeviceChoice::Cpu {
+            return Err(Error::config("--scorer", "wgsl runs on a GPU device: use --device gpu (or auto on a machine with a GPU)"));
+        }
         if a.variants_per_batch == Some(0) {
             return Err(Error::config("--variants-per-batch", "must be at least 1"));
         }
@@ -142,6 +147,7 @@ impl Config {
             bn: a.bn,
             device: a.device,
             quantizer: a.quantizer,
+            scorer: a.scorer,
             adapter: a.adapter.clone(),
             epochs: a.epochs,
             batch_size: a.batch_size,

@@ -70,7 +70,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 let both = serde_json::json!({ "quantizer": quantizer, "scoring": scoring_json });
                 println!("{}", serde_json::to_string_pretty(&both).expect("bench report serialises"));
             } else if let Ok(s) = &scoring {
-                println!("{s}");
+                let text: Vec<String> = s.iter().map(|b| b.to_string()).collect();
+                println!("{}", text.join("\n\n"));
             }
             scoring.map(drop)
         }

@@ -15,10 +15,15 @@ use burn::tensor::module::{batch_norm, conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use std::sync::Arc;
+
 use crate::data::{Dataset, Table, Targets, Task};
+use crate::gpu::GpuContext;
 use crate::error::{Error, Result};
 use crate::models::cnn::{BN_EPSILON, Op};
 use crate::models::{ParamRole, Weights, mlp};
+
+pub mod fused;
 
 /// Metrics of one variant.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -69,8 +74,10 @@ pub fn stack_tensor(variants: &[&Weights], i: usize, device: &Device) -> Tensor<
 
 enum Arch {
     /// dense layers as (weight, bias) tensor indices; inputs [1, N, features]
-    /// `prefixes[l]`: layer l's input under the fp32 weights
-    Mlp { layers: Vec<(usize, Option<usize>)>, prefixes: Vec<Tensor<3>> },
+    /// `prefixes[l]`: layer l's input under the fp32 weights; `truth`: the
+    /// class index or the target in its own units, per row; `fused`: the WGSL
+    /// kernel scoring whole batches, when enabled
+    Mlp { layers: Vec<(usize, Option<usize>)>, prefixes: Vec<Tensor<3>>, truth: Vec<f32>, fused: Option<fused::FusedMlp> },
     /// a conv program; inputs [N, 3, 32, 32] scored in chunks of rows
     Conv { ops: Vec<Op>, x: Tensor<4>, chunk: usize },
 }
@@ -103,6 +110,20 @@ fn dense_layers(weights: &Weights) -> Vec<(usize, Option<usize>)> {
         .filter(|(_, p)| matches!(p.role, ParamRole::Weight { .. }))
         .map(|(i, p)| (i, t.iter().position(|b| b.layer == p.layer && b.role == ParamRole::Bias)))
         .collect()
+}
+
+/// The first dense layer that any variant changes: the activations before it
+/// are the fp32 ones, computed once.
+fn first_changed(layers: &[(usize, Option<usize>)], changed: &[bool]) -> usize {
+    layers.iter().position(|(w, b)| changed[*w] || b.is_some_and(|b| changed[b])).unwrap_or(0)
+}
+
+/// Whether the WGSL scorer (shaders/score_mlp.wgsl) runs this net on `rows`
+/// evaluation rows: a dense net within its width, depth and row limits.
+pub fn fused_kernel_fits(weights: &Weights, rows: usize) -> bool {
+    let dims: Vec<(usize, usize)> = dense_layers(weights).iter().map(|&(w, _)| rows_cols(&weights.tensors[w].shape)).collect();
+    let conv = weights.tensors.iter().any(|t| t.shape.len() > 2);
+    !conv && fused::supports(&dims, rows)
 }
 
 impl Evaluator {
@@ -143,7 +164,11 @@ impl Evaluator {
                     h = relu(h);
                     ev_prefixes.push(h.clone());
                 }
-                Arch::Mlp { layers, prefixes: ev_prefixes }
+                let truth = match &table.y {
+                    Targets::Classes(c) => c.iter().map(|&c| c as f32).collect(),
+                    Targets::Values(v) => v.iter().map(|&t| dataset.unscale_target(t)).collect(),
+                };
+                Arch::Mlp { layers, prefixes: ev_prefixes, truth, fused: None }
             }
             Some(ops) => {
                 let shape = &table.sample_shape;
@@ -169,6 +194,39 @@ impl Evaluator {
         &self.device
     }
 
+    /// Scores dense nets with one WGSL dispatch per batch
+    /// (shaders/score_mlp.wgsl) on `ctx`, the GPU this evaluator's device
+    /// lives on, instead of burn's per-layer kernels; None goes back to burn's.
+    /// `rows_per_invocation`: None for the adapter's best
+    /// ([`fused::default_rows_per_invocation`]). Returns whether the kernel is
+    /// in use: conv nets, and dense nets beyond its limits, stay on burn's
+    /// kernels.
+    pub fn use_fused_kernel(&mut self, ctx: Option<Arc<GpuContext>>, rows_per_invocation: Option<usize>) -> Result<bool> {
+        let task = self.task;
+        let Arch::Mlp { layers, prefixes, truth, fused } = &mut self.arch else {
+            return Ok(false);
+        };
+        *fused = None;
+        let Some(ctx) = ctx else {
+            return Ok(false);
+        };
+        let dims = layers.iter().map(|&(w, _)| rows_cols(&self.fp32.tensors[w].shape)).collect();
+        let split = fused::Split {
+            prefixes,
+            truth: truth.clone(),
+            classifier: matches!(task, Task::Classification { .. }),
+            target_affine: self.target_affine,
+        };
+        let r = rows_per_invocation.unwrap_or_else(|| fused::default_rows_per_invocation(&ctx));
+        *fused = fused::FusedMlp::new(ctx, dims, split, r)?;
+        Ok(fused.is_some())
+    }
+
+    /// Whether [`Evaluator::use_fused_kernel`] put the WGSL kernel in use.
+    pub fn uses_fused_kernel(&self) -> bool {
+        matches!(&self.arch, Arch::Mlp { fused: Some(_), .. })
+    }
+
     /// Scores host weights of every variant (stacked and uploaded here).
     pub fn score(&self, variants: &[&Weights]) -> Result<Vec<Scores>> {
         let first = variants.first().ok_or_else(|| Error::Eval("no variants to score".into()))?;
@@ -192,10 +250,16 @@ impl Evaluator {
     pub fn score_params(&self, params: &[Tensor<3>], v: usize, changed: &[bool]) -> Result<Vec<Scores>> {
         let mut total = Sums { primary: vec![0.0; v], secondary: None };
         match &self.arch {
-            Arch::Mlp { layers, prefixes } => {
-                // the first layer that any variant changes; the activations
-                // before it are the fp32 ones, computed once
-                let start = layers.iter().position(|(w, b)| changed[*w] || b.is_some_and(|b| changed[b])).unwrap_or(0);
+            Arch::Mlp { layers, fused: Some(f), .. } => {
+                let sums = f.sums(params, layers, v, first_changed(layers, changed))?;
+                let secondary = matches!(self.task, Task::Classification { classes } if classes > 5) || self.task == Task::Regression;
+                total = Sums {
+                    primary: sums.iter().map(|s| s[0]).collect(),
+                    secondary: secondary.then(|| sums.iter().map(|s| s[1]).collect()),
+                };
+            }
+            Arch::Mlp { layers, prefixes, fused: None, .. } => {
+                let start = first_changed(layers, changed);
                 let pairs: Vec<(Tensor<3>, Option<Tensor<3>>)> =
                     layers.iter().map(|&(w, b)| (params[w].clone(), b.map(|b| params[b].clone()))).collect();
                 let out = mlp::forward_variants(prefixes[start].clone(), &pairs, start);

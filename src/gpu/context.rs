@@ -166,4 +166,30 @@ impl GpuContext {
     pub fn limits(&self) -> wgpu::Limits {
         self.device.limits()
     }
+
+    /// Copies `bytes` bytes of `buffer` back to the host.
+    pub fn read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, bytes: usize) -> Result<Vec<T>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("sweep-gpu readback") });
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes as u64);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("the readback never completed".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+        let view = staging.slice(..).get_mapped_range().map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e:?}")))?;
+        let out = bytemuck::cast_slice::<u8, T>(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
 }

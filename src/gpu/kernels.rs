@@ -18,13 +18,14 @@ pub enum Kernel {
     LevelParams,
     Quantize,
     SqErrPartials,
+    ScoreMlp,
 }
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const LEVELS: &str = include_str!("../../shaders/levels.wgsl");
 
 impl Kernel {
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 9] = [
         Kernel::GroupPartials,
         Kernel::GroupSqdevPartials,
         Kernel::ReducePartials,
@@ -33,6 +34,7 @@ impl Kernel {
         Kernel::LevelParams,
         Kernel::Quantize,
         Kernel::SqErrPartials,
+        Kernel::ScoreMlp,
     ];
 
     pub fn file(self) -> &'static str {
@@ -45,6 +47,7 @@ impl Kernel {
             Kernel::LevelParams => "level_params.wgsl",
             Kernel::Quantize => "quantize.wgsl",
             Kernel::SqErrPartials => "sq_err_partials.wgsl",
+            Kernel::ScoreMlp => "score_mlp.wgsl",
         }
     }
 
@@ -58,6 +61,7 @@ impl Kernel {
             Kernel::LevelParams => include_str!("../../shaders/level_params.wgsl"),
             Kernel::Quantize => include_str!("../../shaders/quantize.wgsl"),
             Kernel::SqErrPartials => include_str!("../../shaders/sq_err_partials.wgsl"),
+            Kernel::ScoreMlp => include_str!("../../shaders/score_mlp.wgsl"),
         }
     }
 

@@ -14,7 +14,7 @@ use burn::tensor::Device;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{DeviceChoice, QuantizerChoice, ScopeChoice};
+use crate::cli::{DeviceChoice, QuantizerChoice, ScopeChoice, ScorerChoice};
 use crate::config::Config;
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
@@ -315,6 +315,16 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     let mut plan = Plan::new(weights.clone(), config.bias, config.bn)?;
     plan.prepare(&config.granularities, &config.bits);
     let largest = plan.targets.iter().map(|t| t.data.len()).max().unwrap_or(1);
+    let fits_kernel = crate::eval::fused_kernel_fits(&weights, table.len());
+    let fused = match (compute, config.scorer) {
+        (Compute::Gpu { .. }, ScorerChoice::Wgsl) if !fits_kernel => {
+            use crate::eval::fused::{MAX_LAYERS, MAX_ROWS, MAX_WIDTH};
+            let why = format!("runs dense nets of at most {MAX_LAYERS} layers {MAX_WIDTH} wide on at most {MAX_ROWS} rows; use --scorer burn for {}", spec.kind);
+            return Err(Error::config("--scorer wgsl", why));
+        }
+        (Compute::Gpu { .. }, ScorerChoice::Auto | ScorerChoice::Wgsl) => fits_kernel,
+        _ => false,
+    };
     let limit = match compute {
         Compute::Gpu { ctx } => ctx.limits().max_storage_buffer_binding_size as usize,
         Compute::Cpu { .. } => 1 << 30,
@@ -326,6 +336,9 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     let fits = match compute {
         Compute::Cpu { .. } => usize::MAX,
         Compute::Gpu { .. } if conv => (limit / 4 / (CONV_ACTIVATION_FLOATS * 4)).max(1),
+        // the WGSL scorer keeps activations in private memory: a variant
+        // takes its packed parameters
+        Compute::Gpu { .. } if fused => (limit / 2 / (weights.tensors.iter().map(|t| t.len()).sum::<usize>().max(largest) * 4)).max(1),
         Compute::Gpu { .. } => {
             let widest = spec.widths().into_iter().max().unwrap_or(1);
             let per_variant = (table.len().max(1) * widest).max(largest) * 4;
@@ -354,7 +367,10 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
         Compute::Cpu { .. } => 64,
         Compute::Gpu { .. } => (limit / 4 / (per_batch * CONV_ACTIVATION_FLOATS * 4)).max(1),
     };
-    let evaluator = Evaluator::new(dataset, table, &compute.burn_device(), &weights, ops, rows)?;
+    let mut evaluator = Evaluator::new(dataset, table, &compute.burn_device(), &weights, ops, rows)?;
+    if let (Compute::Gpu { ctx }, true) = (compute, fused) {
+        evaluator.use_fused_kernel(Some(ctx.clone()), None)?;
+    }
     Ok(Prepared { weights, plan, evaluator, per_batch, batch_note })
 }
 
@@ -605,8 +621,9 @@ fn row(
 
 /// The scoring benchmark: mlp-complex on churn's test split (randomly
 /// initialised weights: the rate does not depend on them), `n` variants of the
-/// default grid quantized by the CPU reference, scored on the chosen device.
-pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std::path::Path, n: usize, batch: Option<usize>) -> Result<crate::bench::ScoringBench> {
+/// default grid quantized by the CPU reference, scored on the chosen device:
+/// by burn's kernels, and on a GPU also by the WGSL scorer (first).
+pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std::path::Path, n: usize, batch: Option<usize>) -> Result<Vec<crate::bench::ScoringBench>> {
     use crate::models::ModelKind;
     let (compute, _) = resolve_device(choice, adapter)?;
     let dataset = data::load(crate::data::DatasetId::Churn, data_dir, 1)?;
@@ -614,7 +631,10 @@ pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std
     let cli = crate::cli::Cli::parse_from(["sweep-gpu", "--model", "mlp-complex", "--dataset", "churn"]);
     let mut config = Config::from_args(&cli.sweep)?;
     config.variants_per_batch = batch;
-    let prepared = prepare(&config, &spec, &dataset, untrained_weights(&spec, 1)?, &compute)?;
+    let scorers: &[ScorerChoice] = match compute {
+        Compute::Gpu { .. } => &[ScorerChoice::Wgsl, ScorerChoice::Burn],
+        Compute::Cpu { .. } => &[ScorerChoice::Burn],
+    };
     let grid = GridSpec {
         methods: config.methods.clone(),
         bits: config.bits.clone(),
@@ -622,17 +642,29 @@ pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std
         seeds: config.rounding_seeds(),
         scopes: vec![Scope::All],
     };
-    let per_batch = match (&compute, batch) {
-        // the sweep scores one at a time on the CPU; batch as a GPU would
-        (Compute::Cpu { .. }, None) => 32,
-        _ => prepared.per_batch,
-    };
-    if let Some(note) = &prepared.batch_note {
-        eprintln!("{note}");
+    let weights = untrained_weights(&spec, 1)?;
+    let mut variants: Vec<Weights> = Vec::new();
+    let mut benches = Vec::new();
+    for &scorer in scorers {
+        config.scorer = scorer;
+        let prepared = prepare(&config, &spec, &dataset, weights.clone(), &compute)?;
+        let per_batch = match (&compute, batch) {
+            // the sweep scores one at a time on the CPU; batch as a GPU would
+            (Compute::Cpu { .. }, None) => 32,
+            _ => prepared.per_batch,
+        };
+        if let Some(note) = &prepared.batch_note {
+            eprintln!("{note}");
+        }
+        if variants.is_empty() {
+            let plan = &prepared.plan;
+            variants = grid.variants().iter().cycle().take(n).collect::<Vec<_>>().par_iter().map(|v| plan.apply(v).0).collect();
+        }
+        let name = if prepared.evaluator.uses_fused_kernel() { "wgsl" } else { "burn" };
+        let run = crate::bench::BenchRun { device: compute.adapter(), scorer: name.into(), model: spec.kind.to_string(), dataset: dataset.id.to_string() };
+        benches.push(crate::bench::scoring_throughput(&prepared.evaluator, &variants, per_batch, run)?);
     }
-    let plan = &prepared.plan;
-    let variants: Vec<Weights> = grid.variants().iter().cycle().take(n).collect::<Vec<_>>().par_iter().map(|v| plan.apply(v).0).collect();
-    crate::bench::scoring_throughput(&prepared.evaluator, &variants, per_batch, compute.adapter(), spec.kind.to_string(), dataset.id.to_string())
+    Ok(benches)
 }
 
 /// The ids of the variants already in results.csv (a torn last line, left by a
