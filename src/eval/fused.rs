@@ -27,10 +27,10 @@ use crate::gpu::kernels::Kernel;
 pub const MAX_WIDTH: usize = 128;
 /// Most dense layers the kernel's layer table holds.
 pub const MAX_LAYERS: usize = 8;
-const INVOCATIONS: usize = 64;
-/// Most evaluation rows: 65,535 workgroups of 64 invocations, one row each on
-/// hardware GPUs.
-pub const MAX_ROWS: usize = INVOCATIONS * 65_535;
+/// Evaluation rows per workgroup: 64 invocations of 8 rows (ROWS in the shader).
+const ROWS_PER_GROUP: usize = 64 * 8;
+/// Most evaluation rows: 65,535 workgroups.
+pub const MAX_ROWS: usize = ROWS_PER_GROUP * 65_535;
 const NO_BIAS: u32 = u32::MAX;
 
 /// Mirrors `Net` in shaders/score_mlp.wgsl.
@@ -63,8 +63,6 @@ pub struct Split<'a> {
 pub struct FusedMlp {
     ctx: Arc<GpuContext>,
     pipeline: wgpu::ComputePipeline,
-    /// evaluation rows per invocation (ROWS in the shader)
-    rows_per_invocation: usize,
     /// per layer: the fp32 activations entering it, [rows][inputs]
     inputs: Vec<wgpu::Buffer>,
     truth: wgpu::Buffer,
@@ -101,42 +99,29 @@ pub fn supports(dims: &[(usize, usize)], rows: usize) -> bool {
     !dims.is_empty() && dims.len() <= MAX_LAYERS && rows <= MAX_ROWS && dims.iter().all(|&(i, o)| pad4(i) <= MAX_WIDTH && pad4(o) <= MAX_WIDTH)
 }
 
-/// Evaluation rows per invocation that measured fastest on the adapter: 8 on
-/// a CPU adapter (lavapipe), where a weight load costs a loop over the lanes
-/// and the rows share it; 1 on a GPU, where private memory is scarce.
-pub fn default_rows_per_invocation(ctx: &GpuContext) -> usize {
-    if ctx.summary.hardware { 1 } else { 8 }
-}
-
-/// The kernel's source with its ROWS and HALF constants set.
-fn source(rows_per_invocation: usize, half: usize) -> Result<String> {
-    let mut s = Kernel::ScoreMlp.source();
-    for (name, value) in [("ROWS", rows_per_invocation), ("HALF", half)] {
-        let line = s.lines().find(|l| l.starts_with(&format!("const {name}: u32 = "))).map(str::to_string);
-        let line = line.ok_or_else(|| Error::Gpu(format!("{} declares no {name} constant", Kernel::ScoreMlp.file())))?;
-        s = s.replacen(&line, &format!("const {name}: u32 = {value}u;"), 1);
-    }
-    Ok(s)
+/// The kernel's source with its HALF constant (vec4 blocks per half of the
+/// activations) set.
+fn source(half: usize) -> Result<String> {
+    let s = Kernel::ScoreMlp.source();
+    let line = s.lines().find(|l| l.starts_with("const HALF: u32 = ")).map(str::to_string);
+    let line = line.ok_or_else(|| Error::Gpu(format!("{} declares no HALF constant", Kernel::ScoreMlp.file())))?;
+    Ok(s.replacen(&line, &format!("const HALF: u32 = {half}u;"), 1))
 }
 
 impl FusedMlp {
     /// The kernel for a net of `dims` (inputs, outputs) per layer, or None when
     /// the net does not fit it (see [`supports`]): burn's kernels score those.
-    /// `rows_per_invocation`: see [`default_rows_per_invocation`].
-    pub fn new(ctx: Arc<GpuContext>, dims: Vec<(usize, usize)>, split: Split<'_>, rows_per_invocation: usize) -> Result<Option<FusedMlp>> {
+    pub fn new(ctx: Arc<GpuContext>, dims: Vec<(usize, usize)>, split: Split<'_>) -> Result<Option<FusedMlp>> {
         let rows = split.truth.len();
         if !supports(&dims, rows) {
             return Ok(None);
-        }
-        if !(1..=64).contains(&rows_per_invocation) {
-            return Err(Error::Eval(format!("{rows_per_invocation} rows per invocation; 1 to 64")));
         }
         // vec4 blocks of the widest layer, rounded up to a multiple of 4: lavapipe
         // ran 15 blocks at 2/3 the speed of 16 (measured on mlp-complex, churn)
         let half = pad4(dims.iter().map(|&(i, o)| pad4(i).max(pad4(o)) / 4).max().unwrap_or(1));
         let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(Kernel::ScoreMlp.file()),
-            source: wgpu::ShaderSource::Wgsl(source(rows_per_invocation, half)?.into()),
+            source: wgpu::ShaderSource::Wgsl(source(half)?.into()),
         });
         let pipeline = ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(Kernel::ScoreMlp.file()),
@@ -171,7 +156,6 @@ impl FusedMlp {
         Ok(Some(FusedMlp {
             ctx,
             pipeline,
-            rows_per_invocation,
             inputs,
             truth,
             rows,
@@ -226,7 +210,7 @@ impl FusedMlp {
             outputs: self.dims[self.dims.len() - 1].1 as u32,
             layer: table,
         };
-        let groups = self.rows.div_ceil(INVOCATIONS * self.rows_per_invocation);
+        let groups = self.rows.div_ceil(ROWS_PER_GROUP);
         let device = &self.ctx.device;
         let net_buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("score_mlp net"),
@@ -276,13 +260,13 @@ impl FusedMlp {
 mod tests {
     use super::*;
 
-    /// The source the device compiles, for each setting the host picks,
+    /// The source the device compiles, for each width the host may pick,
     /// validates with naga (no GPU needed).
     #[test]
-    fn every_rows_and_width_setting_validates() {
-        for (rows, half) in [(1, 4), (8, 16), (8, 32), (64, 8)] {
-            let src = source(rows, half).unwrap();
-            assert!(src.contains(&format!("const ROWS: u32 = {rows}u;")) && src.contains(&format!("const HALF: u32 = {half}u;")));
+    fn every_width_setting_validates() {
+        for half in [4, 16, 32] {
+            let src = source(half).unwrap();
+            assert!(src.contains(&format!("const HALF: u32 = {half}u;")), "{half}");
             let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}", e.emit_to_string(&src)));
             naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all()).validate(&module).unwrap();
         }

@@ -197,11 +197,9 @@ impl Evaluator {
     /// Scores dense nets with one WGSL dispatch per batch
     /// (shaders/score_mlp.wgsl) on `ctx`, the GPU this evaluator's device
     /// lives on, instead of burn's per-layer kernels; None goes back to burn's.
-    /// `rows_per_invocation`: None for the adapter's best
-    /// ([`fused::default_rows_per_invocation`]). Returns whether the kernel is
-    /// in use: conv nets, and dense nets beyond its limits, stay on burn's
-    /// kernels.
-    pub fn use_fused_kernel(&mut self, ctx: Option<Arc<GpuContext>>, rows_per_invocation: Option<usize>) -> Result<bool> {
+    /// Returns whether the kernel is in use: conv nets, and dense nets beyond
+    /// its limits, stay on burn's kernels.
+    pub fn use_fused_kernel(&mut self, ctx: Option<Arc<GpuContext>>) -> Result<bool> {
         let task = self.task;
         let Arch::Mlp { layers, prefixes, truth, fused } = &mut self.arch else {
             return Ok(false);
@@ -217,8 +215,7 @@ impl Evaluator {
             classifier: matches!(task, Task::Classification { .. }),
             target_affine: self.target_affine,
         };
-        let r = rows_per_invocation.unwrap_or_else(|| fused::default_rows_per_invocation(&ctx));
-        *fused = fused::FusedMlp::new(ctx, dims, split, r)?;
+        *fused = fused::FusedMlp::new(ctx, dims, split)?;
         Ok(fused.is_some())
     }
 

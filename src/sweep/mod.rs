@@ -369,7 +369,7 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     };
     let mut evaluator = Evaluator::new(dataset, table, &compute.burn_device(), &weights, ops, rows)?;
     if let (Compute::Gpu { ctx }, true) = (compute, fused) {
-        evaluator.use_fused_kernel(Some(ctx.clone()), None)?;
+        evaluator.use_fused_kernel(Some(ctx.clone()))?;
     }
     Ok(Prepared { weights, plan, evaluator, per_batch, batch_note })
 }
