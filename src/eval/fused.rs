@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use burn::tensor::Tensor;
 use burn::tensor::wgpu::wgpu;
-use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
@@ -131,13 +130,7 @@ impl FusedMlp {
             compilation_options: Default::default(),
             cache: None,
         });
-        let storage = |label: &str, data: &[f32]| {
-            ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytemuck::cast_slice(if data.is_empty() { &[0.0f32; 4] } else { data }),
-                usage: wgpu::BufferUsages::STORAGE,
-            })
-        };
+        let storage = |label: &str, data: &[f32]| ctx.storage(label, bytemuck::cast_slice(if data.is_empty() { &[0.0f32; 4] } else { data }));
         let mut inputs = Vec::with_capacity(dims.len());
         for (l, p) in split.prefixes.iter().enumerate().take(dims.len()) {
             let [_, r, c] = p.dims();
@@ -212,18 +205,9 @@ impl FusedMlp {
         };
         let groups = self.rows.div_ceil(ROWS_PER_GROUP);
         let device = &self.ctx.device;
-        let net_buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("score_mlp net"),
-            contents: bytemuck::bytes_of(&net),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
+        let net_buffer = self.ctx.storage("score_mlp net", bytemuck::bytes_of(&net));
         let bytes = v * groups * 8;
-        let partials = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("score_mlp partials"),
-            size: bytes as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
+        let partials = self.ctx.empty("score_mlp partials", bytes);
         let pipeline = &self.pipeline;
         bridge::with_region(&packed, |region| {
             let need = (v * stride * 4) as u64;

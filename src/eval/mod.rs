@@ -135,15 +135,17 @@ impl Evaluator {
         if n == 0 {
             return Err(Error::Eval("the evaluation split is empty".into()));
         }
+        // per row: the class index, or the target in its own units
+        let truth: Vec<f32> = match &table.y {
+            Targets::Classes(c) => c.iter().map(|&c| c as f32).collect(),
+            Targets::Values(v) => v.iter().map(|&t| dataset.unscale_target(t)).collect(),
+        };
         let (labels, targets) = match &table.y {
             Targets::Classes(c) => {
                 let v: Vec<i64> = c.iter().map(|&c| c as i64).collect();
                 (Some(Tensor::<2, Int>::from_data(TensorData::new(v, [n, 1]), device)), None)
             }
-            Targets::Values(v) => {
-                let raw: Vec<f32> = v.iter().map(|&t| dataset.unscale_target(t)).collect();
-                (None, Some(Tensor::<2>::from_data(TensorData::new(raw, [n, 1]), device)))
-            }
+            Targets::Values(_) => (None, Some(Tensor::<2>::from_data(TensorData::new(truth.clone(), [n, 1]), device))),
         };
         let target_affine = match &dataset.target_scaler {
             Some(s) => (s.shift[0] as f32, s.scale[0] as f32),
@@ -164,10 +166,6 @@ impl Evaluator {
                     h = relu(h);
                     ev_prefixes.push(h.clone());
                 }
-                let truth = match &table.y {
-                    Targets::Classes(c) => c.iter().map(|&c| c as f32).collect(),
-                    Targets::Values(v) => v.iter().map(|&t| dataset.unscale_target(t)).collect(),
-                };
                 Arch::Mlp { layers, prefixes: ev_prefixes, truth, fused: None }
             }
             Some(ops) => {
@@ -249,7 +247,7 @@ impl Evaluator {
         match &self.arch {
             Arch::Mlp { layers, fused: Some(f), .. } => {
                 let sums = f.sums(params, layers, v, first_changed(layers, changed))?;
-                let secondary = matches!(self.task, Task::Classification { classes } if classes > 5) || self.task == Task::Regression;
+                let secondary = metric_names(self.task).1.is_some();
                 total = Sums {
                     primary: sums.iter().map(|s| s[0]).collect(),
                     secondary: secondary.then(|| sums.iter().map(|s| s[1]).collect()),

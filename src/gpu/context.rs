@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use burn::tensor::Device;
 use burn::tensor::wgpu::{WgpuSetup, wgpu};
 use serde::Serialize;
+use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 
@@ -165,6 +166,25 @@ impl GpuContext {
 
     pub fn limits(&self) -> wgpu::Limits {
         self.device.limits()
+    }
+
+    /// A storage buffer holding `bytes` (copyable both ways).
+    pub fn storage(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    /// A zeroed storage buffer of `size` bytes (at least 16).
+    pub fn empty(&self, label: &str, size: usize) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(16) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
     }
 
     /// Copies `bytes` bytes of `buffer` back to the host.

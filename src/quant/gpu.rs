@@ -114,20 +114,11 @@ impl GpuQuantizer {
     }
 
     fn storage(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
-        self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        })
+        self.ctx.storage(label, bytes)
     }
 
     fn empty(&self, label: &str, size: usize) -> wgpu::Buffer {
-        self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: size.max(16) as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
+        self.ctx.empty(label, size)
     }
 
     /// Encodes one compute pass of `kernel` with `bindings` in binding order.
