@@ -7,7 +7,8 @@
 // (register blocking: on lavapipe, Mesa 22.3, every storage load is a loop
 // over the lanes, so sharing loads is what makes the kernel fast). The 8 rows
 // are unrolled by hand in the layer loop: lavapipe did not unroll a loop over
-// them, and the unrolled form measured 1.5-1.8x its speed (8 rows measured
+// them, and the unrolled form measured 1.5x its speed (median of 3
+// interleaved runs; 1.8x best against best) (8 rows measured
 // faster than 1, 4 and 16). HALF, the vec4 blocks of the widest layer, is set
 // by the host (src/eval/fused.rs).
 //

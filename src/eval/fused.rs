@@ -116,7 +116,7 @@ impl FusedMlp {
             return Ok(None);
         }
         // vec4 blocks of the widest layer, rounded up to a multiple of 4: lavapipe
-        // ran 15 blocks at 2/3 the speed of 16 (measured on mlp-complex, churn)
+        // ran 15 blocks at about 0.7x the speed of 16 (mlp-complex, churn)
         let half = pad4(dims.iter().map(|&(i, o)| pad4(i).max(pad4(o)) / 4).max().unwrap_or(1));
         let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(Kernel::ScoreMlp.file()),
