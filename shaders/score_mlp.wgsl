@@ -12,12 +12,13 @@
 // faster than 1, 4 and 16). HALF, the vec4 blocks of the widest layer, is set
 // by the host (src/eval/fused.rs).
 //
-// perf on lavapipe shows the weight loads still dominate: each is a loop over
-// the 8 lanes with a bounds check per lane, though every lane reads the same
-// address. Only a uniform-buffer load at a constant offset becomes one scalar
-// load there. A form with the net written out by the host and the weights in
-// a uniform buffer (git branch written-out-scorer) measured 1.05-1.45x this
-// kernel, mostly within the VM's run-to-run noise, and was not merged.
+// perf on lavapipe puts the largest share of the time in the weight loads:
+// each is a loop over the 8 lanes with a bounds check per lane, though every
+// lane reads the same address. Only a uniform-buffer load at a constant
+// offset becomes one scalar load there. A form with the net written out by
+// the host and the weights in a uniform buffer (git branch
+// written-out-scorer) ran 1.06-1.13x this kernel back to back, within the
+// VM's run-to-run noise, and was not merged (README, Speed).
 //
 // Widths are padded to multiples of 4 with zero weights (the host packs them
 // so) and the arithmetic runs on vec4 blocks. Each output is

@@ -113,14 +113,6 @@ impl GpuQuantizer {
         self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("sweep-gpu quantizer") })
     }
 
-    fn storage(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
-        self.ctx.storage(label, bytes)
-    }
-
-    fn empty(&self, label: &str, size: usize) -> wgpu::Buffer {
-        self.ctx.empty(label, size)
-    }
-
     /// Encodes one compute pass of `kernel` with `bindings` in binding order.
     fn pass(&self, enc: &mut wgpu::CommandEncoder, kernel: Kernel, bindings: &[wgpu::BindingResource<'_>], groups: (u32, u32, u32)) {
         self.pass_specialised(enc, kernel, None, bindings, groups)
@@ -166,8 +158,8 @@ impl GpuQuantizer {
     fn reduce(&self, enc: &mut wgpu::CommandEncoder, mut src: wgpu::Buffer, rows: usize, mut n: usize) -> wgpu::Buffer {
         while n > 1 {
             let out_n = n.div_ceil(REDUCE_BLOCK);
-            let dst = self.empty("partials", rows * out_n * 16);
-            let shape = self.storage("shape", bytemuck::cast_slice(&[n as u32, out_n as u32, 0, 0]));
+            let dst = self.ctx.empty("partials", rows * out_n * 16);
+            let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[n as u32, out_n as u32, 0, 0]));
             self.pass(enc, Kernel::ReducePartials, &[src.as_entire_binding(), dst.as_entire_binding(), shape.as_entire_binding()], (out_n as u32, rows as u32, 1));
             src = dst;
             n = out_n;
@@ -186,21 +178,21 @@ impl GpuQuantizer {
         if grouping.groups > limits.max_compute_workgroups_per_dimension as usize || blocks > limits.max_compute_workgroups_per_dimension as usize {
             return Err(Error::Quant(format!("a tensor of {} groups of {glen} exceeds the dispatch limits", grouping.groups)));
         }
-        let weights = self.storage("weights", bytemuck::cast_slice(data));
-        let stats = self.empty("stats", grouping.groups * 16);
-        let params = self.empty("params", bits.len() * grouping.groups * std::mem::size_of::<LevelParams>());
-        let shape = self.storage("shape", bytemuck::cast_slice(&[grouping.len as u32, grouping.groups as u32, grouping.stride as u32, blocks as u32]));
+        let weights = self.ctx.storage("weights", bytemuck::cast_slice(data));
+        let stats = self.ctx.empty("stats", grouping.groups * 16);
+        let params = self.ctx.empty("params", bits.len() * grouping.groups * std::mem::size_of::<LevelParams>());
+        let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[grouping.len as u32, grouping.groups as u32, grouping.stride as u32, blocks as u32]));
         let g = grouping.groups as u32;
         let mut enc = self.encoder();
 
-        let partials = self.empty("partials", grouping.groups * blocks * 16);
+        let partials = self.ctx.empty("partials", grouping.groups * blocks * 16);
         self.pass(&mut enc, Kernel::GroupPartials, &[weights.as_entire_binding(), partials.as_entire_binding(), shape.as_entire_binding()], (blocks as u32, g, 1));
         let total = self.reduce(&mut enc, partials, grouping.groups, blocks);
-        let finish = |mode: u32| self.storage("shape", bytemuck::cast_slice(&[g, glen as u32, mode, 0]));
+        let finish = |mode: u32| self.ctx.storage("shape", bytemuck::cast_slice(&[g, glen as u32, mode, 0]));
         let finish0 = finish(0);
         self.pass(&mut enc, Kernel::FinishStats, &[total.as_entire_binding(), stats.as_entire_binding(), finish0.as_entire_binding()], (g.div_ceil(64), 1, 1));
 
-        let partials = self.empty("partials", grouping.groups * blocks * 16);
+        let partials = self.ctx.empty("partials", grouping.groups * blocks * 16);
         self.pass(
             &mut enc,
             Kernel::GroupSqdevPartials,
@@ -211,8 +203,8 @@ impl GpuQuantizer {
         let finish1 = finish(1);
         self.pass(&mut enc, Kernel::FinishStats, &[total.as_entire_binding(), stats.as_entire_binding(), finish1.as_entire_binding()], (g.div_ceil(64), 1, 1));
 
-        let bit_list = self.storage("bits", bytemuck::cast_slice(bits));
-        let pshape = self.storage("shape", bytemuck::cast_slice(&[g, bits.len() as u32, 0, 0]));
+        let bit_list = self.ctx.storage("bits", bytemuck::cast_slice(bits));
+        let pshape = self.ctx.storage("shape", bytemuck::cast_slice(&[g, bits.len() as u32, 0, 0]));
         self.pass(
             &mut enc,
             Kernel::LevelParams,
@@ -231,7 +223,7 @@ impl GpuQuantizer {
             let key = super::draw_key(v.seed, super::stream_id(v.method, v.bits), t.tensor_index);
             table.extend_from_slice(&[v.method.code(), v.bits, v.seed, (row * t.grouping.groups) as u32, *slot as u32, key, 0, 0]);
         }
-        Ok(self.storage("variants", bytemuck::cast_slice(&table)))
+        Ok(self.ctx.storage("variants", bytemuck::cast_slice(&table)))
     }
 
     /// Encodes and submits the quantization of `variants` of `t` into `out`
@@ -281,7 +273,7 @@ impl GpuQuantizer {
                 return Err(Error::Quant(format!("more than {} variants in one dispatch", 65_535 * per)));
             }
             let table = self.variant_table(t, list)?;
-            let shape = self.storage(
+            let shape = self.ctx.storage(
                 "shape",
                 bytemuck::cast_slice(&[n as u32, g.groups as u32, g.stride as u32, write_codes, t.tensor_index, x, list.len() as u32, per as u32]),
             );
@@ -309,8 +301,8 @@ impl GpuQuantizer {
     pub fn sq_err(&self, t: &GpuTensor, values: &Region<'_>, variants: usize) -> Result<Vec<f32>> {
         let n = t.len();
         let blocks = n.div_ceil(REDUCE_BLOCK);
-        let partials = self.empty("partials", variants * blocks * 16);
-        let shape = self.storage("shape", bytemuck::cast_slice(&[n as u32, blocks as u32, 0, 0]));
+        let partials = self.ctx.empty("partials", variants * blocks * 16);
+        let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[n as u32, blocks as u32, 0, 0]));
         let mut enc = self.encoder();
         self.pass(
             &mut enc,
@@ -353,8 +345,8 @@ impl GpuQuantizer {
     /// [`quantize_one_dispatch`](Self::quantize_one_dispatch).
     pub fn quantize_to_host_with(&self, t: &GpuTensor, variants: &[GpuVariant], one_dispatch: bool) -> Result<Vec<Quantized>> {
         let n = t.len();
-        let values = self.empty("values", variants.len() * n * 4);
-        let codes = self.empty("codes", variants.len() * n * 4);
+        let values = self.ctx.empty("values", variants.len() * n * 4);
+        let codes = self.ctx.empty("codes", variants.len() * n * 4);
         let region = Region { buffer: &values, offset: 0, size: (variants.len() * n * 4) as u64 };
         if one_dispatch {
             self.quantize_one_dispatch(t, variants, &region, Some(&codes))?;
