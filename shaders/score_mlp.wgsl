@@ -3,26 +3,35 @@
 // variant through the layers from `start` on (dense, ReLU between layers, none
 // after the last), their activations in private memory, and scores them; the
 // workgroup sums the scores of its 512 rows. Every invocation of a workgroup
-// reads the same variant's weights, and each weight it loads serves its 8 rows
-// (register blocking: on lavapipe, Mesa 22.3, every storage load is a loop
-// over the lanes, so sharing loads is what makes the kernel fast). The 8 rows
-// are unrolled by hand in the layer loop: lavapipe did not unroll a loop over
-// them, and the unrolled form measured 1.5x its speed (median of 3
-// interleaved runs; 1.8x best against best) (8 rows measured
-// faster than 1, 4 and 16). HALF, the vec4 blocks of the widest layer, is set
-// by the host (src/eval/fused.rs).
+// reads the same variant's weights. Register blocking: each weight it loads
+// serves its 8 rows, and each activation it loads serves two vec4 blocks of
+// outputs (8 outputs). The 8 rows and two blocks are unrolled by hand in the
+// layer loop: lavapipe did not unroll a loop over the rows, and the unrolled
+// form measured 1.5x its speed (8 rows measured faster than 1, 4 and 16).
+// HALF, the vec4 blocks of the widest layer, and SHIFT are set by the host
+// (src/eval/fused.rs).
 //
-// perf on lavapipe puts the largest share of the time in the weight loads:
-// each is a loop over the 8 lanes with a bounds check per lane, though every
-// lane reads the same address. Only a uniform-buffer load at a constant
-// offset becomes one scalar load there. A form with the net written out by
-// the host and the weights in a uniform buffer (git branch
-// written-out-scorer) ran 1.06-1.13x this kernel back to back, within the
-// VM's run-to-run noise, and was not merged (README, Speed).
+// Why loads are what is saved: on lavapipe (Mesa 22.3) every storage-buffer
+// load is a loop over the 8 SIMD lanes with a check per lane, even where every
+// lane reads the same address (perf, and the JIT code read back with gdb).
+// Texel fetches gather whole texels instead, so the parameters are read from an
+// rgba32float texture. The activations, private memory read at a computed index,
+// are read lane by lane as well as far as the timings show, so each pass over a
+// layer's inputs computes two output blocks.
+// Runs of `sweep-gpu bench --skip-quantizer --device gpu --variants 512` on
+// the 2-core VM, interleaved, batched variants/s (README, Speed):
+//   - one block per pass, storage buffer: 196-332 (6 runs, median 243);
+//   - two blocks, storage buffer: 254-331 (5 runs);
+//   - two blocks, texture: 222-389 (9 runs, median 295).
+// Four blocks per pass ran about as fast in two runs (311-323), with 128
+// accumulator registers that would cut a real GPU's occupancy: two it is. A form
+// with the net written out by the host and the weights in a uniform buffer (git
+// branch written-out-scorer) ran 1.06-1.13x the one-block kernel and was not
+// merged.
 //
-// Widths are padded to multiples of 4 with zero weights (the host packs them
-// so) and the arithmetic runs on vec4 blocks. Each output is
-// sum_i h[i] * W[i][o] in order of i, then + bias.
+// Output widths are padded to multiples of 8 and input widths to multiples
+// of 4, with zero weights (the host packs them so); the arithmetic runs on vec4
+// blocks. Each output is sum_i h[i] * W[i][o] in order of i, then + bias.
 //
 // Classifiers: lane 0 = 1 when the first largest logit is the label (argmax),
 // lane 1 = 1 when fewer than 5 logits are larger than the label's (top-5).
@@ -33,7 +42,9 @@
 //   0 net:      Net                 the layer table (below)
 //   1 x:        array<vec4<f32>>    [rows][inputs of layer `start`, padded / 4]
 //   2 truth:    array<f32>          [rows] class index, or target in its units
-//   3 params:   array<vec4<f32>>    [variant][stride] layers start.. packed:
+//   3 params:   texture_2d<f32>     rgba32float, 2^SHIFT texels wide, read as
+//                                   texel t = variant * stride + offset, row by
+//                                   row: [variant][stride] layers start.. packed,
 //                                   per layer W [inputs padded][outputs padded]
 //                                   row-major, then its bias [outputs padded]
 //   4 partials: array<vec2<f32>>    out, [variant][workgroups along x]
@@ -42,12 +53,13 @@
 const ROWS: u32 = 8u; // the layer loop below is unrolled for exactly 8
 const HALF: u32 = 32u;
 const NO_BIAS: u32 = 0xffffffffu;
+const SHIFT: u32 = 8u; // the parameter texture is 256 texels wide
 
 struct Net {
     rows: u32,
     start: u32,
     layers: u32,
-    stride: u32,          // vec4s per variant in `params`
+    stride: u32,          // texels per variant in `params`: whole texture rows
     task: u32,            // 0 classifier, 1 regressor
     target_mean: f32,
     target_std: f32,
@@ -60,8 +72,13 @@ struct Net {
 @group(0) @binding(0) var<storage, read_write> net: Net;
 @group(0) @binding(1) var<storage, read_write> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> truth: array<f32>;
-@group(0) @binding(3) var<storage, read_write> params: array<vec4<f32>>;
+@group(0) @binding(3) var params: texture_2d<f32>;
 @group(0) @binding(4) var<storage, read_write> partials: array<vec2<f32>>;
+
+// texel t of the parameters (see binding 3)
+fn param(t: u32) -> vec4<f32> {
+    return textureLoad(params, vec2<u32>(t & ((1u << SHIFT) - 1u), t >> SHIFT), 0);
+}
 
 var<workgroup> s_score: array<vec2<f32>, 64>;
 
@@ -85,51 +102,81 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
         let d = net.layer[l];
         let dst = HALF - src;
         let hidden = l + 1u < net.layers;
-        for (var o = 0u; o < d.y; o = o + 1u) {
-            var acc0 = vec4<f32>(0.0);
-            var acc1 = vec4<f32>(0.0);
-            var acc2 = vec4<f32>(0.0);
-            var acc3 = vec4<f32>(0.0);
-            var acc4 = vec4<f32>(0.0);
-            var acc5 = vec4<f32>(0.0);
-            var acc6 = vec4<f32>(0.0);
-            var acc7 = vec4<f32>(0.0);
+        for (var o = 0u; o < d.y; o = o + 2u) {
+            var acc0_0 = vec4<f32>(0.0);
+            var acc1_0 = vec4<f32>(0.0);
+            var acc2_0 = vec4<f32>(0.0);
+            var acc3_0 = vec4<f32>(0.0);
+            var acc4_0 = vec4<f32>(0.0);
+            var acc5_0 = vec4<f32>(0.0);
+            var acc6_0 = vec4<f32>(0.0);
+            var acc7_0 = vec4<f32>(0.0);
+            var acc0_1 = vec4<f32>(0.0);
+            var acc1_1 = vec4<f32>(0.0);
+            var acc2_1 = vec4<f32>(0.0);
+            var acc3_1 = vec4<f32>(0.0);
+            var acc4_1 = vec4<f32>(0.0);
+            var acc5_1 = vec4<f32>(0.0);
+            var acc6_1 = vec4<f32>(0.0);
+            var acc7_1 = vec4<f32>(0.0);
             var w = base + d.z + o;
             for (var i = 0u; i < d.x; i = i + 1u) {
-                let w0 = params[w];
-                let w1 = params[w + d.y];
-                let w2 = params[w + 2u * d.y];
-                let w3 = params[w + 3u * d.y];
+                let w0_0 = param(w);
+                let w0_1 = param(w + d.y);
+                let w0_2 = param(w + 2u * d.y);
+                let w0_3 = param(w + 3u * d.y);
+                let w1_0 = param(w + 1u);
+                let w1_1 = param(w + 1u + d.y);
+                let w1_2 = param(w + 1u + 2u * d.y);
+                let w1_3 = param(w + 1u + 3u * d.y);
                 let a0 = h[0u * 2u * HALF + src + i];
-                acc0 = acc0 + a0.x * w0 + a0.y * w1 + a0.z * w2 + a0.w * w3;
+                acc0_0 = acc0_0 + a0.x * w0_0 + a0.y * w0_1 + a0.z * w0_2 + a0.w * w0_3;
+                acc0_1 = acc0_1 + a0.x * w1_0 + a0.y * w1_1 + a0.z * w1_2 + a0.w * w1_3;
                 let a1 = h[1u * 2u * HALF + src + i];
-                acc1 = acc1 + a1.x * w0 + a1.y * w1 + a1.z * w2 + a1.w * w3;
+                acc1_0 = acc1_0 + a1.x * w0_0 + a1.y * w0_1 + a1.z * w0_2 + a1.w * w0_3;
+                acc1_1 = acc1_1 + a1.x * w1_0 + a1.y * w1_1 + a1.z * w1_2 + a1.w * w1_3;
                 let a2 = h[2u * 2u * HALF + src + i];
-                acc2 = acc2 + a2.x * w0 + a2.y * w1 + a2.z * w2 + a2.w * w3;
+                acc2_0 = acc2_0 + a2.x * w0_0 + a2.y * w0_1 + a2.z * w0_2 + a2.w * w0_3;
+                acc2_1 = acc2_1 + a2.x * w1_0 + a2.y * w1_1 + a2.z * w1_2 + a2.w * w1_3;
                 let a3 = h[3u * 2u * HALF + src + i];
-                acc3 = acc3 + a3.x * w0 + a3.y * w1 + a3.z * w2 + a3.w * w3;
+                acc3_0 = acc3_0 + a3.x * w0_0 + a3.y * w0_1 + a3.z * w0_2 + a3.w * w0_3;
+                acc3_1 = acc3_1 + a3.x * w1_0 + a3.y * w1_1 + a3.z * w1_2 + a3.w * w1_3;
                 let a4 = h[4u * 2u * HALF + src + i];
-                acc4 = acc4 + a4.x * w0 + a4.y * w1 + a4.z * w2 + a4.w * w3;
+                acc4_0 = acc4_0 + a4.x * w0_0 + a4.y * w0_1 + a4.z * w0_2 + a4.w * w0_3;
+                acc4_1 = acc4_1 + a4.x * w1_0 + a4.y * w1_1 + a4.z * w1_2 + a4.w * w1_3;
                 let a5 = h[5u * 2u * HALF + src + i];
-                acc5 = acc5 + a5.x * w0 + a5.y * w1 + a5.z * w2 + a5.w * w3;
+                acc5_0 = acc5_0 + a5.x * w0_0 + a5.y * w0_1 + a5.z * w0_2 + a5.w * w0_3;
+                acc5_1 = acc5_1 + a5.x * w1_0 + a5.y * w1_1 + a5.z * w1_2 + a5.w * w1_3;
                 let a6 = h[6u * 2u * HALF + src + i];
-                acc6 = acc6 + a6.x * w0 + a6.y * w1 + a6.z * w2 + a6.w * w3;
+                acc6_0 = acc6_0 + a6.x * w0_0 + a6.y * w0_1 + a6.z * w0_2 + a6.w * w0_3;
+                acc6_1 = acc6_1 + a6.x * w1_0 + a6.y * w1_1 + a6.z * w1_2 + a6.w * w1_3;
                 let a7 = h[7u * 2u * HALF + src + i];
-                acc7 = acc7 + a7.x * w0 + a7.y * w1 + a7.z * w2 + a7.w * w3;
+                acc7_0 = acc7_0 + a7.x * w0_0 + a7.y * w0_1 + a7.z * w0_2 + a7.w * w0_3;
+                acc7_1 = acc7_1 + a7.x * w1_0 + a7.y * w1_1 + a7.z * w1_2 + a7.w * w1_3;
                 w = w + 4u * d.y;
             }
-            var bias = vec4<f32>(0.0);
+            var bias0 = vec4<f32>(0.0);
+            var bias1 = vec4<f32>(0.0);
             if d.w != NO_BIAS {
-                bias = params[base + d.w + o];
+                bias0 = param(base + d.w + o + 0u);
+                bias1 = param(base + d.w + o + 1u);
             }
-            h[0u * 2u * HALF + dst + o] = select(acc0 + bias, max(acc0 + bias, vec4<f32>(0.0)), hidden);
-            h[1u * 2u * HALF + dst + o] = select(acc1 + bias, max(acc1 + bias, vec4<f32>(0.0)), hidden);
-            h[2u * 2u * HALF + dst + o] = select(acc2 + bias, max(acc2 + bias, vec4<f32>(0.0)), hidden);
-            h[3u * 2u * HALF + dst + o] = select(acc3 + bias, max(acc3 + bias, vec4<f32>(0.0)), hidden);
-            h[4u * 2u * HALF + dst + o] = select(acc4 + bias, max(acc4 + bias, vec4<f32>(0.0)), hidden);
-            h[5u * 2u * HALF + dst + o] = select(acc5 + bias, max(acc5 + bias, vec4<f32>(0.0)), hidden);
-            h[6u * 2u * HALF + dst + o] = select(acc6 + bias, max(acc6 + bias, vec4<f32>(0.0)), hidden);
-            h[7u * 2u * HALF + dst + o] = select(acc7 + bias, max(acc7 + bias, vec4<f32>(0.0)), hidden);
+            h[0u * 2u * HALF + dst + o + 0u] = select(acc0_0 + bias0, max(acc0_0 + bias0, vec4<f32>(0.0)), hidden);
+            h[0u * 2u * HALF + dst + o + 1u] = select(acc0_1 + bias1, max(acc0_1 + bias1, vec4<f32>(0.0)), hidden);
+            h[1u * 2u * HALF + dst + o + 0u] = select(acc1_0 + bias0, max(acc1_0 + bias0, vec4<f32>(0.0)), hidden);
+            h[1u * 2u * HALF + dst + o + 1u] = select(acc1_1 + bias1, max(acc1_1 + bias1, vec4<f32>(0.0)), hidden);
+            h[2u * 2u * HALF + dst + o + 0u] = select(acc2_0 + bias0, max(acc2_0 + bias0, vec4<f32>(0.0)), hidden);
+            h[2u * 2u * HALF + dst + o + 1u] = select(acc2_1 + bias1, max(acc2_1 + bias1, vec4<f32>(0.0)), hidden);
+            h[3u * 2u * HALF + dst + o + 0u] = select(acc3_0 + bias0, max(acc3_0 + bias0, vec4<f32>(0.0)), hidden);
+            h[3u * 2u * HALF + dst + o + 1u] = select(acc3_1 + bias1, max(acc3_1 + bias1, vec4<f32>(0.0)), hidden);
+            h[4u * 2u * HALF + dst + o + 0u] = select(acc4_0 + bias0, max(acc4_0 + bias0, vec4<f32>(0.0)), hidden);
+            h[4u * 2u * HALF + dst + o + 1u] = select(acc4_1 + bias1, max(acc4_1 + bias1, vec4<f32>(0.0)), hidden);
+            h[5u * 2u * HALF + dst + o + 0u] = select(acc5_0 + bias0, max(acc5_0 + bias0, vec4<f32>(0.0)), hidden);
+            h[5u * 2u * HALF + dst + o + 1u] = select(acc5_1 + bias1, max(acc5_1 + bias1, vec4<f32>(0.0)), hidden);
+            h[6u * 2u * HALF + dst + o + 0u] = select(acc6_0 + bias0, max(acc6_0 + bias0, vec4<f32>(0.0)), hidden);
+            h[6u * 2u * HALF + dst + o + 1u] = select(acc6_1 + bias1, max(acc6_1 + bias1, vec4<f32>(0.0)), hidden);
+            h[7u * 2u * HALF + dst + o + 0u] = select(acc7_0 + bias0, max(acc7_0 + bias0, vec4<f32>(0.0)), hidden);
+            h[7u * 2u * HALF + dst + o + 1u] = select(acc7_1 + bias1, max(acc7_1 + bias1, vec4<f32>(0.0)), hidden);
         }
         src = dst;
     }

@@ -31,6 +31,9 @@ const ROWS_PER_GROUP: usize = 64 * 8;
 /// Most evaluation rows: 65,535 workgroups.
 pub const MAX_ROWS: usize = ROWS_PER_GROUP * 65_535;
 const NO_BIAS: u32 = u32::MAX;
+/// Width of the parameter texture in texels (vec4s): a power of two, and a
+/// whole number of the 256-byte rows buffer-to-texture copies need.
+const TEXTURE_WIDTH: usize = 256;
 
 /// Mirrors `Net` in shaders/score_mlp.wgsl.
 #[repr(C)]
@@ -62,6 +65,7 @@ pub struct Split<'a> {
 pub struct FusedMlp {
     ctx: Arc<GpuContext>,
     pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
     /// per layer: the fp32 activations entering it, [rows][inputs]
     inputs: Vec<wgpu::Buffer>,
     truth: wgpu::Buffer,
@@ -75,6 +79,11 @@ pub struct FusedMlp {
 /// Widths as the kernel holds them: padded with zeros to whole vec4 blocks.
 fn pad4(n: usize) -> usize {
     n.div_ceil(4) * 4
+}
+
+/// Output widths as the kernel computes them: two vec4 blocks at a time.
+fn pad8(n: usize) -> usize {
+    n.div_ceil(8) * 8
 }
 
 /// `[V0, rows, cols]` zero-padded to `[V0, rows_to, cols_to]` and flattened to
@@ -99,12 +108,41 @@ pub fn supports(dims: &[(usize, usize)], rows: usize) -> bool {
 }
 
 /// The kernel's source with its HALF constant (vec4 blocks per half of the
-/// activations) set.
+/// activations) and the parameter texture's width set.
 fn source(half: usize) -> Result<String> {
-    let s = Kernel::ScoreMlp.source();
-    let line = s.lines().find(|l| l.starts_with("const HALF: u32 = ")).map(str::to_string);
-    let line = line.ok_or_else(|| Error::Gpu(format!("{} declares no HALF constant", Kernel::ScoreMlp.file())))?;
-    Ok(s.replacen(&line, &format!("const HALF: u32 = {half}u;"), 1))
+    let mut s = Kernel::ScoreMlp.source().to_string();
+    for (name, value) in [("HALF", half), ("SHIFT", TEXTURE_WIDTH.trailing_zeros() as usize)] {
+        let start = format!("const {name}: u32 = ");
+        let line = s.lines().find(|l| l.starts_with(&start)).map(str::to_string);
+        let line = line.ok_or_else(|| Error::Gpu(format!("{} declares no {name} constant", Kernel::ScoreMlp.file())))?;
+        s = s.replacen(&line, &format!("{start}{value}u;"), 1);
+    }
+    Ok(s)
+}
+
+/// The kernel's bindings: storage buffers, and the parameters as an
+/// unfilterable float texture (read with textureLoad only).
+fn bind_group_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
+    let buffer = |binding: u32| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only: false }, has_dynamic_offset: false, min_binding_size: None },
+        count: None,
+    };
+    let texture = wgpu::BindGroupLayoutEntry {
+        binding: 3,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Texture {
+            sample_type: wgpu::TextureSampleType::Float { filterable: false },
+            view_dimension: wgpu::TextureViewDimension::D2,
+            multisampled: false,
+        },
+        count: None,
+    };
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some(Kernel::ScoreMlp.file()),
+        entries: &[buffer(0), buffer(1), buffer(2), texture, buffer(4)],
+    })
 }
 
 impl FusedMlp {
@@ -117,14 +155,20 @@ impl FusedMlp {
         }
         // vec4 blocks of the widest layer, rounded up to a multiple of 4: lavapipe
         // ran 15 blocks at about 0.7x the speed of 16 (mlp-complex, churn)
-        let half = pad4(dims.iter().map(|&(i, o)| pad4(i).max(pad4(o)) / 4).max().unwrap_or(1));
+        let half = pad4(dims.iter().map(|&(i, o)| pad4(i).max(pad8(o)) / 4).max().unwrap_or(1));
         let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(Kernel::ScoreMlp.file()),
             source: wgpu::ShaderSource::Wgsl(source(half)?.into()),
         });
+        let layout = bind_group_layout(&ctx.device);
+        let pipeline_layout = ctx.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(Kernel::ScoreMlp.file()),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
         let pipeline = ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(Kernel::ScoreMlp.file()),
-            layout: None,
+            layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some("main"),
             compilation_options: Default::default(),
@@ -149,6 +193,7 @@ impl FusedMlp {
         Ok(Some(FusedMlp {
             ctx,
             pipeline,
+            layout,
             inputs,
             truth,
             rows,
@@ -175,7 +220,7 @@ impl FusedMlp {
         let mut table = [[0u32; 4]; MAX_LAYERS];
         let mut offset = 0usize;
         for (l, &(w, b)) in layers.iter().enumerate().skip(start) {
-            let (i, o) = (pad4(self.dims[l].0), pad4(self.dims[l].1));
+            let (i, o) = (pad4(self.dims[l].0), pad8(self.dims[l].1));
             table[l] = [(i / 4) as u32, (o / 4) as u32, (offset / 4) as u32, NO_BIAS];
             parts.push(padded(&params[w], v, i, o));
             offset += i * o;
@@ -186,10 +231,11 @@ impl FusedMlp {
             }
         }
         // a padding block keeps cat from returning one of its inputs (a
-        // broadcast or narrowed view): the kernel reads a fresh contiguous
-        // [v, stride] buffer
-        parts.push(Tensor::zeros([v, 4], &self.ctx.burn));
-        let stride = offset + 4;
+        // broadcast or narrowed view), and fills each variant out to whole
+        // rows of the parameter texture
+        let row = 4 * TEXTURE_WIDTH;
+        let stride = (offset + 4).div_ceil(row) * row;
+        parts.push(Tensor::zeros([v, stride - offset], &self.ctx.burn));
         let packed = Tensor::cat(parts, 1);
         let (mean, std) = self.target_affine;
         let net = Net {
@@ -206,37 +252,67 @@ impl FusedMlp {
         let groups = self.rows.div_ceil(ROWS_PER_GROUP);
         let device = &self.ctx.device;
         let net_buffer = self.ctx.storage("score_mlp net", bytemuck::bytes_of(&net));
-        let bytes = v * groups * 8;
-        let partials = self.ctx.empty("score_mlp partials", bytes);
-        let pipeline = &self.pipeline;
+        // the texture holds as many variants as its height allows; more take
+        // several rounds of copy and dispatch
+        let texture_rows = stride / row;
+        let per_round = (self.ctx.limits().max_texture_dimension_2d as usize / texture_rows).max(1).min(v);
+        let texture = device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("score_mlp params"),
+            size: wgpu::Extent3d { width: TEXTURE_WIDTH as u32, height: (per_round * texture_rows) as u32, depth_or_array_layers: 1 },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+        let rounds: Vec<(usize, usize)> = (0..v).step_by(per_round).map(|a| (a, per_round.min(v - a))).collect();
+        let partials: Vec<wgpu::Buffer> = rounds.iter().map(|&(_, n)| self.ctx.empty("score_mlp partials", n * groups * 8)).collect();
         bridge::with_region(&packed, |region| {
             let need = (v * stride * 4) as u64;
             if region.size < need {
                 return Err(Error::Gpu(format!("packed parameters hold {} bytes, {need} expected", region.size)));
             }
-            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("score_mlp"),
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &[
-                    wgpu::BindGroupEntry { binding: 0, resource: net_buffer.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 1, resource: self.inputs[start].as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 2, resource: self.truth.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 3, resource: region.binding() },
-                    wgpu::BindGroupEntry { binding: 4, resource: partials.as_entire_binding() },
-                ],
-            });
             let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("score_mlp") });
-            {
+            for (&(first, n), partials) in rounds.iter().zip(&partials) {
+                enc.copy_buffer_to_texture(
+                    wgpu::TexelCopyBufferInfo {
+                        buffer: region.buffer,
+                        layout: wgpu::TexelCopyBufferLayout {
+                            offset: region.offset + (first * stride * 4) as u64,
+                            bytes_per_row: Some((row * 4) as u32),
+                            rows_per_image: None,
+                        },
+                    },
+                    texture.as_image_copy(),
+                    wgpu::Extent3d { width: TEXTURE_WIDTH as u32, height: (n * texture_rows) as u32, depth_or_array_layers: 1 },
+                );
+                let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("score_mlp"),
+                    layout: &self.layout,
+                    entries: &[
+                        wgpu::BindGroupEntry { binding: 0, resource: net_buffer.as_entire_binding() },
+                        wgpu::BindGroupEntry { binding: 1, resource: self.inputs[start].as_entire_binding() },
+                        wgpu::BindGroupEntry { binding: 2, resource: self.truth.as_entire_binding() },
+                        wgpu::BindGroupEntry { binding: 3, resource: wgpu::BindingResource::TextureView(&view) },
+                        wgpu::BindGroupEntry { binding: 4, resource: partials.as_entire_binding() },
+                    ],
+                });
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("score_mlp"), timestamp_writes: None });
-                pass.set_pipeline(pipeline);
+                pass.set_pipeline(&self.pipeline);
                 pass.set_bind_group(0, &bind_group, &[]);
-                pass.dispatch_workgroups(groups as u32, v as u32, 1);
+                pass.dispatch_workgroups(groups as u32, n as u32, 1);
             }
             self.ctx.queue.submit([enc.finish()]);
             Ok(())
         })??;
-        let p: Vec<[f32; 2]> = self.ctx.read(&partials, bytes)?;
-        Ok(p.chunks(groups).map(|c| c.iter().fold([0.0f64; 2], |acc, s| [acc[0] + f64::from(s[0]), acc[1] + f64::from(s[1])])).collect())
+        let mut out = Vec::with_capacity(v);
+        for (&(_, n), partials) in rounds.iter().zip(&partials) {
+            let p: Vec<[f32; 2]> = self.ctx.read(partials, n * groups * 8)?;
+            out.extend(p.chunks(groups).map(|c| c.iter().fold([0.0f64; 2], |acc, s| [acc[0] + f64::from(s[0]), acc[1] + f64::from(s[1])])));
+        }
+        Ok(out)
     }
 }
 
