@@ -432,6 +432,15 @@ fn wgsl_scorer_matches_burn_on_the_cpu() {
                 }
             }
         }
+        // rounds of copy and dispatch of 2 variants each (what a batch too
+        // big for the parameter texture takes) give the same sums as one round
+        let all: Vec<_> = grid.variants().iter().map(|v| plan.apply(v).0).collect();
+        let refs: Vec<_> = all.iter().collect();
+        let one_round = on_gpu.score(&refs).unwrap();
+        on_gpu.fused_kernel_mut().unwrap().limit_variants_per_round(2);
+        let rounds = on_gpu.score(&refs).unwrap();
+        assert!(refs.len() > 4, "{name}: {} variants make too few rounds", refs.len());
+        assert_eq!(format!("{rounds:?}"), format!("{one_round:?}"), "{name}: rounds of 2 variants");
         // a variant that changes nothing scores the fp32 net
         let fp32 = on_cpu.score_all(&weights).unwrap();
         let same = on_gpu.score(&[&weights]).unwrap()[0];

@@ -66,6 +66,9 @@ pub struct FusedMlp {
     ctx: Arc<GpuContext>,
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
+    /// the most variants one round of copy and dispatch takes, besides what
+    /// the texture's height allows
+    round_cap: usize,
     /// per layer: the fp32 activations entering it, [rows][inputs]
     inputs: Vec<wgpu::Buffer>,
     truth: wgpu::Buffer,
@@ -194,6 +197,7 @@ impl FusedMlp {
             ctx,
             pipeline,
             layout,
+            round_cap: usize::MAX,
             inputs,
             truth,
             rows,
@@ -201,6 +205,13 @@ impl FusedMlp {
             classifier: split.classifier,
             target_affine: split.target_affine,
         }))
+    }
+
+    /// At most `variants` (at least 1) per round of copy and dispatch; by
+    /// default as many as the texture's height holds. Tests reach the
+    /// several-round path with a few variants this way.
+    pub fn limit_variants_per_round(&mut self, variants: usize) {
+        self.round_cap = variants.max(1);
     }
 
     /// Per-variant sums over the rows (accuracy hits and top-5 hits, or squared
@@ -255,7 +266,8 @@ impl FusedMlp {
         // the texture holds as many variants as its height allows; more take
         // several rounds of copy and dispatch
         let texture_rows = stride / row;
-        let per_round = (self.ctx.limits().max_texture_dimension_2d as usize / texture_rows).max(1).min(v);
+        let height = self.ctx.limits().max_texture_dimension_2d as usize;
+        let per_round = (height / texture_rows).max(1).min(self.round_cap).min(v);
         let texture = device.create_texture(&wgpu::TextureDescriptor {
             label: Some("score_mlp params"),
             size: wgpu::Extent3d { width: TEXTURE_WIDTH as u32, height: (per_round * texture_rows) as u32, depth_or_array_layers: 1 },

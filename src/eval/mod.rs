@@ -222,6 +222,14 @@ impl Evaluator {
         matches!(&self.arch, Arch::Mlp { fused: Some(_), .. })
     }
 
+    /// The WGSL kernel, when [`Evaluator::use_fused_kernel`] put it in use.
+    pub fn fused_kernel_mut(&mut self) -> Option<&mut fused::FusedMlp> {
+        match &mut self.arch {
+            Arch::Mlp { fused: Some(f), .. } => Some(f),
+            _ => None,
+        }
+    }
+
     /// Scores host weights of every variant (stacked and uploaded here).
     pub fn score(&self, variants: &[&Weights]) -> Result<Vec<Scores>> {
         let first = variants.first().ok_or_else(|| Error::Eval("no variants to score".into()))?;
