@@ -22,9 +22,10 @@
 // the 2-core VM, interleaved, batched variants/s (README, Speed):
 //   - one block per pass, storage buffer: 196-332 (6 runs, median 243);
 //   - two blocks, storage buffer: 254-331 (5 runs);
-//   - two blocks, texture: 222-389 (9 runs, median 295).
+//   - two blocks, texture: 222-389 (11 runs, median 295).
 // Four blocks per pass ran about as fast in two runs (311-323), with 128
-// accumulator registers that would cut a real GPU's occupancy: two it is. A form
+// accumulator registers that would cut a real GPU's occupancy: two it is. 4
+// rows by 4 blocks (16 accumulators, as now) ran slower: 197-218. A form
 // with the net written out by the host and the weights in a uniform buffer (git
 // branch written-out-scorer) ran 1.06-1.13x the one-block kernel and was not
 // merged.
