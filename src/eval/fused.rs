@@ -4,7 +4,8 @@
 //! [V, rows, width] activations in device memory). The kernel keeps each row's
 //! activations in private memory and leaves only one partial sum per workgroup
 //! and variant, so a batch costs its arithmetic, the packing of its parameters
-//! (padded to vec4 blocks, one burn `cat`) and one readback.
+//! (padded to vec4 blocks, one burn `cat`, one copy into a texture) and one
+//! readback.
 //!
 //! Input: the stacked parameters of the batch (burn tensors [V or 1, rows,
 //! cols] on the shared wgpu device, as the WGSL quantizer writes them), the
