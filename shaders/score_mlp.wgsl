@@ -5,30 +5,35 @@
 // workgroup sums the scores of its 512 rows. Every invocation of a workgroup
 // reads the same variant's weights. Register blocking: each weight it loads
 // serves its 8 rows, and each activation it loads serves two vec4 blocks of
-// outputs (8 outputs). The 8 rows and two blocks are unrolled by hand in the
-// layer loop: lavapipe did not unroll a loop over the rows, and the unrolled
-// form measured 1.5x its speed (8 rows measured faster than 1, 4 and 16).
-// HALF, the vec4 blocks of the widest layer, and SHIFT are set by the host
+// outputs (8 outputs). The 8 rows and two blocks are unrolled by hand in
+// `dense`: lavapipe did not unroll a loop over the rows, and the unrolled form
+// measured 1.5x its speed (8 rows measured faster than 1, 4 and 16). HALF, the
+// vec4 blocks of the widest layer, and SHIFT are set by the host
 // (src/eval/fused.rs).
 //
 // Why loads are what is saved: on lavapipe (Mesa 22.3) every storage-buffer
 // load is a loop over the 8 SIMD lanes with a check per lane, even where every
 // lane reads the same address (perf, and the JIT code read back with gdb).
-// Texel fetches gather whole texels instead, so the parameters are read from an
-// rgba32float texture. The activations, private memory read at a computed index,
-// are read lane by lane as well as far as the timings show, so each pass over a
-// layer's inputs computes two output blocks.
-// Runs of `sweep-gpu bench --skip-quantizer --device gpu --variants 512` on
-// the 2-core VM, interleaved, batched variants/s (README, Speed):
-//   - one block per pass, storage buffer: 196-332 (6 runs, median 243);
+// Texel fetches gather whole texels instead, so the parameters are read from
+// an rgba32float texture. Reads of private memory at a computed index (the
+// activations) cost more the larger the array, as far as the timings show. So
+// each row keeps its activations in two small arrays of its own, input and
+// output, swapped from layer to layer, and each pass over a layer's inputs
+// computes two output blocks. Runs of `sweep-gpu bench --skip-quantizer
+// --device gpu --variants 512` on the 2-core VM, batched variants/s (README,
+// Speed):
+//   - one output block per pass, storage buffer, one activation array for all
+//     rows: 196-332 (6 runs, median 243);
 //   - two blocks, storage buffer: 254-331 (5 runs);
-//   - two blocks, texture: 222-389 (11 runs, median 295).
-// Four blocks per pass ran about as fast in two runs (311-323), with 128
-// accumulator registers that would cut a real GPU's occupancy: two it is. 4
-// rows by 4 blocks (16 accumulators, as now) ran slower: 197-218. A form
-// with the net written out by the host and the weights in a uniform buffer (git
-// branch written-out-scorer) ran 1.06-1.13x the one-block kernel and was not
-// merged.
+//   - two blocks, texture: 222-389 (11 runs, median 295);
+//   - and one array per row: 288-395 (7 runs);
+//   - and two arrays per row (this kernel): 305-370 (6 runs, median 323), when
+//     the previous form ran 232-300 (median 281) in the runs between.
+// Four blocks per pass ran about as fast in two runs (311-323) with 128
+// accumulator registers, which would cut a real GPU's occupancy; 4 rows by 4
+// blocks ran slower (197-218). A form with the net written out by the host and
+// the weights in a uniform buffer (git branch written-out-scorer) ran
+// 1.06-1.13x the first form above and was not merged.
 //
 // Output widths are padded to multiples of 8 and input widths to multiples
 // of 4, with zero weights (the host packs them so); the arithmetic runs on vec4
@@ -56,6 +61,9 @@ const HALF: u32 = 32u;
 const NO_BIAS: u32 = 0xffffffffu;
 const SHIFT: u32 = 8u; // the parameter texture is 256 texels wide
 
+// one row's activations entering or leaving a layer
+alias Row = array<vec4<f32>, HALF>;
+
 struct Net {
     rows: u32,
     start: u32,
@@ -81,132 +89,281 @@ fn param(t: u32) -> vec4<f32> {
     return textureLoad(params, vec2<u32>(t & ((1u << SHIFT) - 1u), t >> SHIFT), 0);
 }
 
+// one row's score from the last layer's output hk
+fn score_row(hk: ptr<function, Row>, row: u32) -> vec2<f32> {
+    if net.task == 0u {
+        let label = u32(truth[row]);
+        let mine = (*hk)[label / 4u][label % 4u];
+        var best = 0u;
+        var top = (*hk)[0].x;
+        var above = 0u;
+        for (var o = 0u; o < net.outputs; o = o + 1u) {
+            let y = (*hk)[o / 4u][o % 4u];
+            if y > top {
+                top = y;
+                best = o;
+            }
+            if y > mine {
+                above = above + 1u;
+            }
+        }
+        return vec2<f32>(select(0.0, 1.0, best == label), select(0.0, 1.0, above < 5u));
+    } else {
+        let err = (*hk)[0].x * net.target_std + net.target_mean - truth[row];
+        return vec2<f32>(err * err, abs(err));
+    }
+}
+
+// layer l of the variant whose parameters start at texel `base`: rows k = 0..8
+// read their inputs from i_k and write their outputs to o_k (a function, not a
+// loop over the rows: the 8 rows and two output blocks are unrolled by hand)
+fn dense(
+    l: u32,
+    base: u32,
+    i0: ptr<function, Row>, i1: ptr<function, Row>, i2: ptr<function, Row>, i3: ptr<function, Row>,
+    i4: ptr<function, Row>, i5: ptr<function, Row>, i6: ptr<function, Row>, i7: ptr<function, Row>,
+    o0: ptr<function, Row>, o1: ptr<function, Row>, o2: ptr<function, Row>, o3: ptr<function, Row>,
+    o4: ptr<function, Row>, o5: ptr<function, Row>, o6: ptr<function, Row>, o7: ptr<function, Row>,
+) {
+    let d = net.layer[l];
+    let hidden = l + 1u < net.layers;
+    for (var o = 0u; o < d.y; o = o + 2u) {
+        var acc0_0 = vec4<f32>(0.0);
+        var acc1_0 = vec4<f32>(0.0);
+        var acc2_0 = vec4<f32>(0.0);
+        var acc3_0 = vec4<f32>(0.0);
+        var acc4_0 = vec4<f32>(0.0);
+        var acc5_0 = vec4<f32>(0.0);
+        var acc6_0 = vec4<f32>(0.0);
+        var acc7_0 = vec4<f32>(0.0);
+        var acc0_1 = vec4<f32>(0.0);
+        var acc1_1 = vec4<f32>(0.0);
+        var acc2_1 = vec4<f32>(0.0);
+        var acc3_1 = vec4<f32>(0.0);
+        var acc4_1 = vec4<f32>(0.0);
+        var acc5_1 = vec4<f32>(0.0);
+        var acc6_1 = vec4<f32>(0.0);
+        var acc7_1 = vec4<f32>(0.0);
+        var w = base + d.z + o;
+        for (var i = 0u; i < d.x; i = i + 1u) {
+            let w0_0 = param(w);
+            let w0_1 = param(w + d.y);
+            let w0_2 = param(w + 2u * d.y);
+            let w0_3 = param(w + 3u * d.y);
+            let w1_0 = param(w + 1u);
+            let w1_1 = param(w + 1u + d.y);
+            let w1_2 = param(w + 1u + 2u * d.y);
+            let w1_3 = param(w + 1u + 3u * d.y);
+            let a0 = (*i0)[i];
+            acc0_0 = acc0_0 + a0.x * w0_0 + a0.y * w0_1 + a0.z * w0_2 + a0.w * w0_3;
+            acc0_1 = acc0_1 + a0.x * w1_0 + a0.y * w1_1 + a0.z * w1_2 + a0.w * w1_3;
+            let a1 = (*i1)[i];
+            acc1_0 = acc1_0 + a1.x * w0_0 + a1.y * w0_1 + a1.z * w0_2 + a1.w * w0_3;
+            acc1_1 = acc1_1 + a1.x * w1_0 + a1.y * w1_1 + a1.z * w1_2 + a1.w * w1_3;
+            let a2 = (*i2)[i];
+            acc2_0 = acc2_0 + a2.x * w0_0 + a2.y * w0_1 + a2.z * w0_2 + a2.w * w0_3;
+            acc2_1 = acc2_1 + a2.x * w1_0 + a2.y * w1_1 + a2.z * w1_2 + a2.w * w1_3;
+            let a3 = (*i3)[i];
+            acc3_0 = acc3_0 + a3.x * w0_0 + a3.y * w0_1 + a3.z * w0_2 + a3.w * w0_3;
+            acc3_1 = acc3_1 + a3.x * w1_0 + a3.y * w1_1 + a3.z * w1_2 + a3.w * w1_3;
+            let a4 = (*i4)[i];
+            acc4_0 = acc4_0 + a4.x * w0_0 + a4.y * w0_1 + a4.z * w0_2 + a4.w * w0_3;
+            acc4_1 = acc4_1 + a4.x * w1_0 + a4.y * w1_1 + a4.z * w1_2 + a4.w * w1_3;
+            let a5 = (*i5)[i];
+            acc5_0 = acc5_0 + a5.x * w0_0 + a5.y * w0_1 + a5.z * w0_2 + a5.w * w0_3;
+            acc5_1 = acc5_1 + a5.x * w1_0 + a5.y * w1_1 + a5.z * w1_2 + a5.w * w1_3;
+            let a6 = (*i6)[i];
+            acc6_0 = acc6_0 + a6.x * w0_0 + a6.y * w0_1 + a6.z * w0_2 + a6.w * w0_3;
+            acc6_1 = acc6_1 + a6.x * w1_0 + a6.y * w1_1 + a6.z * w1_2 + a6.w * w1_3;
+            let a7 = (*i7)[i];
+            acc7_0 = acc7_0 + a7.x * w0_0 + a7.y * w0_1 + a7.z * w0_2 + a7.w * w0_3;
+            acc7_1 = acc7_1 + a7.x * w1_0 + a7.y * w1_1 + a7.z * w1_2 + a7.w * w1_3;
+            w = w + 4u * d.y;
+        }
+        var bias0 = vec4<f32>(0.0);
+        var bias1 = vec4<f32>(0.0);
+        if d.w != NO_BIAS {
+            bias0 = param(base + d.w + o + 0u);
+            bias1 = param(base + d.w + o + 1u);
+        }
+        (*o0)[o + 0u] = select(acc0_0 + bias0, max(acc0_0 + bias0, vec4<f32>(0.0)), hidden);
+        (*o0)[o + 1u] = select(acc0_1 + bias1, max(acc0_1 + bias1, vec4<f32>(0.0)), hidden);
+        (*o1)[o + 0u] = select(acc1_0 + bias0, max(acc1_0 + bias0, vec4<f32>(0.0)), hidden);
+        (*o1)[o + 1u] = select(acc1_1 + bias1, max(acc1_1 + bias1, vec4<f32>(0.0)), hidden);
+        (*o2)[o + 0u] = select(acc2_0 + bias0, max(acc2_0 + bias0, vec4<f32>(0.0)), hidden);
+        (*o2)[o + 1u] = select(acc2_1 + bias1, max(acc2_1 + bias1, vec4<f32>(0.0)), hidden);
+        (*o3)[o + 0u] = select(acc3_0 + bias0, max(acc3_0 + bias0, vec4<f32>(0.0)), hidden);
+        (*o3)[o + 1u] = select(acc3_1 + bias1, max(acc3_1 + bias1, vec4<f32>(0.0)), hidden);
+        (*o4)[o + 0u] = select(acc4_0 + bias0, max(acc4_0 + bias0, vec4<f32>(0.0)), hidden);
+        (*o4)[o + 1u] = select(acc4_1 + bias1, max(acc4_1 + bias1, vec4<f32>(0.0)), hidden);
+        (*o5)[o + 0u] = select(acc5_0 + bias0, max(acc5_0 + bias0, vec4<f32>(0.0)), hidden);
+        (*o5)[o + 1u] = select(acc5_1 + bias1, max(acc5_1 + bias1, vec4<f32>(0.0)), hidden);
+        (*o6)[o + 0u] = select(acc6_0 + bias0, max(acc6_0 + bias0, vec4<f32>(0.0)), hidden);
+        (*o6)[o + 1u] = select(acc6_1 + bias1, max(acc6_1 + bias1, vec4<f32>(0.0)), hidden);
+        (*o7)[o + 0u] = select(acc7_0 + bias0, max(acc7_0 + bias0, vec4<f32>(0.0)), hidden);
+        (*o7)[o + 1u] = select(acc7_1 + bias1, max(acc7_1 + bias1, vec4<f32>(0.0)), hidden);
+    }
+}
+
 var<workgroup> s_score: array<vec2<f32>, 64>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let base = wg.y * net.stride;
     var score = vec2<f32>(0.0, 0.0);
-    // row k (0..8) is (wg.x * ROWS + k) * 64 + t; its activations are two
-    // halves at h[k * 2 * HALF ..]: the layer's input at `src`, its output at
-    // HALF - src
-    var h: array<vec4<f32>, 2 * HALF * ROWS>;
+    // row k (0..8) is (wg.x * ROWS + k) * 64 + t; its activations are in u_k
+    // and v_k, one layer's input in one and its output in the other
+    var u0: Row;
+    var u1: Row;
+    var u2: Row;
+    var u3: Row;
+    var u4: Row;
+    var u5: Row;
+    var u6: Row;
+    var u7: Row;
+    var v0: Row;
+    var v1: Row;
+    var v2: Row;
+    var v3: Row;
+    var v4: Row;
+    var v5: Row;
+    var v6: Row;
+    var v7: Row;
     let inputs = net.layer[net.start].x;
-    for (var k = 0u; k < ROWS; k = k + 1u) {
-        let row = min((wg.x * ROWS + k) * 64u + t, net.rows - 1u);
+    {
+        let row = min((wg.x * ROWS + 0u) * 64u + t, net.rows - 1u);
         for (var i = 0u; i < inputs; i = i + 1u) {
-            h[k * 2u * HALF + i] = x[row * inputs + i];
+            u0[i] = x[row * inputs + i];
         }
     }
-    var src = 0u;
-    for (var l = net.start; l < net.layers; l = l + 1u) {
-        let d = net.layer[l];
-        let dst = HALF - src;
-        let hidden = l + 1u < net.layers;
-        for (var o = 0u; o < d.y; o = o + 2u) {
-            var acc0_0 = vec4<f32>(0.0);
-            var acc1_0 = vec4<f32>(0.0);
-            var acc2_0 = vec4<f32>(0.0);
-            var acc3_0 = vec4<f32>(0.0);
-            var acc4_0 = vec4<f32>(0.0);
-            var acc5_0 = vec4<f32>(0.0);
-            var acc6_0 = vec4<f32>(0.0);
-            var acc7_0 = vec4<f32>(0.0);
-            var acc0_1 = vec4<f32>(0.0);
-            var acc1_1 = vec4<f32>(0.0);
-            var acc2_1 = vec4<f32>(0.0);
-            var acc3_1 = vec4<f32>(0.0);
-            var acc4_1 = vec4<f32>(0.0);
-            var acc5_1 = vec4<f32>(0.0);
-            var acc6_1 = vec4<f32>(0.0);
-            var acc7_1 = vec4<f32>(0.0);
-            var w = base + d.z + o;
-            for (var i = 0u; i < d.x; i = i + 1u) {
-                let w0_0 = param(w);
-                let w0_1 = param(w + d.y);
-                let w0_2 = param(w + 2u * d.y);
-                let w0_3 = param(w + 3u * d.y);
-                let w1_0 = param(w + 1u);
-                let w1_1 = param(w + 1u + d.y);
-                let w1_2 = param(w + 1u + 2u * d.y);
-                let w1_3 = param(w + 1u + 3u * d.y);
-                let a0 = h[0u * 2u * HALF + src + i];
-                acc0_0 = acc0_0 + a0.x * w0_0 + a0.y * w0_1 + a0.z * w0_2 + a0.w * w0_3;
-                acc0_1 = acc0_1 + a0.x * w1_0 + a0.y * w1_1 + a0.z * w1_2 + a0.w * w1_3;
-                let a1 = h[1u * 2u * HALF + src + i];
-                acc1_0 = acc1_0 + a1.x * w0_0 + a1.y * w0_1 + a1.z * w0_2 + a1.w * w0_3;
-                acc1_1 = acc1_1 + a1.x * w1_0 + a1.y * w1_1 + a1.z * w1_2 + a1.w * w1_3;
-                let a2 = h[2u * 2u * HALF + src + i];
-                acc2_0 = acc2_0 + a2.x * w0_0 + a2.y * w0_1 + a2.z * w0_2 + a2.w * w0_3;
-                acc2_1 = acc2_1 + a2.x * w1_0 + a2.y * w1_1 + a2.z * w1_2 + a2.w * w1_3;
-                let a3 = h[3u * 2u * HALF + src + i];
-                acc3_0 = acc3_0 + a3.x * w0_0 + a3.y * w0_1 + a3.z * w0_2 + a3.w * w0_3;
-                acc3_1 = acc3_1 + a3.x * w1_0 + a3.y * w1_1 + a3.z * w1_2 + a3.w * w1_3;
-                let a4 = h[4u * 2u * HALF + src + i];
-                acc4_0 = acc4_0 + a4.x * w0_0 + a4.y * w0_1 + a4.z * w0_2 + a4.w * w0_3;
-                acc4_1 = acc4_1 + a4.x * w1_0 + a4.y * w1_1 + a4.z * w1_2 + a4.w * w1_3;
-                let a5 = h[5u * 2u * HALF + src + i];
-                acc5_0 = acc5_0 + a5.x * w0_0 + a5.y * w0_1 + a5.z * w0_2 + a5.w * w0_3;
-                acc5_1 = acc5_1 + a5.x * w1_0 + a5.y * w1_1 + a5.z * w1_2 + a5.w * w1_3;
-                let a6 = h[6u * 2u * HALF + src + i];
-                acc6_0 = acc6_0 + a6.x * w0_0 + a6.y * w0_1 + a6.z * w0_2 + a6.w * w0_3;
-                acc6_1 = acc6_1 + a6.x * w1_0 + a6.y * w1_1 + a6.z * w1_2 + a6.w * w1_3;
-                let a7 = h[7u * 2u * HALF + src + i];
-                acc7_0 = acc7_0 + a7.x * w0_0 + a7.y * w0_1 + a7.z * w0_2 + a7.w * w0_3;
-                acc7_1 = acc7_1 + a7.x * w1_0 + a7.y * w1_1 + a7.z * w1_2 + a7.w * w1_3;
-                w = w + 4u * d.y;
-            }
-            var bias0 = vec4<f32>(0.0);
-            var bias1 = vec4<f32>(0.0);
-            if d.w != NO_BIAS {
-                bias0 = param(base + d.w + o + 0u);
-                bias1 = param(base + d.w + o + 1u);
-            }
-            h[0u * 2u * HALF + dst + o + 0u] = select(acc0_0 + bias0, max(acc0_0 + bias0, vec4<f32>(0.0)), hidden);
-            h[0u * 2u * HALF + dst + o + 1u] = select(acc0_1 + bias1, max(acc0_1 + bias1, vec4<f32>(0.0)), hidden);
-            h[1u * 2u * HALF + dst + o + 0u] = select(acc1_0 + bias0, max(acc1_0 + bias0, vec4<f32>(0.0)), hidden);
-            h[1u * 2u * HALF + dst + o + 1u] = select(acc1_1 + bias1, max(acc1_1 + bias1, vec4<f32>(0.0)), hidden);
-            h[2u * 2u * HALF + dst + o + 0u] = select(acc2_0 + bias0, max(acc2_0 + bias0, vec4<f32>(0.0)), hidden);
-            h[2u * 2u * HALF + dst + o + 1u] = select(acc2_1 + bias1, max(acc2_1 + bias1, vec4<f32>(0.0)), hidden);
-            h[3u * 2u * HALF + dst + o + 0u] = select(acc3_0 + bias0, max(acc3_0 + bias0, vec4<f32>(0.0)), hidden);
-            h[3u * 2u * HALF + dst + o + 1u] = select(acc3_1 + bias1, max(acc3_1 + bias1, vec4<f32>(0.0)), hidden);
-            h[4u * 2u * HALF + dst + o + 0u] = select(acc4_0 + bias0, max(acc4_0 + bias0, vec4<f32>(0.0)), hidden);
-            h[4u * 2u * HALF + dst + o + 1u] = select(acc4_1 + bias1, max(acc4_1 + bias1, vec4<f32>(0.0)), hidden);
-            h[5u * 2u * HALF + dst + o + 0u] = select(acc5_0 + bias0, max(acc5_0 + bias0, vec4<f32>(0.0)), hidden);
-            h[5u * 2u * HALF + dst + o + 1u] = select(acc5_1 + bias1, max(acc5_1 + bias1, vec4<f32>(0.0)), hidden);
-            h[6u * 2u * HALF + dst + o + 0u] = select(acc6_0 + bias0, max(acc6_0 + bias0, vec4<f32>(0.0)), hidden);
-            h[6u * 2u * HALF + dst + o + 1u] = select(acc6_1 + bias1, max(acc6_1 + bias1, vec4<f32>(0.0)), hidden);
-            h[7u * 2u * HALF + dst + o + 0u] = select(acc7_0 + bias0, max(acc7_0 + bias0, vec4<f32>(0.0)), hidden);
-            h[7u * 2u * HALF + dst + o + 1u] = select(acc7_1 + bias1, max(acc7_1 + bias1, vec4<f32>(0.0)), hidden);
+    {
+        let row = min((wg.x * ROWS + 1u) * 64u + t, net.rows - 1u);
+        for (var i = 0u; i < inputs; i = i + 1u) {
+            u1[i] = x[row * inputs + i];
         }
-        src = dst;
     }
-    for (var k = 0u; k < ROWS; k = k + 1u) {
-        let row = (wg.x * ROWS + k) * 64u + t;
-        if row >= net.rows {
-            continue;
+    {
+        let row = min((wg.x * ROWS + 2u) * 64u + t, net.rows - 1u);
+        for (var i = 0u; i < inputs; i = i + 1u) {
+            u2[i] = x[row * inputs + i];
         }
-        let out = k * 2u * HALF + src;
-        if net.task == 0u {
-            let label = u32(truth[row]);
-            let mine = h[out + label / 4u][label % 4u];
-            var best = 0u;
-            var top = h[out].x;
-            var above = 0u;
-            for (var o = 0u; o < net.outputs; o = o + 1u) {
-                let y = h[out + o / 4u][o % 4u];
-                if y > top {
-                    top = y;
-                    best = o;
-                }
-                if y > mine {
-                    above = above + 1u;
-                }
+    }
+    {
+        let row = min((wg.x * ROWS + 3u) * 64u + t, net.rows - 1u);
+        for (var i = 0u; i < inputs; i = i + 1u) {
+            u3[i] = x[row * inputs + i];
+        }
+    }
+    {
+        let row = min((wg.x * ROWS + 4u) * 64u + t, net.rows - 1u);
+        for (var i = 0u; i < inputs; i = i + 1u) {
+            u4[i] = x[row * inputs + i];
+        }
+    }
+    {
+        let row = min((wg.x * ROWS + 5u) * 64u + t, net.rows - 1u);
+        for (var i = 0u; i < inputs; i = i + 1u) {
+            u5[i] = x[row * inputs + i];
+        }
+    }
+    {
+        let row = min((wg.x * ROWS + 6u) * 64u + t, net.rows - 1u);
+        for (var i = 0u; i < inputs; i = i + 1u) {
+            u6[i] = x[row * inputs + i];
+        }
+    }
+    {
+        let row = min((wg.x * ROWS + 7u) * 64u + t, net.rows - 1u);
+        for (var i = 0u; i < inputs; i = i + 1u) {
+            u7[i] = x[row * inputs + i];
+        }
+    }
+    // layers alternate: l - start even reads u_k and writes v_k, odd the reverse
+    for (var l = net.start; l < net.layers; l = l + 2u) {
+        dense(l, base, &u0, &u1, &u2, &u3, &u4, &u5, &u6, &u7, &v0, &v1, &v2, &v3, &v4, &v5, &v6, &v7);
+        if l + 1u < net.layers {
+            dense(l + 1u, base, &v0, &v1, &v2, &v3, &v4, &v5, &v6, &v7, &u0, &u1, &u2, &u3, &u4, &u5, &u6, &u7);
+        }
+    }
+    let in_v = (net.layers - net.start) % 2u == 1u;
+    {
+        let row = (wg.x * ROWS + 0u) * 64u + t;
+        if row < net.rows {
+            if in_v {
+                score = score + score_row(&v0, row);
+            } else {
+                score = score + score_row(&u0, row);
             }
-            score = score + vec2<f32>(select(0.0, 1.0, best == label), select(0.0, 1.0, above < 5u));
-        } else {
-            let err = h[out].x * net.target_std + net.target_mean - truth[row];
-            score = score + vec2<f32>(err * err, abs(err));
+        }
+    }
+    {
+        let row = (wg.x * ROWS + 1u) * 64u + t;
+        if row < net.rows {
+            if in_v {
+                score = score + score_row(&v1, row);
+            } else {
+                score = score + score_row(&u1, row);
+            }
+        }
+    }
+    {
+        let row = (wg.x * ROWS + 2u) * 64u + t;
+        if row < net.rows {
+            if in_v {
+                score = score + score_row(&v2, row);
+            } else {
+                score = score + score_row(&u2, row);
+            }
+        }
+    }
+    {
+        let row = (wg.x * ROWS + 3u) * 64u + t;
+        if row < net.rows {
+            if in_v {
+                score = score + score_row(&v3, row);
+            } else {
+                score = score + score_row(&u3, row);
+            }
+        }
+    }
+    {
+        let row = (wg.x * ROWS + 4u) * 64u + t;
+        if row < net.rows {
+            if in_v {
+                score = score + score_row(&v4, row);
+            } else {
+                score = score + score_row(&u4, row);
+            }
+        }
+    }
+    {
+        let row = (wg.x * ROWS + 5u) * 64u + t;
+        if row < net.rows {
+            if in_v {
+                score = score + score_row(&v5, row);
+            } else {
+                score = score + score_row(&u5, row);
+            }
+        }
+    }
+    {
+        let row = (wg.x * ROWS + 6u) * 64u + t;
+        if row < net.rows {
+            if in_v {
+                score = score + score_row(&v6, row);
+            } else {
+                score = score + score_row(&u6, row);
+            }
+        }
+    }
+    {
+        let row = (wg.x * ROWS + 7u) * 64u + t;
+        if row < net.rows {
+            if in_v {
+                score = score + score_row(&v7, row);
+            } else {
+                score = score + score_row(&u7, row);
+            }
         }
     }
     s_score[t] = score;
