@@ -405,7 +405,9 @@ fn wgsl_scorer_matches_burn_on_the_cpu() {
             bits: vec![2, 6],
             granularities: vec![Granularity::Layer],
             seeds: vec![1, 2],
-            scopes: vec![Scope::All, Scope::Layer(layers[2].clone())],
+            // all 5 layers, then 3 and 4 from the first quantized one: the
+            // kernel ends in either of each row's two activation arrays
+            scopes: vec![Scope::All, Scope::Layer(layers[2].clone()), Scope::Layer(layers[1].clone())],
         };
         let mut plan = Plan::new(weights.clone(), BiasMode::Fp32, BnMode::Fold).unwrap();
         plan.prepare(&grid.granularities, &grid.bits);
