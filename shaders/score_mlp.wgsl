@@ -114,6 +114,26 @@ fn score_row(hk: ptr<function, Row>, row: u32) -> vec2<f32> {
     }
 }
 
+// row `row`'s inputs (the last row's where `row` is past the end) into hk
+fn load_row(hk: ptr<function, Row>, row: u32, inputs: u32) {
+    let r = min(row, net.rows - 1u);
+    for (var i = 0u; i < inputs; i = i + 1u) {
+        (*hk)[i] = x[r * inputs + i];
+    }
+}
+
+// row `row`'s score from the array that holds the last layer's output (v
+// when in_v), nothing for a row past the end
+fn score_last(u: ptr<function, Row>, v: ptr<function, Row>, in_v: bool, row: u32) -> vec2<f32> {
+    if row >= net.rows {
+        return vec2<f32>(0.0, 0.0);
+    }
+    if in_v {
+        return score_row(v, row);
+    }
+    return score_row(u, row);
+}
+
 // layer l of the variant whose parameters start at texel `base`: rows k = 0..8
 // read their inputs from i_k and write their outputs to o_k (a function, not a
 // loop over the rows: the 8 rows and two output blocks are unrolled by hand)
@@ -230,54 +250,16 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
     var v6: Row;
     var v7: Row;
     let inputs = net.layer[net.start].x;
-    {
-        let row = min((wg.x * ROWS + 0u) * 64u + t, net.rows - 1u);
-        for (var i = 0u; i < inputs; i = i + 1u) {
-            u0[i] = x[row * inputs + i];
-        }
-    }
-    {
-        let row = min((wg.x * ROWS + 1u) * 64u + t, net.rows - 1u);
-        for (var i = 0u; i < inputs; i = i + 1u) {
-            u1[i] = x[row * inputs + i];
-        }
-    }
-    {
-        let row = min((wg.x * ROWS + 2u) * 64u + t, net.rows - 1u);
-        for (var i = 0u; i < inputs; i = i + 1u) {
-            u2[i] = x[row * inputs + i];
-        }
-    }
-    {
-        let row = min((wg.x * ROWS + 3u) * 64u + t, net.rows - 1u);
-        for (var i = 0u; i < inputs; i = i + 1u) {
-            u3[i] = x[row * inputs + i];
-        }
-    }
-    {
-        let row = min((wg.x * ROWS + 4u) * 64u + t, net.rows - 1u);
-        for (var i = 0u; i < inputs; i = i + 1u) {
-            u4[i] = x[row * inputs + i];
-        }
-    }
-    {
-        let row = min((wg.x * ROWS + 5u) * 64u + t, net.rows - 1u);
-        for (var i = 0u; i < inputs; i = i + 1u) {
-            u5[i] = x[row * inputs + i];
-        }
-    }
-    {
-        let row = min((wg.x * ROWS + 6u) * 64u + t, net.rows - 1u);
-        for (var i = 0u; i < inputs; i = i + 1u) {
-            u6[i] = x[row * inputs + i];
-        }
-    }
-    {
-        let row = min((wg.x * ROWS + 7u) * 64u + t, net.rows - 1u);
-        for (var i = 0u; i < inputs; i = i + 1u) {
-            u7[i] = x[row * inputs + i];
-        }
-    }
+    // row k of this invocation is first + 64 k
+    let first = wg.x * ROWS * 64u + t;
+    load_row(&u0, first + 0u, inputs);
+    load_row(&u1, first + 64u, inputs);
+    load_row(&u2, first + 128u, inputs);
+    load_row(&u3, first + 192u, inputs);
+    load_row(&u4, first + 256u, inputs);
+    load_row(&u5, first + 320u, inputs);
+    load_row(&u6, first + 384u, inputs);
+    load_row(&u7, first + 448u, inputs);
     // layers alternate: l - start even reads u_k and writes v_k, odd the reverse
     for (var l = net.start; l < net.layers; l = l + 2u) {
         dense(l, base, &u0, &u1, &u2, &u3, &u4, &u5, &u6, &u7, &v0, &v1, &v2, &v3, &v4, &v5, &v6, &v7);
@@ -286,86 +268,14 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
         }
     }
     let in_v = (net.layers - net.start) % 2u == 1u;
-    {
-        let row = (wg.x * ROWS + 0u) * 64u + t;
-        if row < net.rows {
-            if in_v {
-                score = score + score_row(&v0, row);
-            } else {
-                score = score + score_row(&u0, row);
-            }
-        }
-    }
-    {
-        let row = (wg.x * ROWS + 1u) * 64u + t;
-        if row < net.rows {
-            if in_v {
-                score = score + score_row(&v1, row);
-            } else {
-                score = score + score_row(&u1, row);
-            }
-        }
-    }
-    {
-        let row = (wg.x * ROWS + 2u) * 64u + t;
-        if row < net.rows {
-            if in_v {
-                score = score + score_row(&v2, row);
-            } else {
-                score = score + score_row(&u2, row);
-            }
-        }
-    }
-    {
-        let row = (wg.x * ROWS + 3u) * 64u + t;
-        if row < net.rows {
-            if in_v {
-                score = score + score_row(&v3, row);
-            } else {
-                score = score + score_row(&u3, row);
-            }
-        }
-    }
-    {
-        let row = (wg.x * ROWS + 4u) * 64u + t;
-        if row < net.rows {
-            if in_v {
-                score = score + score_row(&v4, row);
-            } else {
-                score = score + score_row(&u4, row);
-            }
-        }
-    }
-    {
-        let row = (wg.x * ROWS + 5u) * 64u + t;
-        if row < net.rows {
-            if in_v {
-                score = score + score_row(&v5, row);
-            } else {
-                score = score + score_row(&u5, row);
-            }
-        }
-    }
-    {
-        let row = (wg.x * ROWS + 6u) * 64u + t;
-        if row < net.rows {
-            if in_v {
-                score = score + score_row(&v6, row);
-            } else {
-                score = score + score_row(&u6, row);
-            }
-        }
-    }
-    {
-        let row = (wg.x * ROWS + 7u) * 64u + t;
-        if row < net.rows {
-            if in_v {
-                score = score + score_row(&v7, row);
-            } else {
-                score = score + score_row(&u7, row);
-            }
-        }
-    }
+    score = score + score_last(&u0, &v0, in_v, first + 0u);
+    score = score + score_last(&u1, &v1, in_v, first + 64u);
+    score = score + score_last(&u2, &v2, in_v, first + 128u);
+    score = score + score_last(&u3, &v3, in_v, first + 192u);
+    score = score + score_last(&u4, &v4, in_v, first + 256u);
+    score = score + score_last(&u5, &v5, in_v, first + 320u);
+    score = score + score_last(&u6, &v6, in_v, first + 384u);
+    score = score + score_last(&u7, &v7, in_v, first + 448u);
     s_score[t] = score;
     workgroupBarrier();
     for (var s = 32u; s > 0u; s = s / 2u) {
