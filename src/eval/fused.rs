@@ -22,8 +22,8 @@ use crate::gpu::GpuContext;
 use crate::gpu::bridge;
 use crate::gpu::kernels::Kernel;
 
-/// Widest layer the kernel holds in private memory (2 x HALF vec4 blocks in
-/// the shader, HALF at most 32).
+/// Widest layer the kernel holds in private memory (each row's activation
+/// arrays hold HALF vec4 blocks in the shader, HALF at most 32).
 pub const MAX_WIDTH: usize = 128;
 /// Most dense layers the kernel's layer table holds.
 pub const MAX_LAYERS: usize = 8;
@@ -111,8 +111,8 @@ pub fn supports(dims: &[(usize, usize)], rows: usize) -> bool {
     !dims.is_empty() && dims.len() <= MAX_LAYERS && rows <= MAX_ROWS && dims.iter().all(|&(i, o)| pad4(i) <= MAX_WIDTH && pad4(o) <= MAX_WIDTH)
 }
 
-/// The kernel's source with its HALF constant (vec4 blocks per half of the
-/// activations) and the parameter texture's width set.
+/// The kernel's source with its HALF constant (vec4 blocks in each row's
+/// activation arrays) and the parameter texture's width set.
 fn source(half: usize) -> Result<String> {
     let mut s = Kernel::ScoreMlp.source().to_string();
     for (name, value) in [("HALF", half), ("SHIFT", TEXTURE_WIDTH.trailing_zeros() as usize)] {
