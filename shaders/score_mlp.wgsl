@@ -56,7 +56,7 @@
 //   4 partials: array<vec2<f32>>    out, [variant][workgroups along x]
 // Dispatch: (ceil(rows / 512), variants, 1), workgroup 64.
 
-const ROWS: u32 = 8u; // the layer loop below is unrolled for exactly 8
+const ROWS: u32 = 8u; // `dense` is unrolled for exactly 8
 const HALF: u32 = 32u;
 const NO_BIAS: u32 = 0xffffffffu;
 const SHIFT: u32 = 8u; // the parameter texture is 256 texels wide
@@ -134,6 +134,16 @@ fn score_last(u: ptr<function, Row>, v: ptr<function, Row>, in_v: bool, row: u32
     return score_row(u, row);
 }
 
+// acc + sum_c a[c] * w_c, in order of c
+fn mac(acc: vec4<f32>, a: vec4<f32>, w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>) -> vec4<f32> {
+    return acc + a.x * w0 + a.y * w1 + a.z * w2 + a.w * w3;
+}
+
+// ReLU after a hidden layer, none after the last
+fn act(y: vec4<f32>, hidden: bool) -> vec4<f32> {
+    return select(y, max(y, vec4<f32>(0.0)), hidden);
+}
+
 // layer l of the variant whose parameters start at texel `base`: rows k = 0..8
 // read their inputs from i_k and write their outputs to o_k (a function, not a
 // loop over the rows: the 8 rows and two output blocks are unrolled by hand)
@@ -175,29 +185,29 @@ fn dense(
             let w1_2 = param(w + 1u + 2u * d.y);
             let w1_3 = param(w + 1u + 3u * d.y);
             let a0 = (*i0)[i];
-            acc0_0 = acc0_0 + a0.x * w0_0 + a0.y * w0_1 + a0.z * w0_2 + a0.w * w0_3;
-            acc0_1 = acc0_1 + a0.x * w1_0 + a0.y * w1_1 + a0.z * w1_2 + a0.w * w1_3;
+            acc0_0 = mac(acc0_0, a0, w0_0, w0_1, w0_2, w0_3);
+            acc0_1 = mac(acc0_1, a0, w1_0, w1_1, w1_2, w1_3);
             let a1 = (*i1)[i];
-            acc1_0 = acc1_0 + a1.x * w0_0 + a1.y * w0_1 + a1.z * w0_2 + a1.w * w0_3;
-            acc1_1 = acc1_1 + a1.x * w1_0 + a1.y * w1_1 + a1.z * w1_2 + a1.w * w1_3;
+            acc1_0 = mac(acc1_0, a1, w0_0, w0_1, w0_2, w0_3);
+            acc1_1 = mac(acc1_1, a1, w1_0, w1_1, w1_2, w1_3);
             let a2 = (*i2)[i];
-            acc2_0 = acc2_0 + a2.x * w0_0 + a2.y * w0_1 + a2.z * w0_2 + a2.w * w0_3;
-            acc2_1 = acc2_1 + a2.x * w1_0 + a2.y * w1_1 + a2.z * w1_2 + a2.w * w1_3;
+            acc2_0 = mac(acc2_0, a2, w0_0, w0_1, w0_2, w0_3);
+            acc2_1 = mac(acc2_1, a2, w1_0, w1_1, w1_2, w1_3);
             let a3 = (*i3)[i];
-            acc3_0 = acc3_0 + a3.x * w0_0 + a3.y * w0_1 + a3.z * w0_2 + a3.w * w0_3;
-            acc3_1 = acc3_1 + a3.x * w1_0 + a3.y * w1_1 + a3.z * w1_2 + a3.w * w1_3;
+            acc3_0 = mac(acc3_0, a3, w0_0, w0_1, w0_2, w0_3);
+            acc3_1 = mac(acc3_1, a3, w1_0, w1_1, w1_2, w1_3);
             let a4 = (*i4)[i];
-            acc4_0 = acc4_0 + a4.x * w0_0 + a4.y * w0_1 + a4.z * w0_2 + a4.w * w0_3;
-            acc4_1 = acc4_1 + a4.x * w1_0 + a4.y * w1_1 + a4.z * w1_2 + a4.w * w1_3;
+            acc4_0 = mac(acc4_0, a4, w0_0, w0_1, w0_2, w0_3);
+            acc4_1 = mac(acc4_1, a4, w1_0, w1_1, w1_2, w1_3);
             let a5 = (*i5)[i];
-            acc5_0 = acc5_0 + a5.x * w0_0 + a5.y * w0_1 + a5.z * w0_2 + a5.w * w0_3;
-            acc5_1 = acc5_1 + a5.x * w1_0 + a5.y * w1_1 + a5.z * w1_2 + a5.w * w1_3;
+            acc5_0 = mac(acc5_0, a5, w0_0, w0_1, w0_2, w0_3);
+            acc5_1 = mac(acc5_1, a5, w1_0, w1_1, w1_2, w1_3);
             let a6 = (*i6)[i];
-            acc6_0 = acc6_0 + a6.x * w0_0 + a6.y * w0_1 + a6.z * w0_2 + a6.w * w0_3;
-            acc6_1 = acc6_1 + a6.x * w1_0 + a6.y * w1_1 + a6.z * w1_2 + a6.w * w1_3;
+            acc6_0 = mac(acc6_0, a6, w0_0, w0_1, w0_2, w0_3);
+            acc6_1 = mac(acc6_1, a6, w1_0, w1_1, w1_2, w1_3);
             let a7 = (*i7)[i];
-            acc7_0 = acc7_0 + a7.x * w0_0 + a7.y * w0_1 + a7.z * w0_2 + a7.w * w0_3;
-            acc7_1 = acc7_1 + a7.x * w1_0 + a7.y * w1_1 + a7.z * w1_2 + a7.w * w1_3;
+            acc7_0 = mac(acc7_0, a7, w0_0, w0_1, w0_2, w0_3);
+            acc7_1 = mac(acc7_1, a7, w1_0, w1_1, w1_2, w1_3);
             w = w + 4u * d.y;
         }
         var bias0 = vec4<f32>(0.0);
@@ -206,22 +216,22 @@ fn dense(
             bias0 = param(base + d.w + o + 0u);
             bias1 = param(base + d.w + o + 1u);
         }
-        (*o0)[o + 0u] = select(acc0_0 + bias0, max(acc0_0 + bias0, vec4<f32>(0.0)), hidden);
-        (*o0)[o + 1u] = select(acc0_1 + bias1, max(acc0_1 + bias1, vec4<f32>(0.0)), hidden);
-        (*o1)[o + 0u] = select(acc1_0 + bias0, max(acc1_0 + bias0, vec4<f32>(0.0)), hidden);
-        (*o1)[o + 1u] = select(acc1_1 + bias1, max(acc1_1 + bias1, vec4<f32>(0.0)), hidden);
-        (*o2)[o + 0u] = select(acc2_0 + bias0, max(acc2_0 + bias0, vec4<f32>(0.0)), hidden);
-        (*o2)[o + 1u] = select(acc2_1 + bias1, max(acc2_1 + bias1, vec4<f32>(0.0)), hidden);
-        (*o3)[o + 0u] = select(acc3_0 + bias0, max(acc3_0 + bias0, vec4<f32>(0.0)), hidden);
-        (*o3)[o + 1u] = select(acc3_1 + bias1, max(acc3_1 + bias1, vec4<f32>(0.0)), hidden);
-        (*o4)[o + 0u] = select(acc4_0 + bias0, max(acc4_0 + bias0, vec4<f32>(0.0)), hidden);
-        (*o4)[o + 1u] = select(acc4_1 + bias1, max(acc4_1 + bias1, vec4<f32>(0.0)), hidden);
-        (*o5)[o + 0u] = select(acc5_0 + bias0, max(acc5_0 + bias0, vec4<f32>(0.0)), hidden);
-        (*o5)[o + 1u] = select(acc5_1 + bias1, max(acc5_1 + bias1, vec4<f32>(0.0)), hidden);
-        (*o6)[o + 0u] = select(acc6_0 + bias0, max(acc6_0 + bias0, vec4<f32>(0.0)), hidden);
-        (*o6)[o + 1u] = select(acc6_1 + bias1, max(acc6_1 + bias1, vec4<f32>(0.0)), hidden);
-        (*o7)[o + 0u] = select(acc7_0 + bias0, max(acc7_0 + bias0, vec4<f32>(0.0)), hidden);
-        (*o7)[o + 1u] = select(acc7_1 + bias1, max(acc7_1 + bias1, vec4<f32>(0.0)), hidden);
+        (*o0)[o + 0u] = act(acc0_0 + bias0, hidden);
+        (*o0)[o + 1u] = act(acc0_1 + bias1, hidden);
+        (*o1)[o + 0u] = act(acc1_0 + bias0, hidden);
+        (*o1)[o + 1u] = act(acc1_1 + bias1, hidden);
+        (*o2)[o + 0u] = act(acc2_0 + bias0, hidden);
+        (*o2)[o + 1u] = act(acc2_1 + bias1, hidden);
+        (*o3)[o + 0u] = act(acc3_0 + bias0, hidden);
+        (*o3)[o + 1u] = act(acc3_1 + bias1, hidden);
+        (*o4)[o + 0u] = act(acc4_0 + bias0, hidden);
+        (*o4)[o + 1u] = act(acc4_1 + bias1, hidden);
+        (*o5)[o + 0u] = act(acc5_0 + bias0, hidden);
+        (*o5)[o + 1u] = act(acc5_1 + bias1, hidden);
+        (*o6)[o + 0u] = act(acc6_0 + bias0, hidden);
+        (*o6)[o + 1u] = act(acc6_1 + bias1, hidden);
+        (*o7)[o + 0u] = act(acc7_0 + bias0, hidden);
+        (*o7)[o + 1u] = act(acc7_1 + bias1, hidden);
     }
 }
 

@@ -12,7 +12,7 @@
 //! first layer any variant changes, and the fp32 activations before it
 //! (uploaded once). Output: the per-variant sums of the metric over the rows.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::Tensor;
 use burn::tensor::wgpu::wgpu;
@@ -70,6 +70,9 @@ pub struct FusedMlp {
     /// the most variants one round of copy and dispatch takes, besides what
     /// the texture's height allows
     round_cap: usize,
+    /// the parameter texture, kept from call to call and replaced by a taller
+    /// one when a batch needs more rows
+    texture: Mutex<Option<(wgpu::Texture, wgpu::TextureView)>>,
     /// per layer: the fp32 activations entering it, [rows][inputs]
     inputs: Vec<wgpu::Buffer>,
     truth: wgpu::Buffer,
@@ -108,7 +111,7 @@ fn padded(p: &Tensor<3>, v: usize, rows_to: usize, cols_to: usize) -> Tensor<2> 
 
 /// Whether the kernel runs a net of `dims` (inputs, outputs) per layer on `rows` rows.
 pub fn supports(dims: &[(usize, usize)], rows: usize) -> bool {
-    !dims.is_empty() && dims.len() <= MAX_LAYERS && rows <= MAX_ROWS && dims.iter().all(|&(i, o)| pad4(i) <= MAX_WIDTH && pad4(o) <= MAX_WIDTH)
+    !dims.is_empty() && dims.len() <= MAX_LAYERS && rows <= MAX_ROWS && dims.iter().all(|&(i, o)| pad4(i) <= MAX_WIDTH && pad8(o) <= MAX_WIDTH)
 }
 
 /// The kernel's source with its HALF constant (vec4 blocks in each row's
@@ -199,6 +202,7 @@ impl FusedMlp {
             pipeline,
             layout,
             round_cap: usize::MAX,
+            texture: Mutex::new(None),
             inputs,
             truth,
             rows,
@@ -265,30 +269,40 @@ impl FusedMlp {
         let device = &self.ctx.device;
         let net_buffer = self.ctx.storage("score_mlp net", bytemuck::bytes_of(&net));
         // the texture holds as many variants as its height allows; more take
-        // several rounds of copy and dispatch
+        // several rounds of copy and dispatch, each writing its own aligned
+        // slot of one partials buffer
         let texture_rows = stride / row;
         let height = self.ctx.limits().max_texture_dimension_2d as usize;
         let per_round = (height / texture_rows).max(1).min(self.round_cap).min(v);
-        let texture = device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("score_mlp params"),
-            size: wgpu::Extent3d { width: TEXTURE_WIDTH as u32, height: (per_round * texture_rows) as u32, depth_or_array_layers: 1 },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
-        let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
         let rounds: Vec<(usize, usize)> = (0..v).step_by(per_round).map(|a| (a, per_round.min(v - a))).collect();
-        let partials: Vec<wgpu::Buffer> = rounds.iter().map(|&(_, n)| self.ctx.empty("score_mlp partials", n * groups * 8)).collect();
+        let align = (self.ctx.limits().min_storage_buffer_offset_alignment as usize).max(8);
+        let slot = per_round * groups * 8;
+        let slot_stride = slot.div_ceil(align) * align;
+        let partials = self.ctx.empty("score_mlp partials", slot_stride * rounds.len());
+        let mut cached = self.texture.lock().unwrap_or_else(|e| e.into_inner());
+        let rows_needed = (per_round * texture_rows) as u32;
+        if cached.as_ref().is_none_or(|(t, _)| t.height() < rows_needed) {
+            let texture = device.create_texture(&wgpu::TextureDescriptor {
+                label: Some("score_mlp params"),
+                size: wgpu::Extent3d { width: TEXTURE_WIDTH as u32, height: rows_needed, depth_or_array_layers: 1 },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            });
+            let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+            *cached = Some((texture, view));
+        }
+        let (texture, view) = cached.as_ref().expect("made above");
         bridge::with_region(&packed, |region| {
             let need = (v * stride * 4) as u64;
             if region.size < need {
                 return Err(Error::Gpu(format!("packed parameters hold {} bytes, {need} expected", region.size)));
             }
             let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("score_mlp") });
-            for (&(first, n), partials) in rounds.iter().zip(&partials) {
+            for (r, &(first, n)) in rounds.iter().enumerate() {
                 enc.copy_buffer_to_texture(
                     wgpu::TexelCopyBufferInfo {
                         buffer: region.buffer,
@@ -308,8 +322,15 @@ impl FusedMlp {
                         wgpu::BindGroupEntry { binding: 0, resource: net_buffer.as_entire_binding() },
                         wgpu::BindGroupEntry { binding: 1, resource: self.inputs[start].as_entire_binding() },
                         wgpu::BindGroupEntry { binding: 2, resource: self.truth.as_entire_binding() },
-                        wgpu::BindGroupEntry { binding: 3, resource: wgpu::BindingResource::TextureView(&view) },
-                        wgpu::BindGroupEntry { binding: 4, resource: partials.as_entire_binding() },
+                        wgpu::BindGroupEntry { binding: 3, resource: wgpu::BindingResource::TextureView(view) },
+                        wgpu::BindGroupEntry {
+                            binding: 4,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &partials,
+                                offset: (r * slot_stride) as u64,
+                                size: std::num::NonZeroU64::new((n * groups * 8) as u64),
+                            }),
+                        },
                     ],
                 });
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("score_mlp"), timestamp_writes: None });
@@ -320,11 +341,14 @@ impl FusedMlp {
             self.ctx.queue.submit([enc.finish()]);
             Ok(())
         })??;
-        let mut out = Vec::with_capacity(v);
-        for (&(_, n), partials) in rounds.iter().zip(&partials) {
-            let p: Vec<[f32; 2]> = self.ctx.read(partials, n * groups * 8)?;
-            out.extend(p.chunks(groups).map(|c| c.iter().fold([0.0f64; 2], |acc, s| [acc[0] + f64::from(s[0]), acc[1] + f64::from(s[1])])));
-        }
+        drop(cached);
+        let p: Vec<[f32; 2]> = self.ctx.read(&partials, slot_stride * rounds.len())?;
+        let out = rounds
+            .iter()
+            .enumerate()
+            .flat_map(|(r, &(_, n))| p[r * slot_stride / 8..][..n * groups].chunks(groups))
+            .map(|c| c.iter().fold([0.0f64; 2], |acc, s| [acc[0] + f64::from(s[0]), acc[1] + f64::from(s[1])]))
+            .collect();
         Ok(out)
     }
 }
