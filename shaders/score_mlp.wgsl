@@ -23,8 +23,8 @@
 // --device gpu --variants 512` on the 2-core VM, batched variants/s (README,
 // Speed):
 //   - one output block per pass, storage buffer, one activation array for all
-//     rows: 196-332 (6 runs, median 243);
-//   - two blocks, storage buffer: 254-331 (5 runs);
+//     rows: 196-332 (8 runs, median 238);
+//   - two blocks, storage buffer: 254-331 (7 runs);
 //   - two blocks, texture: 222-389 (11 runs, median 295);
 //   - and one array per row: 288-395 (7 runs);
 //   - and two arrays per row (this kernel): 305-370 (6 runs, median 323), when
