@@ -210,7 +210,7 @@ impl std::fmt::Display for QuantBench {
 }
 
 /// Variants scored per second for one model and split on one device, batched
-/// and one variant at a time.
+/// and one variant at a time, over several timed rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScoringBench {
     pub device: String,
@@ -222,18 +222,28 @@ pub struct ScoringBench {
     pub variants: usize,
     /// floating-point operations of one variant's forward pass (2 per multiply-add)
     pub flop_per_variant: f64,
+    /// timed rounds; each scores all the variants one at a time, then batched
+    pub rounds: usize,
     pub one_at_a_time: ScoringRate,
     pub batched: ScoringRate,
     pub batch_size: usize,
-    /// batched variants/s over one-at-a-time variants/s
+    /// batched variants/s over one-at-a-time variants/s: the median over the
+    /// rounds of each round's ratio (the two paths timed back to back, so a
+    /// slow spell of the machine weighs on both)
     pub batched_speedup: f64,
+    /// each round's ratio, in the order run
+    pub batched_speedup_per_round: Vec<f64>,
 }
 
+/// One path's rate: the median round, and every round.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScoringRate {
+    /// the median round's seconds for all the variants
     pub seconds: f64,
     pub variants_per_second: f64,
     pub flop_per_second: f64,
+    /// each round's variants/s, in the order run
+    pub variants_per_second_per_round: Vec<f64>,
 }
 
 /// What a scoring benchmark ran on.
@@ -244,16 +254,26 @@ pub struct BenchRun {
     pub dataset: String,
 }
 
+fn median(values: &[f64]) -> f64 {
+    crate::data::prep::percentile(values, 50.0)
+}
+
 /// Scores `variants` (already quantized, on the host) one at a time and in
-/// batches of `batch`, timing only the scoring.
-pub fn scoring_throughput(evaluator: &crate::eval::Evaluator, variants: &[crate::models::Weights], batch: usize, run: BenchRun) -> Result<ScoringBench> {
+/// batches of `batch`, timing only the scoring, in `rounds` rounds (at least
+/// 1) that each time both paths back to back.
+pub fn scoring_throughput(evaluator: &crate::eval::Evaluator, variants: &[crate::models::Weights], batch: usize, rounds: usize, run: BenchRun) -> Result<ScoringBench> {
     let BenchRun { device, scorer, model, dataset } = run;
     let dense: f64 = variants[0].tensors.iter().filter(|t| t.shape.len() == 2).map(|t| (t.shape[0] * t.shape[1]) as f64).sum();
     let flop = 2.0 * evaluator.len() as f64 * dense;
-    let rate = |seconds: f64| ScoringRate {
-        seconds,
-        variants_per_second: variants.len() as f64 / seconds,
-        flop_per_second: variants.len() as f64 * flop / seconds,
+    let rate = |seconds: &[f64]| {
+        let per_round: Vec<f64> = seconds.iter().map(|s| variants.len() as f64 / s).collect();
+        let seconds = median(seconds);
+        ScoringRate {
+            seconds,
+            variants_per_second: variants.len() as f64 / seconds,
+            flop_per_second: variants.len() as f64 * flop / seconds,
+            variants_per_second_per_round: per_round,
+        }
     };
     // warm-up: every launch shape compiled (GPU: burn compiles and tunes per
     // shape) and allocations made before timing
@@ -264,17 +284,22 @@ pub fn scoring_throughput(evaluator: &crate::eval::Evaluator, variants: &[crate:
         let refs: Vec<&crate::models::Weights> = variants.iter().take(size).collect();
         evaluator.score(&refs)?;
     }
-    let t0 = Instant::now();
-    for v in variants {
-        evaluator.score(&[v])?;
+    let rounds = rounds.max(1);
+    let (mut one, mut batched) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        for v in variants {
+            evaluator.score(&[v])?;
+        }
+        one.push(t0.elapsed().as_secs_f64());
+        let t0 = Instant::now();
+        for chunk in variants.chunks(batch) {
+            let refs: Vec<&crate::models::Weights> = chunk.iter().collect();
+            evaluator.score(&refs)?;
+        }
+        batched.push(t0.elapsed().as_secs_f64());
     }
-    let one = rate(t0.elapsed().as_secs_f64());
-    let t0 = Instant::now();
-    for chunk in variants.chunks(batch) {
-        let refs: Vec<&crate::models::Weights> = chunk.iter().collect();
-        evaluator.score(&refs)?;
-    }
-    let batched = rate(t0.elapsed().as_secs_f64());
+    let ratios: Vec<f64> = one.iter().zip(&batched).map(|(o, b)| o / b).collect();
     Ok(ScoringBench {
         device,
         scorer,
@@ -283,9 +308,11 @@ pub fn scoring_throughput(evaluator: &crate::eval::Evaluator, variants: &[crate:
         eval_rows: evaluator.len(),
         variants: variants.len(),
         flop_per_variant: flop,
-        batched_speedup: batched.variants_per_second / one.variants_per_second,
-        one_at_a_time: one,
-        batched,
+        rounds,
+        batched_speedup: median(&ratios),
+        batched_speedup_per_round: ratios,
+        one_at_a_time: rate(&one),
+        batched: rate(&batched),
         batch_size: batch,
     })
 }
@@ -297,10 +324,23 @@ impl std::fmt::Display for ScoringBench {
             "scoring throughput, {} scorer: {} on {} ({} test rows) on {}",
             self.scorer, self.model, self.dataset, self.eval_rows, self.device
         )?;
-        writeln!(f, "  {} variants, {}FLOP each", self.variants, human(self.flop_per_variant))?;
+        let range = |v: &[f64], digits: usize| {
+            let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            format!("{lo:.digits$}-{hi:.digits$}")
+        };
+        let rounds = if self.rounds == 1 { "1 round".to_string() } else { format!("median of {} rounds", self.rounds) };
+        writeln!(f, "  {} variants, {}FLOP each; {rounds}", self.variants, human(self.flop_per_variant))?;
         for (name, r) in [("one at a time", &self.one_at_a_time), (&format!("batched ({} per launch)", self.batch_size)[..], &self.batched)] {
-            writeln!(f, "  {name:<28} {:>8.3} s  {:>9.1} variants/s  {}FLOP/s", r.seconds, r.variants_per_second, human(r.flop_per_second))?;
+            write!(f, "  {name:<28} {:>8.3} s  {:>9.1} variants/s  {}FLOP/s", r.seconds, r.variants_per_second, human(r.flop_per_second))?;
+            if self.rounds > 1 {
+                write!(f, "  (rounds: {} variants/s)", range(&r.variants_per_second_per_round, 1))?;
+            }
+            writeln!(f)?;
         }
-        write!(f, "  batched / one at a time: {:.2}x", self.batched_speedup)
+        write!(f, "  batched / one at a time: {:.2}x", self.batched_speedup)?;
+        if self.rounds > 1 {
+            write!(f, " (rounds: {}x)", range(&self.batched_speedup_per_round, 2))?;
+        }
+        Ok(())
     }
 }

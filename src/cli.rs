@@ -70,6 +70,11 @@ pub enum Command {
         /// Variants per launch in the batched scoring [default: as a sweep would choose].
         #[arg(long)]
         batch: Option<usize>,
+        /// Timed rounds of the scoring benchmark: each scores all the variants
+        /// one at a time, then batched; it reports the median round and the
+        /// spread (a machine's speed drifts between runs).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Skip the quantizer benchmark (it needs a GPU adapter).
         #[arg(long)]
         skip_quantizer: bool,

@@ -40,12 +40,12 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Some(Command::Bench { json, scale, adapter, device, data_dir, variants, batch, skip_quantizer, methods }) => {
+        Some(Command::Bench { json, scale, adapter, device, data_dir, variants, batch, rounds, skip_quantizer, methods }) => {
             if !(scale > 0.0 && scale <= 1.0) {
                 return Err(Error::config("--scale", format!("{scale} is not in (0, 1]")));
             }
-            if variants == 0 || batch == Some(0) {
-                return Err(Error::config("--variants/--batch", "must be at least 1"));
+            if variants == 0 || batch == Some(0) || rounds == 0 {
+                return Err(Error::config("--variants/--batch/--rounds", "must be at least 1"));
             }
             let quantizer = if skip_quantizer {
                 None
@@ -61,7 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 println!("{q}\n");
             }
             progress.log("scoring benchmark: mlp-complex on churn ...");
-            let scoring = sweep::scoring_bench(device, adapter.as_deref(), &data_dir, variants, batch);
+            let scoring = sweep::scoring_bench(device, adapter.as_deref(), &data_dir, variants, batch, rounds);
             if json {
                 let scoring_json = match &scoring {
                     Ok(s) => serde_json::json!(s),

@@ -214,6 +214,37 @@ fn help_documents_every_flag_with_its_default() {
 }
 
 #[test]
+fn the_scoring_bench_reports_every_round_and_their_median() {
+    let data = tabular_dir(200);
+    let d = data.path().to_str().unwrap();
+    let args = ["bench", "--skip-quantizer", "--device", "cpu", "--data-dir", d, "--variants", "3", "--batch", "2", "--rounds", "3", "--json"];
+    let out = sweep_gpu().args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let b = &json["scoring"][0];
+    assert_eq!(b["rounds"], 3, "{b}");
+    let per_round = |v: &serde_json::Value| -> Vec<f64> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    let one = per_round(&b["one_at_a_time"]["variants_per_second_per_round"]);
+    let batched = per_round(&b["batched"]["variants_per_second_per_round"]);
+    let ratios = per_round(&b["batched_speedup_per_round"]);
+    assert!(one.len() == 3 && batched.len() == 3 && ratios.len() == 3, "{b}");
+    // each round's ratio is that round's two rates; the reported one is the median round's
+    for k in 0..3 {
+        assert!((ratios[k] - batched[k] / one[k]).abs() <= 1e-9 * ratios[k], "{b}");
+    }
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(b["batched_speedup"].as_f64().unwrap(), sorted[1], "{b}");
+    let mut rates = one.clone();
+    rates.sort_by(f64::total_cmp);
+    let median = b["one_at_a_time"]["variants_per_second"].as_f64().unwrap();
+    assert!((median - rates[1]).abs() <= 1e-9 * median, "{b}");
+
+    let e = run_fail(&["bench", "--skip-quantizer", "--device", "cpu", "--data-dir", d, "--rounds", "0"]);
+    assert!(e.contains("--rounds"), "{e}");
+}
+
+#[test]
 fn sweep_on_the_cpu_writes_every_output_and_reuses_its_checkpoint() {
     let data = tabular_dir(400);
     let work = tempfile::tempdir().unwrap();

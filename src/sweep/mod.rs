@@ -622,8 +622,9 @@ fn row(
 /// The scoring benchmark: mlp-complex on churn's test split (randomly
 /// initialised weights: the rate does not depend on them), `n` variants of the
 /// default grid quantized by the CPU reference, scored on the chosen device:
-/// by burn's kernels, and on a GPU also by the WGSL scorer (first).
-pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std::path::Path, n: usize, batch: Option<usize>) -> Result<Vec<crate::bench::ScoringBench>> {
+/// by burn's kernels, and on a GPU also by the WGSL scorer (first), in
+/// `rounds` timed rounds.
+pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std::path::Path, n: usize, batch: Option<usize>, rounds: usize) -> Result<Vec<crate::bench::ScoringBench>> {
     use crate::models::ModelKind;
     let (compute, _) = resolve_device(choice, adapter)?;
     let dataset = data::load(crate::data::DatasetId::Churn, data_dir, 1)?;
@@ -662,7 +663,7 @@ pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std
         }
         let name = if prepared.evaluator.uses_fused_kernel() { "wgsl" } else { "burn" };
         let run = crate::bench::BenchRun { device: compute.adapter(), scorer: name.into(), model: spec.kind.to_string(), dataset: dataset.id.to_string() };
-        benches.push(crate::bench::scoring_throughput(&prepared.evaluator, &variants, per_batch, run)?);
+        benches.push(crate::bench::scoring_throughput(&prepared.evaluator, &variants, per_batch, rounds, run)?);
     }
     Ok(benches)
 }
