@@ -214,7 +214,7 @@ impl std::fmt::Display for QuantBench {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScoringBench {
     pub device: String,
-    /// `wgsl` (shaders/score_mlp.wgsl) or `burn` (burn's kernels)
+    /// `wgsl` (shaders/score_mlp.wgsl), `cpu` (src/eval/dense_cpu.rs) or `burn` (burn's kernels)
     pub scorer: String,
     pub model: String,
     pub dataset: String,

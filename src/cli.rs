@@ -109,7 +109,7 @@ pub enum QuantizerChoice {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScorerChoice {
-    /// on a GPU, the WGSL kernel for dense nets and burn's kernels for conv nets; burn's on the CPU
+    /// dense nets: the WGSL kernel on a GPU, the CPU kernel (src/eval/dense_cpu.rs) on the CPU; conv nets: burn's kernels
     #[default]
     Auto,
     /// the WGSL kernel: one dispatch per batch runs the whole dense net and its metric (GPU, dense nets)

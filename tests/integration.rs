@@ -413,6 +413,9 @@ fn batched_scoring_equals_one_at_a_time_and_shared_prefixes_change_nothing() {
         let mut plan = Plan::new(weights.clone(), BiasMode::Fp32, BnMode::Fold).unwrap();
         plan.prepare(&grid.granularities, &grid.bits);
         let eval = Evaluator::new(&ds, &ds.test, &device, &weights, None, 0).unwrap();
+        // the CPU kernel (src/eval/dense_cpu.rs) against burn's kernels
+        let mut kernel = Evaluator::new(&ds, &ds.test, &device, &weights, None, 0).unwrap();
+        assert!(kernel.use_cpu_kernel(true).unwrap() && kernel.uses_cpu_kernel());
         let n = ds.test.len() as f64;
         for scope in &grid.scopes {
             let variants: Vec<_> = grid.variants().into_iter().filter(|v| &v.scope == scope).collect();
@@ -420,7 +423,25 @@ fn batched_scoring_equals_one_at_a_time_and_shared_prefixes_change_nothing() {
             let refs: Vec<_> = applied.iter().collect();
             // one layer's scope starts from the shared fp32 activations
             let batched = eval.score(&refs).unwrap();
-            for (w, b) in applied.iter().zip(&batched) {
+            let on_kernel = kernel.score(&refs).unwrap();
+            for ((w, b), k) in applied.iter().zip(&batched).zip(&on_kernel) {
+                match ds.task {
+                    sweep_gpu::data::Task::Classification { .. } => assert!((k.primary - b.primary).abs() <= 1.0 / n + 1e-12, "{k:?} {b:?}"),
+                    sweep_gpu::data::Task::Regression => {
+                        assert!((k.primary - b.primary).abs() <= BATCHED_MSE_RTOL * b.primary.abs(), "{k:?} {b:?}");
+                        let (ks, bs) = (k.secondary.unwrap(), b.secondary.unwrap());
+                        assert!((ks - bs).abs() <= BATCHED_MSE_RTOL * bs.abs(), "{k:?} {b:?}");
+                    }
+                }
+                // one variant alone gives the kernel's batched scores (bit for bit
+                // when both start at layer 0; a one-layer scope starts from burn's
+                // fp32 activations)
+                let alone = kernel.score_all(w).unwrap();
+                if *scope == Scope::All {
+                    assert_eq!(alone, *k);
+                } else {
+                    assert!((alone.primary - k.primary).abs() <= BATCHED_MSE_RTOL * k.primary.abs() + 1.0 / n + 1e-12, "{alone:?} {k:?}");
+                }
                 // every tensor treated as changed: the whole forward pass
                 let one = eval.score_all(w).unwrap();
                 match ds.task {

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::models::cnn::{BN_EPSILON, Op};
 use crate::models::{ParamRole, Weights, mlp};
 
+pub mod dense_cpu;
 pub mod fused;
 
 /// Metrics of one variant.
@@ -76,8 +77,9 @@ enum Arch {
     /// dense layers as (weight, bias) tensor indices; inputs [1, N, features]
     /// `prefixes[l]`: layer l's input under the fp32 weights; `truth`: the
     /// class index or the target in its own units, per row; `fused`: the WGSL
-    /// kernel scoring whole batches, when enabled
-    Mlp { layers: Vec<(usize, Option<usize>)>, prefixes: Vec<Tensor<3>>, truth: Vec<f32>, fused: Option<fused::FusedMlp> },
+    /// kernel scoring whole batches, when enabled; `cpu`: the CPU kernel
+    /// scoring host weights, when enabled
+    Mlp { layers: Vec<(usize, Option<usize>)>, prefixes: Vec<Tensor<3>>, truth: Vec<f32>, fused: Option<fused::FusedMlp>, cpu: Option<dense_cpu::DenseCpu> },
     /// a conv program; inputs [N, 3, 32, 32] scored in chunks of rows
     Conv { ops: Vec<Op>, x: Tensor<4>, chunk: usize },
 }
@@ -166,7 +168,7 @@ impl Evaluator {
                     h = relu(h);
                     ev_prefixes.push(h.clone());
                 }
-                Arch::Mlp { layers, prefixes: ev_prefixes, truth, fused: None }
+                Arch::Mlp { layers, prefixes: ev_prefixes, truth, fused: None, cpu: None }
             }
             Some(ops) => {
                 let shape = &table.sample_shape;
@@ -199,7 +201,7 @@ impl Evaluator {
     /// its limits, stay on burn's kernels.
     pub fn use_fused_kernel(&mut self, ctx: Option<Arc<GpuContext>>) -> Result<bool> {
         let task = self.task;
-        let Arch::Mlp { layers, prefixes, truth, fused } = &mut self.arch else {
+        let Arch::Mlp { layers, prefixes, truth, fused, .. } = &mut self.arch else {
             return Ok(false);
         };
         *fused = None;
@@ -215,6 +217,38 @@ impl Evaluator {
         };
         *fused = fused::FusedMlp::new(ctx, dims, split)?;
         Ok(fused.is_some())
+    }
+
+    /// Scores dense nets on the host with the CPU kernel (src/eval/dense_cpu.rs)
+    /// instead of burn's per-layer kernels, or goes back to burn's (`false`).
+    /// Returns whether the kernel is in use (conv nets stay on burn's).
+    pub fn use_cpu_kernel(&mut self, enable: bool) -> Result<bool> {
+        let classifier = matches!(self.task, Task::Classification { .. });
+        let target_affine = self.target_affine;
+        let Arch::Mlp { layers, prefixes, truth, cpu, .. } = &mut self.arch else {
+            return Ok(false);
+        };
+        *cpu = None;
+        if enable {
+            let host = prefixes
+                .iter()
+                .map(|p| p.clone().try_to_vec_as::<f32>().map_err(|e| Error::Eval(format!("reading activations back: {e:?}"))))
+                .collect::<Result<Vec<_>>>()?;
+            *cpu = Some(dense_cpu::DenseCpu::new(layers.clone(), host, truth.clone(), classifier, target_affine));
+        }
+        Ok(enable)
+    }
+
+    /// Whether [`Evaluator::use_cpu_kernel`] put the CPU kernel in use.
+    pub fn uses_cpu_kernel(&self) -> bool {
+        matches!(&self.arch, Arch::Mlp { cpu: Some(_), .. })
+    }
+
+    /// Per-variant scores from the CPU kernel's sums.
+    fn scores_from(&self, sums: &[[f64; 2]]) -> Vec<Scores> {
+        let n = self.n as f64;
+        let secondary = metric_names(self.task).1.is_some();
+        sums.iter().map(|s| Scores { primary: s[0] / n, secondary: secondary.then_some(s[1] / n) }).collect()
     }
 
     /// Whether [`Evaluator::use_fused_kernel`] put the WGSL kernel in use.
@@ -233,6 +267,17 @@ impl Evaluator {
     /// Scores host weights of every variant (stacked and uploaded here).
     pub fn score(&self, variants: &[&Weights]) -> Result<Vec<Scores>> {
         let first = variants.first().ok_or_else(|| Error::Eval("no variants to score".into()))?;
+        if let Arch::Mlp { layers, cpu: Some(cpu), .. } = &self.arch {
+            // each variant starts at its own first changed layer
+            let start: Vec<usize> = variants
+                .iter()
+                .map(|w| {
+                    let changed: Vec<bool> = w.tensors.iter().zip(&self.fp32.tensors).map(|(t, f)| t.data != f.data).collect();
+                    first_changed(layers, &changed)
+                })
+                .collect();
+            return Ok(self.scores_from(&cpu.sums(variants, &start)));
+        }
         let params: Vec<Tensor<3>> = (0..first.tensors.len()).map(|i| stack_tensor(variants, i, &self.device)).collect();
         let changed: Vec<bool> = (0..first.tensors.len())
             .map(|i| self.fp32.tensors.get(i).is_none_or(|f| variants.iter().any(|w| w.tensors[i].data != f.data)))
@@ -243,6 +288,9 @@ impl Evaluator {
     /// Scores one set of weights that may differ from the layout weights in
     /// every tensor (training's validation checks).
     pub fn score_all(&self, weights: &Weights) -> Result<Scores> {
+        if let Arch::Mlp { cpu: Some(cpu), .. } = &self.arch {
+            return Ok(self.scores_from(&cpu.sums(&[weights], &[0]))[0]);
+        }
         let params: Vec<Tensor<3>> = (0..weights.tensors.len()).map(|i| stack_tensor(&[weights], i, &self.device)).collect();
         Ok(self.score_params(&params, 1, &vec![true; params.len()])?[0])
     }

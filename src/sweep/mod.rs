@@ -371,6 +371,11 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     if let (Compute::Gpu { ctx }, true) = (compute, fused) {
         evaluator.use_fused_kernel(Some(ctx.clone()))?;
     }
+    // on the CPU, dense nets run on the CPU kernel (src/eval/dense_cpu.rs)
+    // unless burn's kernels are asked for
+    if let (Compute::Cpu { .. }, ScorerChoice::Auto) = (compute, config.scorer) {
+        evaluator.use_cpu_kernel(!conv)?;
+    }
     Ok(Prepared { weights, plan, evaluator, per_batch, batch_note })
 }
 
@@ -622,7 +627,7 @@ fn row(
 /// The scoring benchmark: mlp-complex on churn's test split (randomly
 /// initialised weights: the rate does not depend on them), `n` variants of the
 /// default grid quantized by the CPU reference, scored on the chosen device:
-/// by burn's kernels, and on a GPU also by the WGSL scorer (first), in
+/// by burn's kernels, and first by the WGSL scorer (GPU) or the CPU kernel, in
 /// `rounds` timed rounds.
 pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std::path::Path, n: usize, batch: Option<usize>, rounds: usize) -> Result<Vec<crate::bench::ScoringBench>> {
     use crate::models::ModelKind;
@@ -634,7 +639,7 @@ pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std
     config.variants_per_batch = batch;
     let scorers: &[ScorerChoice] = match compute {
         Compute::Gpu { .. } => &[ScorerChoice::Wgsl, ScorerChoice::Burn],
-        Compute::Cpu { .. } => &[ScorerChoice::Burn],
+        Compute::Cpu { .. } => &[ScorerChoice::Auto, ScorerChoice::Burn],
     };
     let grid = GridSpec {
         methods: config.methods.clone(),
@@ -661,7 +666,13 @@ pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std
             let plan = &prepared.plan;
             variants = grid.variants().iter().cycle().take(n).collect::<Vec<_>>().par_iter().map(|v| plan.apply(v).0).collect();
         }
-        let name = if prepared.evaluator.uses_fused_kernel() { "wgsl" } else { "burn" };
+        let name = if prepared.evaluator.uses_fused_kernel() {
+            "wgsl"
+        } else if prepared.evaluator.uses_cpu_kernel() {
+            "cpu"
+        } else {
+            "burn"
+        };
         let run = crate::bench::BenchRun { device: compute.adapter(), scorer: name.into(), model: spec.kind.to_string(), dataset: dataset.id.to_string() };
         benches.push(crate::bench::scoring_throughput(&prepared.evaluator, &variants, per_batch, rounds, run)?);
     }

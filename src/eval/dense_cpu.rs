@@ -1,0 +1,423 @@
+//! Dense nets on the CPU: a variant's whole forward pass and its test metric in
+//! one pass over the evaluation rows, the CPU counterpart of
+//! shaders/score_mlp.wgsl. burn's CPU backend runs a dense net as a matmul per
+//! layer (packing both operands for a general kernel) plus separate passes for
+//! the bias, the ReLU, argmax and the comparison with the labels; nets of this
+//! size (widths 10-100) spend much of that time outside the multiply-adds.
+//! Here a tile of rows goes through every layer while its activations stay in
+//! a few KiB of cache, and only the metric's two sums leave it.
+//!
+//! Arithmetic, the same as the WGSL kernel's: each output is the sum over the
+//! inputs i, in order of i, of h[i] * W[i][o] (a multiply, then an add: never
+//! fused), then + bias; ReLU after every layer but the last. The metric per
+//! row is the kernel's too (first largest logit, fewer than 5 logits above the
+//! label's; or the error in the target's units).
+//!
+//! On x86-64 the layer loop is compiled twice, for the baseline and with AVX2
+//! enabled, and the faster one is picked at run time; both give the same
+//! numbers (the same operations in the same order).
+
+use rayon::prelude::*;
+
+use crate::models::Weights;
+
+/// Outputs computed together: one 16-float block per accumulator row.
+const BLOCK: usize = 16;
+/// Evaluation rows per tile, each with its own accumulators.
+const TILE: usize = 8;
+/// Evaluation rows per parallel task.
+const CHUNK: usize = 256;
+
+/// One layer of one variant, laid out for the tile loop: W [inputs][outputs
+/// padded to BLOCK] and the bias padded likewise.
+struct Layer {
+    inputs: usize,
+    outputs: usize,
+    padded: usize,
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+/// The evaluation split, held on the host for [`DenseCpu::sums`].
+pub struct DenseCpu {
+    /// per layer: (weight, bias) tensor indices in a [`Weights`]
+    layers: Vec<(usize, Option<usize>)>,
+    /// per layer: the fp32 activations entering it, [rows][inputs]
+    inputs: Vec<Vec<f32>>,
+    /// per row: the class index, or the target in its own units
+    truth: Vec<f32>,
+    rows: usize,
+    classifier: bool,
+    /// (mean, std) turning a regressor's output into the target's units
+    target_affine: (f32, f32),
+}
+
+impl DenseCpu {
+    /// `prefixes[l]`: the fp32 activations entering layer l, [rows][inputs of
+    /// layer l], row-major; `truth`: per row, the class index or the target.
+    pub fn new(layers: Vec<(usize, Option<usize>)>, prefixes: Vec<Vec<f32>>, truth: Vec<f32>, classifier: bool, target_affine: (f32, f32)) -> DenseCpu {
+        let rows = truth.len();
+        DenseCpu { layers, inputs: prefixes, truth, rows, classifier, target_affine }
+    }
+
+    /// Per-variant sums over the rows (accuracy hits and top-5 hits, or
+    /// squared and absolute errors); layers before `start[k]` are the fp32
+    /// ones for variant k. Variants and chunks of rows run in parallel; the
+    /// sums are added in a fixed order, so they do not depend on the threads.
+    pub fn sums(&self, variants: &[&Weights], start: &[usize]) -> Vec<[f64; 2]> {
+        let packed: Vec<Vec<Layer>> = variants.iter().zip(start).map(|(w, &s)| self.pack(w, s)).collect();
+        let chunks = self.rows.div_ceil(CHUNK);
+        let parts: Vec<[f64; 2]> = (0..variants.len() * chunks)
+            .into_par_iter()
+            .map(|task| {
+                let (k, c) = (task / chunks, task % chunks);
+                let rows = c * CHUNK..((c + 1) * CHUNK).min(self.rows);
+                self.chunk(&packed[k], start[k], rows)
+            })
+            .collect();
+        parts.chunks(chunks).map(|p| p.iter().fold([0.0; 2], |a, s| [a[0] + s[0], a[1] + s[1]])).collect()
+    }
+
+    fn pack(&self, weights: &Weights, start: usize) -> Vec<Layer> {
+        self.layers[start..]
+            .iter()
+            .map(|&(w, b)| {
+                let t = &weights.tensors[w];
+                let (inputs, outputs) = (t.shape[0], t.len() / t.shape[0].max(1));
+                let padded = outputs.div_ceil(BLOCK) * BLOCK;
+                let mut wp = vec![0.0f32; inputs * padded];
+                for (dst, src) in wp.chunks_mut(padded).zip(t.data.chunks(outputs.max(1))) {
+                    dst[..outputs].copy_from_slice(src);
+                }
+                let mut bp = vec![0.0f32; padded];
+                if let Some(b) = b {
+                    bp[..outputs].copy_from_slice(&weights.tensors[b].data);
+                }
+                Layer { inputs, outputs, padded, w: wp, b: bp }
+            })
+            .collect()
+    }
+
+    /// The metric's sums over `rows` for one variant's layers (from `start`).
+    /// A tile's activations are held feature-major, [feature][TILE rows], so
+    /// that the layer loop reads one input's TILE values together.
+    fn chunk(&self, layers: &[Layer], start: usize, rows: std::ops::Range<usize>) -> [f64; 2] {
+        let widest = layers.iter().map(|l| l.inputs.max(l.padded)).max().unwrap_or(1);
+        let x = &self.inputs[start];
+        let n_in = layers[0].inputs;
+        let mut h = vec![0.0f32; TILE * widest];
+        let mut y = vec![0.0f32; TILE * widest];
+        let mut out = Vec::new();
+        let mut sums = [0.0f64; 2];
+        for first in rows.clone().step_by(TILE) {
+            // rows past the chunk's end repeat its last row; their scores are dropped
+            for r in 0..TILE {
+                let row = (first + r).min(rows.end - 1);
+                for (i, &v) in x[row * n_in..(row + 1) * n_in].iter().enumerate() {
+                    h[i * TILE + r] = v;
+                }
+            }
+            for (l, layer) in layers.iter().enumerate() {
+                dense(layer, &h[..layer.inputs * TILE], &mut y[..layer.padded * TILE], l + 1 < layers.len());
+                std::mem::swap(&mut h, &mut y);
+            }
+            let outputs = layers[layers.len() - 1].outputs;
+            for r in 0..TILE.min(rows.end - first) {
+                out.clear();
+                out.extend((0..outputs).map(|o| h[o * TILE + r]));
+                let s = self.score_row(&out, first + r);
+                sums[0] += s[0];
+                sums[1] += s[1];
+            }
+        }
+        sums
+    }
+
+    /// One row's metric from the last layer's outputs (as the WGSL kernel).
+    fn score_row(&self, out: &[f32], row: usize) -> [f64; 2] {
+        if self.classifier {
+            let label = self.truth[row] as usize;
+            let mine = out[label];
+            let (mut best, mut top, mut above) = (0, out[0], 0);
+            for (o, &v) in out.iter().enumerate() {
+                if v > top {
+                    top = v;
+                    best = o;
+                }
+                if v > mine {
+                    above += 1;
+                }
+            }
+            [f64::from(u8::from(best == label)), f64::from(u8::from(above < 5))]
+        } else {
+            let (mean, std) = self.target_affine;
+            let err = out[0] * std + mean - self.truth[row];
+            [f64::from(err * err), f64::from(err.abs())]
+        }
+    }
+}
+
+/// `y = act(h W + b)` for the TILE rows of a tile, both feature-major:
+/// `h` [inputs][TILE], `y` [padded outputs][TILE]. The widest vectors the CPU
+/// has run it; every form does the same multiplies and adds in the same order,
+/// so they give the same bits.
+fn dense(layer: &Layer, h: &[f32], y: &mut [f32], hidden: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { dense_avx512(layer, h, y, hidden) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { dense_avx2(layer, h, y, hidden) };
+        }
+    }
+    dense_body(layer, h, y, hidden)
+}
+
+/// Writes a tile's finished outputs `v` [TILE rows][16] feature-major into `y`
+/// [16][TILE], with the ReLU of a hidden layer.
+#[inline(always)]
+fn store_block(v: &[f32; BLOCK * TILE], y: &mut [f32], hidden: bool) {
+    for k in 0..BLOCK {
+        for r in 0..TILE {
+            let x = v[r * BLOCK + k];
+            y[k * TILE + r] = if hidden && !(x > 0.0) { 0.0 } else { x };
+        }
+    }
+}
+
+/// [`dense_body`] with AVX-512 vectors: a row's 16 outputs in one register,
+/// the TILE rows' accumulators in registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn dense_avx512(layer: &Layer, h: &[f32], y: &mut [f32], hidden: bool) {
+    use std::arch::x86_64::*;
+    let p = layer.padded;
+    for (o, (b, y)) in layer.b.chunks_exact(BLOCK).zip(y.chunks_exact_mut(BLOCK * TILE)).enumerate() {
+        let mut acc = [_mm512_setzero_ps(); TILE];
+        for (a, w) in h.chunks_exact(TILE).zip(layer.w.chunks_exact(p)) {
+            let w = &w[o * BLOCK..][..BLOCK];
+            // SAFETY: `w` holds 16 floats (sliced just above)
+            let w = unsafe { _mm512_loadu_ps(w.as_ptr()) };
+            for r in 0..TILE {
+                acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_set1_ps(a[r]), w));
+            }
+        }
+        // SAFETY: `b` holds 16 floats (chunks_exact)
+        let b = unsafe { _mm512_loadu_ps(b.as_ptr()) };
+        let mut v = [0.0f32; BLOCK * TILE];
+        for (r, acc) in acc.iter().enumerate() {
+            // SAFETY: `v` holds TILE rows of 16 floats
+            unsafe { _mm512_storeu_ps(v.as_mut_ptr().add(r * BLOCK), _mm512_add_ps(*acc, b)) };
+        }
+        store_block(&v, y, hidden);
+    }
+}
+
+/// [`dense_body`] with AVX2 vectors: a row's 16 outputs in two registers, the
+/// tile in two halves of 4 rows (16 accumulators would not fit the registers).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn dense_avx2(layer: &Layer, h: &[f32], y: &mut [f32], hidden: bool) {
+    use std::arch::x86_64::*;
+    const HALF: usize = TILE / 2;
+    let p = layer.padded;
+    for (o, (b, y)) in layer.b.chunks_exact(BLOCK).zip(y.chunks_exact_mut(BLOCK * TILE)).enumerate() {
+        // SAFETY: `b` holds 16 floats (chunks_exact)
+        let (b0, b1) = unsafe { (_mm256_loadu_ps(b.as_ptr()), _mm256_loadu_ps(b.as_ptr().add(8))) };
+        let mut v = [0.0f32; BLOCK * TILE];
+        for half in 0..2 {
+            let mut acc = [[_mm256_setzero_ps(); 2]; HALF];
+            for (a, w) in h.chunks_exact(TILE).zip(layer.w.chunks_exact(p)) {
+                let w = &w[o * BLOCK..][..BLOCK];
+                // SAFETY: `w` holds 16 floats (sliced just above)
+                let (w0, w1) = unsafe { (_mm256_loadu_ps(w.as_ptr()), _mm256_loadu_ps(w.as_ptr().add(8))) };
+                for r in 0..HALF {
+                    let x = _mm256_set1_ps(a[half * HALF + r]);
+                    acc[r][0] = _mm256_add_ps(acc[r][0], _mm256_mul_ps(x, w0));
+                    acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_mul_ps(x, w1));
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                let at = (half * HALF + r) * BLOCK;
+                // SAFETY: `v` holds TILE rows of 16 floats
+                unsafe {
+                    _mm256_storeu_ps(v.as_mut_ptr().add(at), _mm256_add_ps(acc[0], b0));
+                    _mm256_storeu_ps(v.as_mut_ptr().add(at + 8), _mm256_add_ps(acc[1], b1));
+                }
+            }
+        }
+        store_block(&v, y, hidden);
+    }
+}
+
+/// The layer loop: for each block of 16 outputs, TILE x 16 accumulators
+/// summed over the inputs in order, then the bias and ReLU.
+fn dense_body(layer: &Layer, h: &[f32], y: &mut [f32], hidden: bool) {
+    let p = layer.padded;
+    for (o, (b, y)) in layer.b.chunks_exact(BLOCK).zip(y.chunks_exact_mut(BLOCK * TILE)).enumerate() {
+        let mut acc = [[0.0f32; BLOCK]; TILE];
+        for (a, w) in h.chunks_exact(TILE).zip(layer.w.chunks_exact(p)) {
+            let w = &w[o * BLOCK..][..BLOCK];
+            for r in 0..TILE {
+                for k in 0..BLOCK {
+                    acc[r][k] += a[r] * w[k];
+                }
+            }
+        }
+        let mut v = [0.0f32; BLOCK * TILE];
+        for r in 0..TILE {
+            for k in 0..BLOCK {
+                v[r * BLOCK + k] = acc[r][k] + b[k];
+            }
+        }
+        store_block(&v, y, hidden);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{ParamRole, ParamTensor};
+
+    /// Deterministic values in [-1, 1) (a 32-bit LCG's top bits).
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn tensor(name: &str, shape: Vec<usize>, role: ParamRole, data: Vec<f32>) -> ParamTensor {
+        ParamTensor { name: name.into(), layer: name.split('.').take(2).collect::<Vec<_>>().join("."), shape, role, data }
+    }
+
+    /// A dense net of `widths` as Weights: per layer W [in][out] then its bias.
+    fn net(widths: &[usize], seed: u32) -> (Weights, Vec<(usize, Option<usize>)>) {
+        let mut tensors = Vec::new();
+        let mut layers = Vec::new();
+        for (l, w) in widths.windows(2).enumerate() {
+            let (i, o) = (w[0], w[1]);
+            layers.push((tensors.len(), Some(tensors.len() + 1)));
+            tensors.push(tensor(&format!("layers.{l}.weight"), vec![i, o], ParamRole::Weight { channel_axis: 1 }, values(i * o, seed + 2 * l as u32)));
+            tensors.push(tensor(&format!("layers.{l}.bias"), vec![o], ParamRole::Bias, values(o, seed + 2 * l as u32 + 1)));
+        }
+        (Weights { tensors }, layers)
+    }
+
+    /// The forward pass written out plainly: the same operations in the same
+    /// order as the kernel (sum over i in order, then + bias, ReLU between).
+    fn plain_forward(w: &Weights, layers: &[(usize, Option<usize>)], x: &[f32]) -> Vec<f32> {
+        let mut h = x.to_vec();
+        for (l, &(wi, bi)) in layers.iter().enumerate() {
+            let t = &w.tensors[wi];
+            let (n_in, n_out) = (t.shape[0], t.shape[1]);
+            let b = &w.tensors[bi.unwrap()].data;
+            h = (0..n_out)
+                .map(|o| {
+                    let mut acc = 0.0f32;
+                    for i in 0..n_in {
+                        acc += h[i] * t.data[i * n_out + o];
+                    }
+                    let v = acc + b[o];
+                    if l + 1 < layers.len() && !(v > 0.0) { 0.0 } else { v }
+                })
+                .collect();
+        }
+        h
+    }
+
+    #[test]
+    fn every_vector_form_gives_the_same_bits() {
+        let (w, layers) = net(&[13, 37], 5);
+        let dense = DenseCpu::new(layers.clone(), vec![vec![]], vec![], true, (0.0, 1.0));
+        let layer = &dense.pack(&w, 0)[0];
+        assert_eq!(layer.padded, 48);
+        let h = values(13 * TILE, 9);
+        for hidden in [false, true] {
+            let mut plain = vec![0.0f32; 48 * TILE];
+            dense_body(layer, &h, &mut plain, hidden);
+            let mut forms = vec![("dispatched", {
+                let mut y = vec![0.0f32; 48 * TILE];
+                super::dense(layer, &h, &mut y, hidden);
+                y
+            })];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    let mut y = vec![0.0f32; 48 * TILE];
+                    unsafe { dense_avx2(layer, &h, &mut y, hidden) };
+                    forms.push(("avx2", y));
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    let mut y = vec![0.0f32; 48 * TILE];
+                    unsafe { dense_avx512(layer, &h, &mut y, hidden) };
+                    forms.push(("avx512", y));
+                }
+            }
+            for (name, y) in &forms {
+                let same = y.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{name} differs from the plain loop (hidden {hidden})");
+            }
+            // and the plain loop is the layer: row r, output o
+            let x: Vec<f32> = (0..13).map(|i| h[i * TILE + 3]).collect();
+            let single = DenseCpu::new(layers.clone(), vec![vec![]], vec![], true, (0.0, 1.0));
+            let expect = plain_forward(&w, &single.layers, &x);
+            for o in 0..37 {
+                let want = if hidden && !(expect[o] > 0.0) { 0.0 } else { expect[o] };
+                assert_eq!(plain[o * TILE + 3].to_bits(), want.to_bits(), "output {o}");
+            }
+        }
+    }
+
+    #[test]
+    fn sums_equal_the_plain_forward_pass_row_by_row() {
+        // 300 rows: two chunks, the second ending in a partial tile
+        let rows = 300;
+        let (w, layers) = net(&[6, 20, 9, 3], 11);
+        let x = values(rows * 6, 21);
+        let classes: Vec<f32> = (0..rows).map(|r| (r % 3) as f32).collect();
+        let targets = values(rows, 31);
+        for classifier in [true, false] {
+            let (w, layers) = if classifier { (w.clone(), layers.clone()) } else { net(&[6, 20, 9, 1], 11) };
+            let truth = if classifier { classes.clone() } else { targets.clone() };
+            let affine = (0.25, 2.0);
+            let dense = DenseCpu::new(layers.clone(), vec![x.clone()], truth.clone(), classifier, affine);
+            let got = dense.sums(&[&w], &[0])[0];
+            let mut want = [0.0f64; 2];
+            for r in 0..rows {
+                let out = plain_forward(&w, &layers, &x[r * 6..(r + 1) * 6]);
+                let s = dense.score_row(&out, r);
+                want[0] += s[0];
+                want[1] += s[1];
+            }
+            assert!(want[0] > 0.0, "the check needs hits or errors to count");
+            for k in 0..2 {
+                assert!((got[k] - want[k]).abs() <= 1e-9 * want[k].abs(), "classifier {classifier}: {got:?} against {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_variant_starts_from_the_shared_activations_of_its_first_changed_layer() {
+        let rows = 40;
+        let (w, layers) = net(&[5, 12, 4], 3);
+        let x = values(rows * 5, 7);
+        let hidden: Vec<f32> = (0..rows)
+            .flat_map(|r| {
+                let h = plain_forward(&w, &layers[..1], &x[r * 5..(r + 1) * 5]);
+                h.into_iter().map(|v| v.max(0.0))
+            })
+            .collect();
+        let truth: Vec<f32> = (0..rows).map(|r| (r % 4) as f32).collect();
+        let dense = DenseCpu::new(layers, vec![x, hidden], truth, true, (0.0, 1.0));
+        // the same weights from layer 0 and from layer 1 give the same sums
+        let s = dense.sums(&[&w, &w], &[0, 1]);
+        assert_eq!(s[0], s[1]);
+    }
+}
