@@ -200,6 +200,7 @@ impl LevelParams {
     }
 
     /// Level `t` of the level set (not used by midrise, whose values are `midrise_value`).
+    #[inline]
     pub fn level(&self, set: LevelSet, t: u32, z: &[f32]) -> f32 {
         let k = self.levels();
         match set {
@@ -226,14 +227,23 @@ impl LevelParams {
         }
     }
 
+    #[inline]
     fn midrise_value(&self, code: u32) -> f32 {
         (self.k0 + code as f32 + 0.5) * self.hstep
     }
 
-    /// The largest t with L(t) <= w, or 0 when every level exceeds w.
+    /// The largest t with L(t) <= w, or 0 when every level exceeds w (tests
+    /// compare it with [`LevelParams::bracket_by_search`]).
+    #[cfg(test)]
     fn bracket(&self, set: LevelSet, w: f32, z: &[f32]) -> u32 {
+        self.bracket_with(set, w, z, &mut Memo::new(self, set, z))
+    }
+
+    /// [`LevelParams::bracket`], reading levels through `memo`.
+    #[inline]
+    fn bracket_with(&self, set: LevelSet, w: f32, z: &[f32], memo: &mut Memo<'_>) -> u32 {
         let last = self.levels() - 1;
-        let at = |t: u32| self.level(set, t, z);
+        let mut at = |t: u32| memo.level(t);
         let guess = match set {
             LevelSet::Uniform => Some((w - self.lo) * self.inv_step),
             LevelSet::Histogram => Some((w - self.lo) * self.inv_hstep - 0.5),
@@ -283,38 +293,83 @@ impl LevelParams {
 
     /// The code of `w` under `method`; `u` is the element's uniform draw (used by
     /// stochastic methods only).
+    #[inline]
     pub fn code(&self, method: Method, w: f32, u: f32, z: &[f32]) -> u32 {
+        self.code_value(method, w, u, z).0
+    }
+
+    /// The code of `w` and the weight it stands for: [`LevelParams::code`]
+    /// and [`LevelParams::value`] in one, each level computed once.
+    #[inline]
+    pub fn code_value(&self, method: Method, w: f32, u: f32, z: &[f32]) -> (u32, f32) {
         if self.degenerate != 0 {
-            return 0;
+            return (0, self.lo);
         }
         let set = method.level_set();
         let last = self.levels() - 1;
         if set == LevelSet::Midrise {
             let k = (w * self.inv_hstep).floor();
-            return (k - self.k0).clamp(0.0, last as f32) as u32;
+            let c = (k - self.k0).clamp(0.0, last as f32) as u32;
+            return (c, self.midrise_value(c));
         }
-        let j = self.bracket(set, w, z);
+        // the bracket's steps compute L(j) and L(j + 1) as a rule: kept here
+        let mut memo = Memo::new(self, set, z);
+        let j = self.bracket_with(set, w, z, &mut memo);
+        let lj = memo.level(j);
         if j == last {
-            return j;
+            return (j, lj);
         }
-        let (lj, lk) = (self.level(set, j, z), self.level(set, j + 1, z));
+        let lk = memo.level(j + 1);
         let up = if method.is_stochastic() {
             w > lj && u * (lk - lj) < w - lj
         } else {
             (w - lj) >= (lk - w)
         };
-        j + up as u32
+        if up { (j + 1, lk) } else { (j, lj) }
     }
 
     /// The weight a code stands for.
+    #[inline]
     pub fn value(&self, method: Method, code: u32, z: &[f32]) -> f32 {
         if self.degenerate != 0 { self.lo } else { self.level(method.level_set(), code, z) }
     }
 }
 
+/// The last two levels a quantization step computed: the bracket's steps and
+/// the rounding decision read the same one or two levels, and computing a
+/// level (exact multiply-adds) is the step's main cost.
+struct Memo<'a> {
+    p: &'a LevelParams,
+    set: LevelSet,
+    z: &'a [f32],
+    slots: [(u32, f32); 2],
+    next: usize,
+}
+
+impl<'a> Memo<'a> {
+    #[inline]
+    fn new(p: &'a LevelParams, set: LevelSet, z: &'a [f32]) -> Memo<'a> {
+        Memo { p, set, z, slots: [(u32::MAX, 0.0); 2], next: 0 }
+    }
+
+    /// L(t), as [`LevelParams::level`] computes it.
+    #[inline]
+    fn level(&mut self, t: u32) -> f32 {
+        for &(k, v) in &self.slots {
+            if k == t {
+                return v;
+            }
+        }
+        let v = self.p.level(self.set, t, self.z);
+        self.slots[self.next] = (t, v);
+        self.next ^= 1;
+        v
+    }
+}
+
 /// The number of leading `i` in 0..n for which `pred` holds, for a `pred` that is
 /// true up to some point and false after it (binary search).
-fn count_while(n: u32, pred: impl Fn(u32) -> bool) -> u32 {
+fn count_while(n: u32, mut pred: impl FnMut(u32) -> bool) -> u32 {
     let (mut lo, mut hi) = (0u32, n);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
@@ -349,17 +404,13 @@ pub struct VariantKey {
 pub fn quantize(w: &[f32], grouping: Grouping, params: &[LevelParams], key: VariantKey) -> Quantized {
     let z = z_table(key.bits);
     let draw = draw_key(key.seed, stream_id(key.method, key.bits), key.tensor);
-    let (codes, values) = w
-        .par_iter()
-        .enumerate()
-        .with_min_len(4096)
-        .map(|(i, &w)| {
-            let p = &params[grouping.group_of(i)];
-            let u = if key.method.is_stochastic() { uniform_from_key(draw, i as u32) } else { 0.0 };
-            let c = p.code(key.method, flush(w), u, z);
-            (c, p.value(key.method, c, z))
-        })
-        .unzip();
+    let one = |(i, &w): (usize, &f32)| {
+        let p = &params[grouping.group_of(i)];
+        let u = if key.method.is_stochastic() { uniform_from_key(draw, i as u32) } else { 0.0 };
+        p.code_value(key.method, flush(w), u, z)
+    };
+    // a tensor below 4,096 weights is one task anyway: skip rayon's collection
+    let (codes, values) = if w.len() <= 4096 { w.iter().enumerate().map(one).unzip() } else { w.par_iter().enumerate().with_min_len(4096).map(one).unzip() };
     Quantized { codes, values }
 }
 
@@ -510,6 +561,19 @@ mod tests {
                         prop_assert_eq!(p.bracket(set, x, z), p.bracket_by_search(set, x, z), "{:?} w {}", set, x);
                     }
                 }
+            }
+        }
+
+        #[test]
+        fn a_code_stands_for_the_level_of_that_code(w in finite_weights(), bits in 1u32..=16, m in 0usize..7, seed in any::<u32>()) {
+            // quantize reads each level once (Memo): its values must be the levels
+            let method = Method::ALL[m];
+            let g = Grouping::whole(w.len());
+            let p = tensor_params(&group_stats(&w, g), bits)[0];
+            let z = z_table(bits);
+            let r = quantize(&w, g, &[p], VariantKey { method, bits, seed, tensor: 2 });
+            for (&c, &v) in r.codes.iter().zip(&r.values) {
+                prop_assert_eq!(p.value(method, c, z).to_bits(), v.to_bits(), "code {}", c);
             }
         }
 
