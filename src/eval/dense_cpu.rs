@@ -99,33 +99,27 @@ impl DenseCpu {
     }
 
     /// The metric's sums over `rows` for one variant's layers (from `start`).
-    /// A tile's activations are held feature-major, [feature][TILE rows], so
-    /// that the layer loop reads one input's TILE values together.
+    /// A tile's activations are row-major, row r at r * stride.
     fn chunk(&self, layers: &[Layer], start: usize, rows: std::ops::Range<usize>) -> [f64; 2] {
-        let widest = layers.iter().map(|l| l.inputs.max(l.padded)).max().unwrap_or(1);
+        let stride = layers.iter().map(|l| l.inputs.max(l.padded)).max().unwrap_or(1);
         let x = &self.inputs[start];
         let n_in = layers[0].inputs;
-        let mut h = vec![0.0f32; TILE * widest];
-        let mut y = vec![0.0f32; TILE * widest];
-        let mut out = Vec::new();
+        let mut h = vec![0.0f32; TILE * stride];
+        let mut y = vec![0.0f32; TILE * stride];
         let mut sums = [0.0f64; 2];
         for first in rows.clone().step_by(TILE) {
             // rows past the chunk's end repeat its last row; their scores are dropped
             for r in 0..TILE {
                 let row = (first + r).min(rows.end - 1);
-                for (i, &v) in x[row * n_in..(row + 1) * n_in].iter().enumerate() {
-                    h[i * TILE + r] = v;
-                }
+                h[r * stride..r * stride + n_in].copy_from_slice(&x[row * n_in..(row + 1) * n_in]);
             }
             for (l, layer) in layers.iter().enumerate() {
-                dense(layer, &h[..layer.inputs * TILE], &mut y[..layer.padded * TILE], l + 1 < layers.len());
+                dense(layer, &h, &mut y, stride, l + 1 < layers.len());
                 std::mem::swap(&mut h, &mut y);
             }
             let outputs = layers[layers.len() - 1].outputs;
             for r in 0..TILE.min(rows.end - first) {
-                out.clear();
-                out.extend((0..outputs).map(|o| h[o * TILE + r]));
-                let s = self.score_row(&out, first + r);
+                let s = self.score_row(&h[r * stride..r * stride + outputs], first + r);
                 sums[0] += s[0];
                 sums[1] += s[1];
             }
@@ -157,123 +151,126 @@ impl DenseCpu {
     }
 }
 
-/// `y = act(h W + b)` for the TILE rows of a tile, both feature-major:
-/// `h` [inputs][TILE], `y` [padded outputs][TILE]. The widest vectors the CPU
-/// has run it; every form does the same multiplies and adds in the same order,
-/// so they give the same bits.
-fn dense(layer: &Layer, h: &[f32], y: &mut [f32], hidden: bool) {
+/// `y = act(h W + b)` for the TILE rows of a tile, both row-major with row r
+/// at r * stride. The widest vectors the CPU has run it; every form does the
+/// same multiplies and adds in the same order, so they give the same bits.
+fn dense(layer: &Layer, h: &[f32], y: &mut [f32], stride: usize, hidden: bool) {
+    // the bounds the vector forms rely on
+    assert!(layer.inputs <= stride && layer.padded <= stride && h.len() >= TILE * stride && y.len() >= TILE * stride);
+    assert!(layer.w.len() == layer.inputs * layer.padded && layer.b.len() == layer.padded && layer.padded.is_multiple_of(BLOCK));
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { dense_avx512(layer, h, y, hidden) };
+            // SAFETY: the CPU has AVX-512F (checked just above); the bounds are
+            // asserted above
+            return unsafe { dense_avx512(layer, h, y, stride, hidden) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { dense_avx2(layer, h, y, hidden) };
+            // SAFETY: as above, for AVX2
+            return unsafe { dense_avx2(layer, h, y, stride, hidden) };
         }
     }
-    dense_body(layer, h, y, hidden)
-}
-
-/// Writes a tile's finished outputs `v` [TILE rows][16] feature-major into `y`
-/// [16][TILE], with the ReLU of a hidden layer.
-#[inline(always)]
-fn store_block(v: &[f32; BLOCK * TILE], y: &mut [f32], hidden: bool) {
-    for k in 0..BLOCK {
-        for r in 0..TILE {
-            let x = v[r * BLOCK + k];
-            y[k * TILE + r] = if hidden && !(x > 0.0) { 0.0 } else { x };
-        }
-    }
+    dense_body(layer, h, y, stride, hidden)
 }
 
 /// [`dense_body`] with AVX-512 vectors: a row's 16 outputs in one register,
-/// the TILE rows' accumulators in registers.
+/// the TILE rows' accumulators in registers; ReLU as max(v, 0), which gives 0
+/// for a NaN, -0 or negative v as `dense_body` does.
+///
+/// # Safety
+/// The CPU has AVX-512F; the bounds asserted in [`dense`] hold.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn dense_avx512(layer: &Layer, h: &[f32], y: &mut [f32], hidden: bool) {
+unsafe fn dense_avx512(layer: &Layer, h: &[f32], y: &mut [f32], stride: usize, hidden: bool) {
     use std::arch::x86_64::*;
-    let p = layer.padded;
-    for (o, (b, y)) in layer.b.chunks_exact(BLOCK).zip(y.chunks_exact_mut(BLOCK * TILE)).enumerate() {
+    let (p, hp, yp, wp) = (layer.padded, h.as_ptr(), y.as_mut_ptr(), layer.w.as_ptr());
+    for o in (0..p).step_by(BLOCK) {
         let mut acc = [_mm512_setzero_ps(); TILE];
-        for (a, w) in h.chunks_exact(TILE).zip(layer.w.chunks_exact(p)) {
-            let w = &w[o * BLOCK..][..BLOCK];
-            // SAFETY: `w` holds 16 floats (sliced just above)
-            let w = unsafe { _mm512_loadu_ps(w.as_ptr()) };
-            for r in 0..TILE {
-                acc[r] = _mm512_add_ps(acc[r], _mm512_mul_ps(_mm512_set1_ps(a[r]), w));
+        for i in 0..layer.inputs {
+            // SAFETY (all loads and stores): i < inputs <= stride, o + 16 <= padded <= stride
+            let w = unsafe { _mm512_loadu_ps(wp.add(i * p + o)) };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_add_ps(*acc, _mm512_mul_ps(_mm512_set1_ps(unsafe { *hp.add(r * stride + i) }), w));
             }
         }
-        // SAFETY: `b` holds 16 floats (chunks_exact)
-        let b = unsafe { _mm512_loadu_ps(b.as_ptr()) };
-        let mut v = [0.0f32; BLOCK * TILE];
+        let b = unsafe { _mm512_loadu_ps(layer.b.as_ptr().add(o)) };
         for (r, acc) in acc.iter().enumerate() {
-            // SAFETY: `v` holds TILE rows of 16 floats
-            unsafe { _mm512_storeu_ps(v.as_mut_ptr().add(r * BLOCK), _mm512_add_ps(*acc, b)) };
+            let mut v = _mm512_add_ps(*acc, b);
+            if hidden {
+                v = _mm512_max_ps(v, _mm512_setzero_ps());
+            }
+            unsafe { _mm512_storeu_ps(yp.add(r * stride + o), v) };
         }
-        store_block(&v, y, hidden);
     }
 }
 
 /// [`dense_body`] with AVX2 vectors: a row's 16 outputs in two registers, the
 /// tile in two halves of 4 rows (16 accumulators would not fit the registers).
+///
+/// # Safety
+/// The CPU has AVX2; the bounds asserted in [`dense`] hold.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn dense_avx2(layer: &Layer, h: &[f32], y: &mut [f32], hidden: bool) {
+unsafe fn dense_avx2(layer: &Layer, h: &[f32], y: &mut [f32], stride: usize, hidden: bool) {
     use std::arch::x86_64::*;
     const HALF: usize = TILE / 2;
-    let p = layer.padded;
-    for (o, (b, y)) in layer.b.chunks_exact(BLOCK).zip(y.chunks_exact_mut(BLOCK * TILE)).enumerate() {
-        // SAFETY: `b` holds 16 floats (chunks_exact)
-        let (b0, b1) = unsafe { (_mm256_loadu_ps(b.as_ptr()), _mm256_loadu_ps(b.as_ptr().add(8))) };
-        let mut v = [0.0f32; BLOCK * TILE];
+    let (p, hp, yp, wp) = (layer.padded, h.as_ptr(), y.as_mut_ptr(), layer.w.as_ptr());
+    for o in (0..p).step_by(BLOCK) {
+        // SAFETY (all loads and stores): as in dense_avx512
+        let (b0, b1) = unsafe { (_mm256_loadu_ps(layer.b.as_ptr().add(o)), _mm256_loadu_ps(layer.b.as_ptr().add(o + 8))) };
         for half in 0..2 {
             let mut acc = [[_mm256_setzero_ps(); 2]; HALF];
-            for (a, w) in h.chunks_exact(TILE).zip(layer.w.chunks_exact(p)) {
-                let w = &w[o * BLOCK..][..BLOCK];
-                // SAFETY: `w` holds 16 floats (sliced just above)
-                let (w0, w1) = unsafe { (_mm256_loadu_ps(w.as_ptr()), _mm256_loadu_ps(w.as_ptr().add(8))) };
-                for r in 0..HALF {
-                    let x = _mm256_set1_ps(a[half * HALF + r]);
-                    acc[r][0] = _mm256_add_ps(acc[r][0], _mm256_mul_ps(x, w0));
-                    acc[r][1] = _mm256_add_ps(acc[r][1], _mm256_mul_ps(x, w1));
+            for i in 0..layer.inputs {
+                let (w0, w1) = unsafe { (_mm256_loadu_ps(wp.add(i * p + o)), _mm256_loadu_ps(wp.add(i * p + o + 8))) };
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm256_set1_ps(unsafe { *hp.add((half * HALF + r) * stride + i) });
+                    acc[0] = _mm256_add_ps(acc[0], _mm256_mul_ps(x, w0));
+                    acc[1] = _mm256_add_ps(acc[1], _mm256_mul_ps(x, w1));
                 }
             }
             for (r, acc) in acc.iter().enumerate() {
-                let at = (half * HALF + r) * BLOCK;
-                // SAFETY: `v` holds TILE rows of 16 floats
+                let (mut v0, mut v1) = (_mm256_add_ps(acc[0], b0), _mm256_add_ps(acc[1], b1));
+                if hidden {
+                    v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
+                    v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
+                }
+                let at = (half * HALF + r) * stride + o;
                 unsafe {
-                    _mm256_storeu_ps(v.as_mut_ptr().add(at), _mm256_add_ps(acc[0], b0));
-                    _mm256_storeu_ps(v.as_mut_ptr().add(at + 8), _mm256_add_ps(acc[1], b1));
+                    _mm256_storeu_ps(yp.add(at), v0);
+                    _mm256_storeu_ps(yp.add(at + 8), v1);
                 }
             }
         }
-        store_block(&v, y, hidden);
     }
 }
 
+/// ReLU as the vector forms compute it (max(v, 0)): 0 unless v > 0, so a NaN
+/// or -0 gives 0.
+fn relu(v: f32) -> f32 {
+    if v > 0.0 { v } else { 0.0 }
+}
+
 /// The layer loop: for each block of 16 outputs, TILE x 16 accumulators
-/// summed over the inputs in order, then the bias and ReLU.
-fn dense_body(layer: &Layer, h: &[f32], y: &mut [f32], hidden: bool) {
+/// summed over the inputs in order, then the bias, and ReLU (0 unless v > 0).
+fn dense_body(layer: &Layer, h: &[f32], y: &mut [f32], stride: usize, hidden: bool) {
     let p = layer.padded;
-    for (o, (b, y)) in layer.b.chunks_exact(BLOCK).zip(y.chunks_exact_mut(BLOCK * TILE)).enumerate() {
+    for o in (0..p).step_by(BLOCK) {
         let mut acc = [[0.0f32; BLOCK]; TILE];
-        for (a, w) in h.chunks_exact(TILE).zip(layer.w.chunks_exact(p)) {
-            let w = &w[o * BLOCK..][..BLOCK];
-            for r in 0..TILE {
+        for (i, w) in layer.w.chunks_exact(p).enumerate() {
+            let w = &w[o..o + BLOCK];
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let a = h[r * stride + i];
                 for k in 0..BLOCK {
-                    acc[r][k] += a[r] * w[k];
+                    acc[k] += a * w[k];
                 }
             }
         }
-        let mut v = [0.0f32; BLOCK * TILE];
-        for r in 0..TILE {
+        for (r, acc) in acc.iter().enumerate() {
             for k in 0..BLOCK {
-                v[r * BLOCK + k] = acc[r][k] + b[k];
+                let v = acc[k] + layer.b[o + k];
+                y[r * stride + o + k] = if hidden { relu(v) } else { v };
             }
         }
-        store_block(&v, y, hidden);
     }
 }
 
@@ -321,11 +318,11 @@ mod tests {
             h = (0..n_out)
                 .map(|o| {
                     let mut acc = 0.0f32;
-                    for i in 0..n_in {
-                        acc += h[i] * t.data[i * n_out + o];
+                    for (i, &a) in h.iter().enumerate().take(n_in) {
+                        acc += a * t.data[i * n_out + o];
                     }
                     let v = acc + b[o];
-                    if l + 1 < layers.len() && !(v > 0.0) { 0.0 } else { v }
+                    if l + 1 < layers.len() { relu(v) } else { v }
                 })
                 .collect();
         }
@@ -338,39 +335,37 @@ mod tests {
         let dense = DenseCpu::new(layers.clone(), vec![vec![]], vec![], true, (0.0, 1.0));
         let layer = &dense.pack(&w, 0)[0];
         assert_eq!(layer.padded, 48);
-        let h = values(13 * TILE, 9);
+        let stride = 50;
+        // rows of 13 inputs at r * stride; the rest of each row is never read
+        let h = values(TILE * stride, 9);
         for hidden in [false, true] {
-            let mut plain = vec![0.0f32; 48 * TILE];
-            dense_body(layer, &h, &mut plain, hidden);
-            let mut forms = vec![("dispatched", {
-                let mut y = vec![0.0f32; 48 * TILE];
-                super::dense(layer, &h, &mut y, hidden);
+            let run = |f: &dyn Fn(&mut [f32])| {
+                let mut y = vec![f32::NAN; TILE * stride];
+                f(&mut y);
                 y
-            })];
+            };
+            let plain = run(&|y| dense_body(layer, &h, y, stride, hidden));
+            let mut forms = vec![("dispatched", run(&|y| super::dense(layer, &h, y, stride, hidden)))];
             #[cfg(target_arch = "x86_64")]
             {
                 if std::arch::is_x86_feature_detected!("avx2") {
-                    let mut y = vec![0.0f32; 48 * TILE];
-                    unsafe { dense_avx2(layer, &h, &mut y, hidden) };
-                    forms.push(("avx2", y));
+                    forms.push(("avx2", run(&|y| unsafe { dense_avx2(layer, &h, y, stride, hidden) })));
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") {
-                    let mut y = vec![0.0f32; 48 * TILE];
-                    unsafe { dense_avx512(layer, &h, &mut y, hidden) };
-                    forms.push(("avx512", y));
+                    forms.push(("avx512", run(&|y| unsafe { dense_avx512(layer, &h, y, stride, hidden) })));
                 }
             }
             for (name, y) in &forms {
                 let same = y.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "{name} differs from the plain loop (hidden {hidden})");
             }
-            // and the plain loop is the layer: row r, output o
-            let x: Vec<f32> = (0..13).map(|i| h[i * TILE + 3]).collect();
-            let single = DenseCpu::new(layers.clone(), vec![vec![]], vec![], true, (0.0, 1.0));
-            let expect = plain_forward(&w, &single.layers, &x);
-            for o in 0..37 {
-                let want = if hidden && !(expect[o] > 0.0) { 0.0 } else { expect[o] };
-                assert_eq!(plain[o * TILE + 3].to_bits(), want.to_bits(), "output {o}");
+            // and the plain loop is the layer, row by row
+            for r in 0..TILE {
+                let expect = plain_forward(&w, &layers, &h[r * stride..r * stride + 13]);
+                for o in 0..37 {
+                    let want = if hidden { relu(expect[o]) } else { expect[o] };
+                    assert_eq!(plain[r * stride + o].to_bits(), want.to_bits(), "row {r} output {o}");
+                }
             }
         }
     }

@@ -82,8 +82,9 @@ pub fn resolve_device(choice: DeviceChoice, adapter: Option<&str>) -> Result<(Co
                 Ok((
                     Compute::Cpu { device: Device::flex() },
                     format!(
-                        "--device auto found no hardware GPU (adapters: {found}); burn's CPU backend is faster \
-                         here than a software adapter. --device gpu runs the GPU path anyway"
+                        "--device auto found no hardware GPU (adapters: {found}); the CPU path (burn's CPU backend, \
+                         the CPU kernel for dense nets) is faster here than a software adapter. --device gpu runs \
+                         the GPU path anyway"
                     ),
                 ))
             }
