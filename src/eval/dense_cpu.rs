@@ -13,9 +13,9 @@
 //! row is the kernel's too (first largest logit, fewer than 5 logits above the
 //! label's; or the error in the target's units).
 //!
-//! On x86-64 the layer loop is compiled twice, for the baseline and with AVX2
-//! enabled, and the faster one is picked at run time; both give the same
-//! numbers (the same operations in the same order).
+//! On x86-64 the layer loop has AVX-512 and AVX2 forms besides the plain one;
+//! the widest the CPU runs is picked once, and all give the same bits (the
+//! same operations in the same order).
 
 use rayon::prelude::*;
 
@@ -46,18 +46,18 @@ pub struct DenseCpu {
     inputs: Vec<Vec<f32>>,
     /// per row: the class index, or the target in its own units
     truth: Vec<f32>,
-    rows: usize,
     classifier: bool,
     /// (mean, std) turning a regressor's output into the target's units
     target_affine: (f32, f32),
+    /// the layer loop's form for this CPU
+    kernel: Form,
 }
 
 impl DenseCpu {
     /// `prefixes[l]`: the fp32 activations entering layer l, [rows][inputs of
     /// layer l], row-major; `truth`: per row, the class index or the target.
     pub fn new(layers: Vec<(usize, Option<usize>)>, prefixes: Vec<Vec<f32>>, truth: Vec<f32>, classifier: bool, target_affine: (f32, f32)) -> DenseCpu {
-        let rows = truth.len();
-        DenseCpu { layers, inputs: prefixes, truth, rows, classifier, target_affine }
+        DenseCpu { layers, inputs: prefixes, truth, classifier, target_affine, kernel: Form::pick() }
     }
 
     /// Per-variant sums over the rows (accuracy hits and top-5 hits, or
@@ -66,13 +66,13 @@ impl DenseCpu {
     /// sums are added in a fixed order, so they do not depend on the threads.
     pub fn sums(&self, variants: &[&Weights], start: &[usize]) -> Vec<[f64; 2]> {
         let packed: Vec<Vec<Layer>> = variants.iter().zip(start).map(|(w, &s)| self.pack(w, s)).collect();
-        let chunks = self.rows.div_ceil(CHUNK);
+        let rows = self.truth.len();
+        let chunks = rows.div_ceil(CHUNK);
         let parts: Vec<[f64; 2]> = (0..variants.len() * chunks)
             .into_par_iter()
             .map(|task| {
                 let (k, c) = (task / chunks, task % chunks);
-                let rows = c * CHUNK..((c + 1) * CHUNK).min(self.rows);
-                self.chunk(&packed[k], start[k], rows)
+                self.chunk(&packed[k], start[k], c * CHUNK..((c + 1) * CHUNK).min(rows))
             })
             .collect();
         parts.chunks(chunks).map(|p| p.iter().fold([0.0; 2], |a, s| [a[0] + s[0], a[1] + s[1]])).collect()
@@ -106,6 +106,11 @@ impl DenseCpu {
         let n_in = layers[0].inputs;
         let mut h = vec![0.0f32; TILE * stride];
         let mut y = vec![0.0f32; TILE * stride];
+        // what the layer loop's forms rely on (see Form::run), checked once here
+        for l in layers {
+            assert!(l.inputs <= stride && l.padded <= stride && l.padded.is_multiple_of(BLOCK));
+            assert!(l.w.len() == l.inputs * l.padded && l.b.len() == l.padded);
+        }
         let mut sums = [0.0f64; 2];
         for first in rows.clone().step_by(TILE) {
             // rows past the chunk's end repeat its last row; their scores are dropped
@@ -114,7 +119,9 @@ impl DenseCpu {
                 h[r * stride..r * stride + n_in].copy_from_slice(&x[row * n_in..(row + 1) * n_in]);
             }
             for (l, layer) in layers.iter().enumerate() {
-                dense(layer, &h, &mut y, stride, l + 1 < layers.len());
+                // SAFETY: the bounds are asserted above, and `kernel` came from
+                // Form::pick
+                unsafe { self.kernel.run(layer, &h, &mut y, stride, l + 1 < layers.len()) };
                 std::mem::swap(&mut h, &mut y);
             }
             let outputs = layers[layers.len() - 1].outputs;
@@ -151,26 +158,47 @@ impl DenseCpu {
     }
 }
 
-/// `y = act(h W + b)` for the TILE rows of a tile, both row-major with row r
-/// at r * stride. The widest vectors the CPU has run it; every form does the
-/// same multiplies and adds in the same order, so they give the same bits.
-fn dense(layer: &Layer, h: &[f32], y: &mut [f32], stride: usize, hidden: bool) {
-    // the bounds the vector forms rely on
-    assert!(layer.inputs <= stride && layer.padded <= stride && h.len() >= TILE * stride && y.len() >= TILE * stride);
-    assert!(layer.w.len() == layer.inputs * layer.padded && layer.b.len() == layer.padded && layer.padded.is_multiple_of(BLOCK));
+/// A form of the layer loop, `y = act(h W + b)` for the TILE rows of a tile,
+/// both row-major with row r at r * stride; every form does the same
+/// multiplies and adds in the same order, so they give the same bits.
+#[derive(Clone, Copy, Debug)]
+enum Form {
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above); the bounds are
-            // asserted above
-            return unsafe { dense_avx512(layer, h, y, stride, hidden) };
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Plain,
+}
+
+impl Form {
+    /// The widest form this CPU runs.
+    fn pick() -> Form {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Form::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Form::Avx2;
+            }
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above, for AVX2
-            return unsafe { dense_avx2(layer, h, y, stride, hidden) };
+        Form::Plain
+    }
+
+    /// # Safety
+    /// `layer.inputs` and `layer.padded` are at most `stride`, `layer.padded`
+    /// is a multiple of BLOCK with W and b of that width, `h` and `y` hold
+    /// TILE * stride floats, and the form came from [`Form::pick`] on this CPU.
+    unsafe fn run(self, layer: &Layer, h: &[f32], y: &mut [f32], stride: usize, hidden: bool) {
+        match self {
+            // SAFETY: the caller's contract
+            #[cfg(target_arch = "x86_64")]
+            Form::Avx512 => unsafe { dense_avx512(layer, h, y, stride, hidden) },
+            #[cfg(target_arch = "x86_64")]
+            Form::Avx2 => unsafe { dense_avx2(layer, h, y, stride, hidden) },
+            Form::Plain => dense_body(layer, h, y, stride, hidden),
         }
     }
-    dense_body(layer, h, y, stride, hidden)
 }
 
 /// [`dense_body`] with AVX-512 vectors: a row's 16 outputs in one register,
@@ -178,7 +206,7 @@ fn dense(layer: &Layer, h: &[f32], y: &mut [f32], stride: usize, hidden: bool) {
 /// for a NaN, -0 or negative v as `dense_body` does.
 ///
 /// # Safety
-/// The CPU has AVX-512F; the bounds asserted in [`dense`] hold.
+/// As [`Form::run`]; the CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn dense_avx512(layer: &Layer, h: &[f32], y: &mut [f32], stride: usize, hidden: bool) {
@@ -208,7 +236,7 @@ unsafe fn dense_avx512(layer: &Layer, h: &[f32], y: &mut [f32], stride: usize, h
 /// tile in two halves of 4 rows (16 accumulators would not fit the registers).
 ///
 /// # Safety
-/// The CPU has AVX2; the bounds asserted in [`dense`] hold.
+/// As [`Form::run`]; the CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn dense_avx2(layer: &Layer, h: &[f32], y: &mut [f32], stride: usize, hidden: bool) {
@@ -345,7 +373,7 @@ mod tests {
                 y
             };
             let plain = run(&|y| dense_body(layer, &h, y, stride, hidden));
-            let mut forms = vec![("dispatched", run(&|y| super::dense(layer, &h, y, stride, hidden)))];
+            let mut forms = vec![("dispatched", run(&|y| unsafe { dense.kernel.run(layer, &h, y, stride, hidden) }))];
             #[cfg(target_arch = "x86_64")]
             {
                 if std::arch::is_x86_feature_detected!("avx2") {

@@ -244,11 +244,26 @@ impl Evaluator {
         matches!(&self.arch, Arch::Mlp { cpu: Some(_), .. })
     }
 
-    /// Per-variant scores from the CPU kernel's sums.
-    fn scores_from(&self, sums: &[[f64; 2]]) -> Vec<Scores> {
-        let n = self.n as f64;
+    /// Whether tensor i differs from its fp32 value in any of `variants`.
+    fn changed(&self, variants: &[&Weights]) -> Vec<bool> {
+        (0..variants[0].tensors.len())
+            .map(|i| self.fp32.tensors.get(i).is_none_or(|f| variants.iter().any(|w| w.tensors[i].data != f.data)))
+            .collect()
+    }
+
+    /// The kernels' per-variant sums (WGSL or CPU: [primary, secondary]) as
+    /// [`Sums`], the secondary kept where the task has that metric.
+    fn pair_sums(&self, sums: &[[f64; 2]]) -> Sums {
         let secondary = metric_names(self.task).1.is_some();
-        sums.iter().map(|s| Scores { primary: s[0] / n, secondary: secondary.then_some(s[1] / n) }).collect()
+        Sums { primary: sums.iter().map(|s| s[0]).collect(), secondary: secondary.then(|| sums.iter().map(|s| s[1]).collect()) }
+    }
+
+    /// Per-variant scores: the sums over the rows divided by the rows.
+    fn per_row(&self, total: &Sums) -> Vec<Scores> {
+        let n = self.n as f64;
+        (0..total.primary.len())
+            .map(|i| Scores { primary: total.primary[i] / n, secondary: total.secondary.as_ref().map(|s| s[i] / n) })
+            .collect()
     }
 
     /// Whether [`Evaluator::use_fused_kernel`] put the WGSL kernel in use.
@@ -269,27 +284,18 @@ impl Evaluator {
         let first = variants.first().ok_or_else(|| Error::Eval("no variants to score".into()))?;
         if let Arch::Mlp { layers, cpu: Some(cpu), .. } = &self.arch {
             // each variant starts at its own first changed layer
-            let start: Vec<usize> = variants
-                .iter()
-                .map(|w| {
-                    let changed: Vec<bool> = w.tensors.iter().zip(&self.fp32.tensors).map(|(t, f)| t.data != f.data).collect();
-                    first_changed(layers, &changed)
-                })
-                .collect();
-            return Ok(self.scores_from(&cpu.sums(variants, &start)));
+            let start: Vec<usize> = variants.iter().map(|w| first_changed(layers, &self.changed(&[w]))).collect();
+            return Ok(self.per_row(&self.pair_sums(&cpu.sums(variants, &start))));
         }
         let params: Vec<Tensor<3>> = (0..first.tensors.len()).map(|i| stack_tensor(variants, i, &self.device)).collect();
-        let changed: Vec<bool> = (0..first.tensors.len())
-            .map(|i| self.fp32.tensors.get(i).is_none_or(|f| variants.iter().any(|w| w.tensors[i].data != f.data)))
-            .collect();
-        self.score_params(&params, variants.len(), &changed)
+        self.score_params(&params, variants.len(), &self.changed(variants))
     }
 
     /// Scores one set of weights that may differ from the layout weights in
     /// every tensor (training's validation checks).
     pub fn score_all(&self, weights: &Weights) -> Result<Scores> {
         if let Arch::Mlp { cpu: Some(cpu), .. } = &self.arch {
-            return Ok(self.scores_from(&cpu.sums(&[weights], &[0]))[0]);
+            return Ok(self.per_row(&self.pair_sums(&cpu.sums(&[weights], &[0])))[0]);
         }
         let params: Vec<Tensor<3>> = (0..weights.tensors.len()).map(|i| stack_tensor(&[weights], i, &self.device)).collect();
         Ok(self.score_params(&params, 1, &vec![true; params.len()])?[0])
@@ -302,12 +308,7 @@ impl Evaluator {
         let mut total = Sums { primary: vec![0.0; v], secondary: None };
         match &self.arch {
             Arch::Mlp { layers, fused: Some(f), .. } => {
-                let sums = f.sums(params, layers, v, first_changed(layers, changed))?;
-                let secondary = metric_names(self.task).1.is_some();
-                total = Sums {
-                    primary: sums.iter().map(|s| s[0]).collect(),
-                    secondary: secondary.then(|| sums.iter().map(|s| s[1]).collect()),
-                };
+                total = self.pair_sums(&f.sums(params, layers, v, first_changed(layers, changed))?);
             }
             Arch::Mlp { layers, prefixes, fused: None, .. } => {
                 let start = first_changed(layers, changed);
@@ -337,10 +338,7 @@ impl Evaluator {
                 }
             }
         }
-        let n = self.n as f64;
-        Ok((0..v)
-            .map(|i| Scores { primary: total.primary[i] / n, secondary: total.secondary.as_ref().map(|s| s[i] / n) })
-            .collect())
+        Ok(self.per_row(&total))
     }
 
     /// Per-variant sums of the metrics over rows `start..start + len`, from the

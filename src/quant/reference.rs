@@ -291,15 +291,9 @@ impl LevelParams {
         count_while(self.levels() - 1, |t| self.level(set, t + 1, z) <= w)
     }
 
-    /// The code of `w` under `method`; `u` is the element's uniform draw (used by
-    /// stochastic methods only).
-    #[inline]
-    pub fn code(&self, method: Method, w: f32, u: f32, z: &[f32]) -> u32 {
-        self.code_value(method, w, u, z).0
-    }
-
-    /// The code of `w` and the weight it stands for: [`LevelParams::code`]
-    /// and [`LevelParams::value`] in one, each level computed once.
+    /// The code of `w` under `method` and the weight it stands for (the same
+    /// as [`LevelParams::value`] of that code, each level computed once); `u`
+    /// is the element's uniform draw (used by stochastic methods only).
     #[inline]
     pub fn code_value(&self, method: Method, w: f32, u: f32, z: &[f32]) -> (u32, f32) {
         if self.degenerate != 0 {

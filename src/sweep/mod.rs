@@ -373,9 +373,9 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
         evaluator.use_fused_kernel(Some(ctx.clone()))?;
     }
     // on the CPU, dense nets run on the CPU kernel (src/eval/dense_cpu.rs)
-    // unless burn's kernels are asked for
+    // unless burn's kernels are asked for; conv nets stay on burn's
     if let (Compute::Cpu { .. }, ScorerChoice::Auto) = (compute, config.scorer) {
-        evaluator.use_cpu_kernel(!conv)?;
+        evaluator.use_cpu_kernel(true)?;
     }
     Ok(Prepared { weights, plan, evaluator, per_batch, batch_note })
 }
