@@ -142,7 +142,8 @@ pub fn quantize_throughput(ctx: std::sync::Arc<GpuContext>, scale: f64, methods:
 
     // CPU reference on every rayon thread, statistics and parameters outside
     // the timed part as on the GPU
-    let prepared: Vec<(&Vec<f32>, Grouping, Vec<Vec<reference::LevelParams>>)> = tensors
+    // per tensor: its weights, grouping and level parameters per bit width
+    let prepared: Vec<(&Vec<f32>, Grouping, Vec<Vec<_>>)> = tensors
         .iter()
         .map(|(w, g)| {
             let stats = reference::group_stats(w, *g);

@@ -93,23 +93,23 @@ impl Config {
         if a.train_limit == Some(0) || a.eval_limit == Some(0) {
             return Err(Error::config("--train-limit/--eval-limit", "must be at least 1"));
         }
-        if let Some(w) = a.weight_decay {
-            if !(w >= 0.0 && w.is_finite()) {
-                return Err(Error::config("--weight-decay", format!("{w} is not a non-negative number")));
-            }
+        if let Some(w) = a.weight_decay
+            && !(w >= 0.0 && w.is_finite())
+        {
+            return Err(Error::config("--weight-decay", format!("{w} is not a non-negative number")));
         }
-        if let Some(c) = a.grad_clip {
-            if !(c >= 0.0 && c.is_finite()) {
-                return Err(Error::config("--grad-clip", format!("{c} is not a non-negative number")));
-            }
+        if let Some(c) = a.grad_clip
+            && !(c >= 0.0 && c.is_finite())
+        {
+            return Err(Error::config("--grad-clip", format!("{c} is not a non-negative number")));
         }
         if a.epochs == Some(0) {
             return Err(Error::config("--epochs", "must be at least 1"));
         }
-        if let Some(lr) = a.lr {
-            if !(lr > 0.0 && lr.is_finite()) {
-                return Err(Error::config("--lr", format!("{lr} is not a positive learning rate")));
-            }
+        if let Some(lr) = a.lr
+            && !(lr > 0.0 && lr.is_finite())
+        {
+            return Err(Error::config("--lr", format!("{lr} is not a positive learning rate")));
         }
         if a.quantizer == QuantizerChoice::Wgsl && a.device == DeviceChoice::Cpu {
             return Err(Error::config("--quantizer", "wgsl runs on a GPU device: use --device gpu (or auto on a machine with a GPU)"));

@@ -227,12 +227,12 @@ impl Plan {
                     members,
                 });
             }
-            if bias == BiasMode::Separate {
-                if let Some(b) = bias_idx {
-                    // a bias is one group whatever the granularity: per channel
-                    // it would be one element per group
-                    targets.push(single(b, vec![t[b].len()], 0));
-                }
+            // a bias is one group whatever the granularity: per channel it
+            // would be one element per group
+            if bias == BiasMode::Separate
+                && let Some(b) = bias_idx
+            {
+                targets.push(single(b, vec![t[b].len()], 0));
             }
         }
         let sq_sums = targets.iter().map(|t| tree_sum(t.data.len(), |k| t.data[k] * t.data[k]) as f64).collect();

@@ -48,6 +48,11 @@ pub struct GpuVariant {
     pub seed: u32,
 }
 
+/// One dispatch of the quantize kernel: the method its pipeline is
+/// specialised to (None: decided per variant) and its variants, each with
+/// its slot in the output.
+type Dispatch = (Option<u32>, Vec<(usize, GpuVariant)>);
+
 /// A tensor on the device with its per-group statistics and level parameters.
 pub struct GpuTensor {
     pub grouping: Grouping,
@@ -231,7 +236,7 @@ impl GpuQuantizer {
     /// one dispatch per method present, each with the pipeline specialised to
     /// that method, covering all of its bit widths and seeds.
     pub fn quantize(&self, t: &GpuTensor, variants: &[GpuVariant], out: &Region<'_>, codes: Option<&wgpu::Buffer>) -> Result<()> {
-        let mut by_method: Vec<(Option<u32>, Vec<(usize, GpuVariant)>)> = Vec::new();
+        let mut by_method: Vec<Dispatch> = Vec::new();
         for (slot, v) in variants.iter().enumerate() {
             let key = Some(v.method.code());
             match by_method.iter_mut().find(|(m, _)| *m == key) {
@@ -254,7 +259,7 @@ impl GpuQuantizer {
         &self,
         t: &GpuTensor,
         slots: usize,
-        dispatches: &[(Option<u32>, Vec<(usize, GpuVariant)>)],
+        dispatches: &[Dispatch],
         out: &Region<'_>,
         codes: Option<&wgpu::Buffer>,
     ) -> Result<()> {

@@ -177,8 +177,7 @@ impl LevelParams {
         let k = 1u32 << bits;
         let range = s.hi - s.lo;
         let mut p = LevelParams { lo: s.lo, hi: s.hi, mean: s.mean, std: s.std, bits, ..LevelParams::zeroed() };
-        // `!(a >= b)` also catches NaN ranges.
-        if !(range >= min_range()) {
+        if range.is_nan() || range < min_range() {
             p.degenerate = 1;
             return p;
         }

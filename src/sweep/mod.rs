@@ -129,11 +129,11 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
     let settings = train_settings(config, dataset, spec);
     let key = checkpoint::key(spec, dataset, &settings);
     let dir = checkpoint::dir(&config.checkpoint_dir, spec, dataset.id, &key);
-    if !config.retrain {
-        if let Some((weights, meta)) = checkpoint::load(&dir, spec)? {
-            progress.log(&format!("reusing checkpoint {} (trained on {}, weights from epoch {:.2})", dir.display(), meta.summary.device, meta.summary.best_epoch));
-            return Ok((weights, settings, meta.summary, dir, true));
-        }
+    if !config.retrain
+        && let Some((weights, meta)) = checkpoint::load(&dir, spec)?
+    {
+        progress.log(&format!("reusing checkpoint {} (trained on {}, weights from epoch {:.2})", dir.display(), meta.summary.device, meta.summary.best_epoch));
+        return Ok((weights, settings, meta.summary, dir, true));
     }
     progress.log(&format!(
         "training {} on {} ({} epochs, batch {}, Adam lr {}{}{}{}{}) on {}",
@@ -857,7 +857,7 @@ mod tests {
         let mut cap = 64;
         let out = score_split(&variants, &mut cap, &mut score).unwrap();
         assert_eq!(out, variants.iter().map(Variant::id).collect::<Vec<_>>());
-        assert!(cap <= 7 && cap >= 4, "halved down to what fits: {cap}");
+        assert!((4..=7).contains(&cap), "halved down to what fits: {cap}");
         assert_eq!(&calls[..4], &[64, 32, 16, 8], "halved on each refusal");
         assert!(calls[4..].iter().all(|&n| n <= 7), "the lowered cap is kept: {calls:?}");
 
