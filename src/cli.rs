@@ -223,6 +223,12 @@ pub struct SweepArgs {
     #[arg(long)]
     pub grad_clip: Option<f32>,
 
+    /// Dense nets: dropout probability after each hidden layer, in [0, 1)
+    /// [default: the study's: 0.1 for mlp-complex, none for mlp-simple]. The
+    /// conv nets' dropouts belong to their architecture.
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub dropout: Option<f64>,
+
     /// Conv nets: train at a constant learning rate instead of one-cycle.
     #[arg(long)]
     pub no_one_cycle: bool,

@@ -40,6 +40,9 @@ pub struct Config {
     pub weight_decay: Option<f64>,
     #[serde(default)]
     pub grad_clip: Option<f32>,
+    /// None: the model's own (see `ModelSpec::new`)
+    #[serde(default)]
+    pub dropout: Option<f64>,
     #[serde(default)]
     pub no_one_cycle: bool,
     #[serde(default)]
@@ -111,6 +114,17 @@ impl Config {
         {
             return Err(Error::config("--lr", format!("{lr} is not a positive learning rate")));
         }
+        if let Some(p) = a.dropout {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::config("--dropout", format!("{p} is not a probability in [0, 1)")));
+            }
+            if model.is_conv() {
+                return Err(Error::config(
+                    "--dropout",
+                    format!("sets the dense nets' dropout (mlp-simple, mlp-complex); {model}'s dropouts are part of its architecture"),
+                ));
+            }
+        }
         if a.quantizer == QuantizerChoice::Wgsl && a.device == DeviceChoice::Cpu {
             return Err(Error::config("--quantizer", "wgsl runs on a GPU device: use --device gpu (or auto on a machine with a GPU)"));
         }
@@ -154,6 +168,7 @@ impl Config {
             learning_rate: a.lr,
             weight_decay: a.weight_decay,
             grad_clip: a.grad_clip,
+            dropout: a.dropout,
             no_one_cycle: a.no_one_cycle,
             no_augment: a.no_augment,
             train_limit: a.train_limit,

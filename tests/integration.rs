@@ -214,6 +214,44 @@ fn help_documents_every_flag_with_its_default() {
 }
 
 #[test]
+fn dropout_is_checked_recorded_and_part_of_the_checkpoint_key() {
+    for p in ["1", "-0.1", "NaN"] {
+        let e = run_fail(&["--model", "mlp-complex", "--dataset", "churn", "--dropout", p]);
+        assert!(e.contains("--dropout") && e.contains("not a probability in [0, 1)"), "{p}: {e}");
+    }
+    let e = run_fail(&["--model", "cnn", "--dataset", "cifar100", "--dropout", "0.2"]);
+    assert!(e.contains("--dropout") && e.contains("part of its architecture"), "{e}");
+
+    let data = tabular_dir(200);
+    let work = tempfile::tempdir().unwrap();
+    let ckpts = work.path().join("ckpts");
+    let run = |out: &str, dropout: Option<&str>| -> serde_json::Value {
+        let dir = work.path().join(out);
+        let o = sweep_gpu()
+            .args(["--model", "mlp-complex", "--dataset", "churn", "--device", "cpu", "--bits", "8", "--methods", "uniform-nearest", "--epochs", "1"])
+            .args(["--data-dir", data.path().to_str().unwrap(), "--checkpoint-dir", ckpts.to_str().unwrap(), "--out", dir.to_str().unwrap()])
+            .args(dropout.map(|p| vec!["--dropout", p]).unwrap_or_default())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{stderr}");
+        assert!(!stderr.contains("reusing checkpoint"), "another dropout is another model: {stderr}");
+        let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        let want = if dropout == Some("0") { "no dropout" } else { "dropout 0.1" };
+        assert!(report.contains(want), "report.md lacks {want:?}");
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
+    };
+    let study = run("study", None);
+    let off = run("off", Some("0"));
+    assert_eq!(study["model"]["dropout"], 0.1);
+    assert_eq!(off["model"]["dropout"], 0.0);
+    assert_eq!(off["config"]["dropout"], 0.0);
+    assert!(study["config"]["dropout"].is_null());
+    assert_ne!(study["checkpoint"], off["checkpoint"]);
+    assert_eq!(std::fs::read_dir(&ckpts).unwrap().count(), 2);
+}
+
+#[test]
 fn the_scoring_bench_reports_every_round_and_their_median() {
     let data = tabular_dir(200);
     let d = data.path().to_str().unwrap();

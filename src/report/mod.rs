@@ -71,7 +71,13 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String)], heatmaps: &
             if info.model.kind.is_conv() {
                 format!("{}, {} parameters, BatchNorm {}", info.model.kind, info.parameters, info.config.bn.name())
             } else {
-                format!("{} {:?}, {} parameters", info.model.kind, info.model.widths(), info.parameters)
+                format!(
+                    "{} {:?}, {} parameters{}",
+                    info.model.kind,
+                    info.model.widths(),
+                    info.parameters,
+                    if info.model.dropout > 0.0 { format!(", dropout {}", info.model.dropout) } else { ", no dropout".to_string() }
+                )
             },
         ),
         ("training", format!("{} epochs, batch {}, Adam lr {}, seed {}; kept the weights at epoch {:.2} (best on validation){}", info.training.epochs, info.training.batch_size, info.training.learning_rate, info.training.seed, info.training_summary.best_epoch, if info.checkpoint_reused { "; checkpoint reused" } else { "" })),

@@ -136,9 +136,10 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
         return Ok((weights, settings, meta.summary, dir, true));
     }
     progress.log(&format!(
-        "training {} on {} ({} epochs, batch {}, Adam lr {}{}{}{}{}) on {}",
+        "training {} on {} ({}{} epochs, batch {}, Adam lr {}{}{}{}{}) on {}",
         spec.kind,
         dataset.id,
+        if spec.dropout > 0.0 && !spec.kind.is_conv() { format!("dropout {}, ", spec.dropout) } else { String::new() },
         settings.epochs,
         settings.batch_size,
         settings.learning_rate,
@@ -396,7 +397,10 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         dataset.test.len(),
         dataset.train.sample_len()
     ));
-    let spec = ModelSpec::new(config.model, dataset.id, dataset.train.sample_len(), dataset.task)?;
+    let mut spec = ModelSpec::new(config.model, dataset.id, dataset.train.sample_len(), dataset.task)?;
+    if let Some(p) = config.dropout {
+        spec.dropout = p;
+    }
 
     let mut scopes = vec![Scope::All];
     let grid_of = |scopes: Vec<Scope>| GridSpec {
