@@ -69,10 +69,16 @@ where
     let (bmin, bmax) = all.iter().fold((u32::MAX, 0), |(a, b), s| (a.min(s.bits), b.max(s.bits)));
     let mut ylo = all.iter().map(|s| s.min).fold(summary.fp32_value, f64::min);
     let mut yhi = all.iter().map(|s| s.max).fold(summary.fp32_value, f64::max);
+    let mut y_desc = summary.metric.clone();
     if !summary.higher_is_better {
-        // regression errors explode at low bits: clip the axis at 20x the fp32
-        // error so the useful range stays readable (points above are clipped)
-        yhi = yhi.min(summary.fp32_value * 20.0);
+        // regression errors explode at low bits: cut the axis at 20x the fp32
+        // error so the useful range stays readable; means above it are drawn
+        // hollow on the top edge, and the axis says so
+        let cut = summary.fp32_value * 20.0;
+        if all.iter().any(|s| s.max > cut) {
+            yhi = cut;
+            y_desc = format!("{} (axis cut at 20x fp32; hollow points lie above)", summary.metric);
+        }
         ylo = ylo.min(summary.fp32_value * 0.9);
     }
     let pad = ((yhi - ylo) * 0.05).max(1e-9);
@@ -90,7 +96,7 @@ where
     chart
         .configure_mesh()
         .x_desc("bits per weight")
-        .y_desc(summary.metric.as_str())
+        .y_desc(y_desc)
         .x_labels((bmax - bmin + 1).min(16) as usize)
         .x_label_formatter(&|x| format!("{}", x.round() as i64))
         .draw()
@@ -109,7 +115,10 @@ where
             .label(method.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         chart
-            .draw_series(pts.iter().map(|s| Circle::new((s.bits as f64, clip(s.mean)), 3, color.filled())))
+            .draw_series(pts.iter().map(|s| {
+                let style = if s.mean > yhi + pad { color.stroke_width(1) } else { color.filled() };
+                Circle::new((s.bits as f64, clip(s.mean)), 3, style)
+            }))
             .map_err(|x| e(&x))?;
     }
     let fp32 = summary.fp32_value;
@@ -246,4 +255,71 @@ pub fn layer_heatmap(dir: &Path, stem: &str, summary: &Summary, granularity: &st
     draw_heatmap(SVGBackend::new(&svg, size).into_drawing_area(), summary, granularity).map_err(|m| err(&svg, m))?;
     draw_heatmap(BitMapBackend::new(&png, size).into_drawing_area(), summary, granularity).map_err(|m| err(&png, m))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setting(bits: u32, mean: f64) -> SettingStats {
+        SettingStats {
+            method: "uniform-nearest".into(),
+            bits,
+            granularity: "layer".into(),
+            scope: "all".into(),
+            n: 1,
+            mean,
+            std: 0.0,
+            min: mean,
+            max: mean,
+            ci95_low: mean,
+            ci95_high: mean,
+            value2_mean: None,
+            weight_mse_mean: 0.0,
+            sqnr_db_mean: 0.0,
+            size_bytes: 0,
+        }
+    }
+
+    fn regression(means: &[f64]) -> Summary {
+        Summary {
+            model: "mlp-simple".into(),
+            dataset: "mv".into(),
+            metric: "mse".into(),
+            metric2: None,
+            higher_is_better: false,
+            fp32_value: 1.0,
+            fp32_value2: None,
+            fp32_size_bytes: 0,
+            adapter: "test".into(),
+            device: "cpu".into(),
+            variants: means.len(),
+            settings: means.iter().enumerate().map(|(i, &m)| setting(i as u32 + 1, m)).collect(),
+            smallest_bits_within_1pct: Default::default(),
+        }
+    }
+
+    /// Circles drawn without fill.
+    fn hollow_circles(svg: &str) -> usize {
+        svg.split("<circle").skip(1).filter(|c| c[..c.find("/>").unwrap()].contains(r#"fill="none""#)).count()
+    }
+
+    fn svg_of(summary: &Summary) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        metric_vs_bits(dir.path(), "p", summary, "layer", "all").unwrap();
+        std::fs::read_to_string(dir.path().join("p.svg")).unwrap()
+    }
+
+    #[test]
+    fn a_cut_axis_says_so_and_draws_the_means_above_it_hollow() {
+        // 1 and 2 bits lie far above 20x fp32
+        let svg = svg_of(&regression(&[500.0, 80.0, 3.0, 1.1, 1.0]));
+        assert!(svg.contains("axis cut at 20x fp32"), "the axis label must say it is cut");
+        // the means of 1 and 2 bits (the legend has no circles)
+        assert_eq!(hollow_circles(&svg), 2, "{svg}");
+        let whole = svg_of(&regression(&[15.0, 3.0, 1.1, 1.0]));
+        assert!(!whole.contains("axis cut"));
+        assert_eq!(hollow_circles(&whole), 0);
+        assert!(whole.matches("<circle").count() >= 4);
+    }
 }
