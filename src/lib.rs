@@ -94,7 +94,18 @@ pub fn run(cli: Cli) -> Result<()> {
             let config = config::Config::from_args(&cli.sweep)?;
             let outcome = sweep::run(&config, &progress)?;
             if let Some(s) = &outcome.summary {
-                println!("{} on {}: fp32 {} {:.4}; {} variants scored in {:.1} s", s.model, s.dataset, s.metric, s.fp32_value, outcome.variants, outcome.scoring_seconds);
+                let scored = if outcome.scored == outcome.variants {
+                    format!("{} variants scored in {:.1} s", outcome.variants, outcome.scoring_seconds)
+                } else {
+                    format!(
+                        "{} variants, {} of them scored now in {:.1} s and {} by the earlier run",
+                        outcome.variants,
+                        outcome.scored,
+                        outcome.scoring_seconds,
+                        outcome.variants - outcome.scored
+                    )
+                };
+                println!("{} on {}: fp32 {} {:.4}; {scored}", s.model, s.dataset, s.metric, s.fp32_value);
                 for (key, methods) in &s.smallest_bits_within_1pct {
                     println!("smallest bits within 1 % of fp32 ({key}):");
                     for (m, b) in methods {

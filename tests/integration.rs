@@ -395,30 +395,53 @@ fn a_killed_sweep_resumes_to_exactly_the_rows_of_an_uninterrupted_one() {
         let stderr = String::from_utf8_lossy(&resumed.stderr);
         assert!(resumed.status.success(), "{stderr}");
         assert!(stderr.contains(&format!("resuming: {} of 78 variants", 5 * abort_after)), "{stderr}");
+        let stdout = String::from_utf8_lossy(&resumed.stdout);
+        let split = format!("78 variants, {} of them scored now", 78 - 5 * abort_after);
+        assert!(stdout.contains(&split) && stdout.contains(&format!("{} by the earlier run", 5 * abort_after)), "{stdout}");
         let got = key(sweep_gpu::report::read_results(&out.join("results.csv"), false).unwrap());
         assert_eq!(got, want, "abort after {abort_after} batches");
     }
 }
 
 #[test]
-fn resuming_a_folder_of_another_grid_is_refused() {
+fn an_output_folder_is_continued_only_with_the_settings_that_made_it() {
     let data = tabular_dir(200);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("run");
-    let common_args = ["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--epochs", "1", "--seeds", "1"];
-    let run = |bits: &str| {
+    let common_args = ["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--seeds", "1"];
+    let run = |bits: &str, epochs: &str| {
         sweep_gpu()
             .args(common_args)
-            .args(["--bits", bits, "--data-dir", data.path().to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(["--bits", bits, "--epochs", epochs, "--data-dir", data.path().to_str().unwrap(), "--out", out.to_str().unwrap()])
             .output()
             .unwrap()
     };
-    assert!(run("2,3").status.success());
-    // the same folder with another grid: its rows are not this grid's
-    let second = run("4");
-    assert!(!second.status.success());
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(stderr.contains("results.csv") && stderr.contains("another run") && stderr.contains("not in this grid"), "{stderr}");
+    assert!(run("2,3", "1").status.success());
+    let rows = std::fs::read(out.join("results.csv")).unwrap();
+    let refused = |bits: &str, epochs: &str, needle: &str| {
+        let o = run(bits, epochs);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && !stderr.contains("panicked"), "{stderr}");
+        for n in ["results.csv", "holds a run with", needle, "--resume"] {
+            assert!(stderr.contains(n), "missing {n:?} in: {stderr}");
+        }
+        // refused before any training, and nothing written
+        assert!(!stderr.contains("training mlp-simple"), "{stderr}");
+        assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), rows);
+    };
+    // another grid, or another model from other training settings: two runs in one results.csv
+    refused("4", "1", "bits [2,3] (here [4])");
+    refused("2,3", "2", "epochs 1 (here 2)");
+    // the same settings continue the run (here: nothing left to score)
+    let same = run("2,3", "1");
+    let stderr = String::from_utf8_lossy(&same.stderr);
+    assert!(same.status.success() && stderr.contains("nothing left to score"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), rows);
+    // rows of another grid without a config.json beside them are refused too
+    std::fs::remove_file(out.join("config.json")).unwrap();
+    let o = run("4", "1");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("another run") && stderr.contains("not in this grid"), "{stderr}");
 }
 
 /// Float tolerance between batched and one-at-a-time scoring: the same

@@ -122,6 +122,8 @@ pub struct Outcome {
     pub out: PathBuf,
     pub summary: Option<report::Summary>,
     pub variants: usize,
+    /// variants scored by this process (the rest were in results.csv already)
+    pub scored: usize,
     pub scoring_seconds: f64,
 }
 
@@ -429,7 +431,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
             compute.adapter(),
             per_variant * 1000.0,
         );
-        return Ok(Outcome { out: config.out.clone(), summary: None, variants: total, scoring_seconds: 0.0 });
+        return Ok(Outcome { out: config.out.clone(), summary: None, variants: total, scored: 0, scoring_seconds: 0.0 });
     }
 
     // fail on an unwritable output folder before spending time on training
@@ -437,6 +439,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         path: config.out.clone(),
         message: format!("cannot create the output folder: {e}"),
     })?;
+    check_earlier_run(config, &dataset)?;
     if spec.kind.is_conv() {
         // a full-size conv run on a CPU takes hours: say so before starting
         let layers = untrained_weights(&spec, config.seed)?.layers().len();
@@ -580,11 +583,15 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
     }
     bar.finish_and_clear();
     let scoring_seconds = started.elapsed().as_secs_f64();
-    let rate = todo.len() as f64 / scoring_seconds;
-    let rate = if rate >= 10.0 { format!("{rate:.0} variants/s") } else { format!("{:.1} s per variant", 1.0 / rate) };
-    progress.log(&format!("scored {} variants in {} ({rate})", todo.len(), human_duration(scoring_seconds)));
+    if todo.is_empty() {
+        progress.log(&format!("nothing left to score: all {} variants were in {} already", variants.len(), results_path.display()));
+    } else {
+        let rate = todo.len() as f64 / scoring_seconds;
+        let rate = if rate >= 10.0 { format!("{rate:.0} variants/s") } else { format!("{:.1} s per variant", 1.0 / rate) };
+        progress.log(&format!("scored {} variants in {} ({rate})", todo.len(), human_duration(scoring_seconds)));
+    }
     let summary = report::write_all(&config.out)?;
-    Ok(Outcome { out: config.out.clone(), summary, variants: variants.len(), scoring_seconds })
+    Ok(Outcome { out: config.out.clone(), summary, variants: variants.len(), scored: todo.len(), scoring_seconds })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -682,6 +689,49 @@ pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std
         benches.push(crate::bench::scoring_throughput(&prepared.evaluator, &variants, per_batch, rounds, run)?);
     }
     Ok(benches)
+}
+
+/// Settings that change nothing in results.csv: where things go, and how the
+/// work is batched.
+const SETTINGS_WITHOUT_EFFECT: [&str; 7] = ["out", "checkpoint_dir", "retrain", "variants_per_batch", "dry_run", "data_dir", "adapter"];
+
+/// An output folder that already holds results is continued only with the
+/// settings and data that made them: anything else would mix two runs in one
+/// results.csv. Checked before training, so that a mistyped --out costs nothing.
+fn check_earlier_run(config: &Config, dataset: &Dataset) -> Result<()> {
+    let results = config.out.join("results.csv");
+    if !results.is_file() || !config.out.join("config.json").is_file() {
+        return Ok(());
+    }
+    let earlier = report::read_info(&config.out)?;
+    let fix = format!("continue it with its own settings (sweep-gpu --resume {}) or choose a new --out", config.out.display());
+    let refuse = |what: String| Error::Results { path: results.clone(), message: format!("this folder holds a run with {what}; {fix}") };
+    if earlier.data_hash != dataset.data_hash {
+        return Err(refuse(format!(
+            "other data (sha256 {}… there, {}… in {})",
+            &earlier.data_hash[..12.min(earlier.data_hash.len())],
+            &dataset.data_hash[..12.min(dataset.data_hash.len())],
+            dataset.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let as_map = |c: &Config| match serde_json::to_value(c).expect("Config serialises") {
+        serde_json::Value::Object(mut m) => {
+            for k in SETTINGS_WITHOUT_EFFECT {
+                m.remove(k);
+            }
+            m
+        }
+        _ => unreachable!("Config is a struct"),
+    };
+    let (then, now) = (as_map(&earlier.config), as_map(config));
+    // null is a setting left to the model's default
+    let show = |v: Option<&serde_json::Value>| match v {
+        None | Some(serde_json::Value::Null) => "default".to_string(),
+        Some(v) => v.to_string(),
+    };
+    let differ: Vec<String> =
+        then.iter().filter(|(k, v)| now.get(*k) != Some(*v)).map(|(k, v)| format!("{k} {} (here {})", show(Some(v)), show(now.get(k)))).collect();
+    if differ.is_empty() { Ok(()) } else { Err(refuse(format!("other settings: {}", differ.join(", ")))) }
 }
 
 /// The ids of the variants already in results.csv (a torn last line, left by a
