@@ -198,6 +198,9 @@ fn bad_flags_exit_non_zero_with_a_message() {
     assert!(e.contains("invalid value 'resnet1000'"), "{e}");
     let e = run_fail(&["--dataset", "churn"]);
     assert!(e.contains("--model"), "{e}");
+    // the OS error is said once, not again as a cause
+    let e = run_fail(&["report", "/nonexistent/run"]);
+    assert!(e.contains("/nonexistent/run/config.json") && e.matches("os error").count() == 1, "{e}");
     let d = tempfile::tempdir().unwrap();
     let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--data-dir", d.path().to_str().unwrap(), "--device", "cpu", "--out", d.path().join("o").to_str().unwrap()]);
     assert!(e.contains("Churn_Modelling.csv"), "{e}");
