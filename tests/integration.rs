@@ -329,6 +329,7 @@ fn sweep_on_the_cpu_writes_every_output_and_reuses_its_checkpoint() {
     assert!(rep.status.success());
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("uniform-stochastic") && md.contains("Smallest bit width"), "{md}");
+    assert!(md.contains("| test split | 80 test samples: one sample is 1.250 points, and the accuracy's binomial standard error is"), "{md}");
 }
 
 #[test]

@@ -54,6 +54,23 @@ fn fmt_metric(v: f64, metric: &str) -> String {
     if metric == "accuracy" || metric == "top5" { format!("{:.2} %", 100.0 * v) } else { format!("{v:.4}") }
 }
 
+/// What one test sample weighs and how far the test split alone moves the fp32
+/// accuracy (its binomial standard error), in percentage points: the scale
+/// against which a variant's loss of accuracy is read.
+pub fn sampling_note(metric: &str, p: f64, rows: usize) -> String {
+    if metric != "accuracy" || rows == 0 {
+        return format!("{rows} test samples");
+    }
+    let n = rows as f64;
+    let spread = match (p * n).round() as usize {
+        // no spread to estimate at 0 or n right: the rule of three bounds it instead
+        0 => format!("none is right, so the accuracy is below {:.2} % with 95 % confidence (rule of three)", 300.0 / n),
+        k if k == rows => format!("all are right, so the accuracy is above {:.2} % with 95 % confidence (rule of three)", 100.0 - 300.0 / n),
+        _ => format!("the accuracy's binomial standard error is {:.2} points", 100.0 * (p * (1.0 - p) / n).sqrt()),
+    };
+    format!("{rows} test samples: one sample is {:.3} points, and {spread}", 100.0 / n)
+}
+
 fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String)], heatmaps: &[(String, String)]) -> String {
     let c = &info.config;
     let mut md = String::new();
@@ -96,6 +113,7 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String)], heatmaps: &
                 s.fp32_size_bytes
             ),
         ),
+        ("test split", sampling_note(&s.metric, s.fp32_value, info.split_sizes[2])),
     ];
     for (k, v) in rows {
         let _ = writeln!(md, "| {k} | {} |", v.replace('|', "\\|"));
@@ -142,4 +160,18 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String)], heatmaps: &
     }
     let _ = writeln!(md, "\nAll numbers: results.csv in this folder (one row per variant); statistics: summary.json.");
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sampling_note;
+
+    #[test]
+    fn sampling_note_gives_the_weight_of_a_row_and_the_standard_error() {
+        // p = 0.8 on 400 rows: one row 0.25 points, sqrt(0.8 * 0.2 / 400) = 2 points
+        assert_eq!(sampling_note("accuracy", 0.8, 400), "400 test samples: one sample is 0.250 points, and the accuracy's binomial standard error is 2.00 points");
+        assert_eq!(sampling_note("mse", 12.0, 400), "400 test samples");
+        assert!(sampling_note("accuracy", 0.0, 200).ends_with("none is right, so the accuracy is below 1.50 % with 95 % confidence (rule of three)"));
+        assert!(sampling_note("accuracy", 1.0, 300).ends_with("all are right, so the accuracy is above 99.00 % with 95 % confidence (rule of three)"));
+    }
 }
