@@ -146,7 +146,8 @@ pub struct SweepArgs {
     #[arg(long, env = "SWEEP_DATA_DIR", default_value = "datasets")]
     pub data_dir: PathBuf,
 
-    /// Output folder [default: results/<model>-<dataset>-<UTC time>].
+    /// Output folder [default: results/<model>-<dataset>-<UTC time>]. One that holds a run is
+    /// continued only with the settings that made it.
     #[arg(long)]
     pub out: Option<PathBuf>,
 

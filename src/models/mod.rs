@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 pub enum ModelKind {
     /// One hidden layer of 10 units (the study's "simple" dense net).
     MlpSimple,
-    /// Four hidden layers with dropout 0.1 (the study's "complex" dense net).
+    /// Four hidden layers with dropout 0.1 (the study's "complex" dense net; see --dropout).
     MlpComplex,
     /// The study's VGG-style CNN with BatchNorm (3.28 M parameters for 100 classes).
     Cnn,
