@@ -422,11 +422,10 @@ fn an_output_folder_is_continued_only_with_the_settings_that_made_it() {
     };
     assert!(run("2,3", "1").status.success());
     let rows = std::fs::read(out.join("results.csv")).unwrap();
-    let refused = |bits: &str, epochs: &str, needle: &str| {
-        let o = run(bits, epochs);
+    let refused_with = |o: std::process::Output, needles: &[&str]| {
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && !stderr.contains("panicked"), "{stderr}");
-        for n in ["results.csv", "holds a run with", needle, "--resume"] {
+        for n in ["results.csv", "holds a run with"].iter().chain(needles) {
             assert!(stderr.contains(n), "missing {n:?} in: {stderr}");
         }
         // refused before any training, and nothing written
@@ -434,8 +433,16 @@ fn an_output_folder_is_continued_only_with_the_settings_that_made_it() {
         assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), rows);
     };
     // another grid, or another model from other training settings: two runs in one results.csv
-    refused("4", "1", "bits [2,3] (here [4])");
-    refused("2,3", "2", "epochs 1 (here 2)");
+    refused_with(run("4", "1"), &["bits [2,3] (here [4])", "--resume"]);
+    refused_with(run("2,3", "2"), &["epochs 1 (here 2)", "--resume"]);
+    // the same settings on other data
+    let other = tabular_dir(210);
+    let o = sweep_gpu()
+        .args(common_args)
+        .args(["--bits", "2,3", "--epochs", "1", "--data-dir", other.path().to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    refused_with(o, &["other data", "point --data-dir at the files it used"]);
     // the same settings continue the run (here: nothing left to score)
     let same = run("2,3", "1");
     let stderr = String::from_utf8_lossy(&same.stderr);

@@ -704,15 +704,17 @@ fn check_earlier_run(config: &Config, dataset: &Dataset) -> Result<()> {
         return Ok(());
     }
     let earlier = report::read_info(&config.out)?;
-    let fix = format!("continue it with its own settings (sweep-gpu --resume {}) or choose a new --out", config.out.display());
-    let refuse = |what: String| Error::Results { path: results.clone(), message: format!("this folder holds a run with {what}; {fix}") };
+    let refuse = |what: String, fix: &str| Error::Results { path: results.clone(), message: format!("this folder holds a run with {what}; {fix} or choose a new --out") };
     if earlier.data_hash != dataset.data_hash {
-        return Err(refuse(format!(
-            "other data (sha256 {}… there, {}… in {})",
-            &earlier.data_hash[..12.min(earlier.data_hash.len())],
-            &dataset.data_hash[..12.min(dataset.data_hash.len())],
-            dataset.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-        )));
+        return Err(refuse(
+            format!(
+                "other data (sha256 {}… there, {}… in {})",
+                &earlier.data_hash[..12.min(earlier.data_hash.len())],
+                &dataset.data_hash[..12.min(dataset.data_hash.len())],
+                dataset.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            &format!("point --data-dir at the files it used ({})", earlier.dataset_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+        ));
     }
     let as_map = |c: &Config| match serde_json::to_value(c).expect("Config serialises") {
         serde_json::Value::Object(mut m) => {
@@ -731,7 +733,8 @@ fn check_earlier_run(config: &Config, dataset: &Dataset) -> Result<()> {
     };
     let differ: Vec<String> =
         then.iter().filter(|(k, v)| now.get(*k) != Some(*v)).map(|(k, v)| format!("{k} {} (here {})", show(Some(v)), show(now.get(k)))).collect();
-    if differ.is_empty() { Ok(()) } else { Err(refuse(format!("other settings: {}", differ.join(", ")))) }
+    let resume = format!("continue it with its own settings (sweep-gpu --resume {})", config.out.display());
+    if differ.is_empty() { Ok(()) } else { Err(refuse(format!("other settings: {}", differ.join(", ")), &resume)) }
 }
 
 /// The ids of the variants already in results.csv (a torn last line, left by a
