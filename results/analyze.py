@@ -147,5 +147,50 @@ def main():
                     print(f"| {folder} | {rows[0]['bn']} | {m} | {100 * float(rows[0]['fp32_value']):.1f} | " + " | ".join(cells) + " |")
 
 
+def seed_runs():
+    """(run, seed, summary.json) for the dense classifiers at seeds 1-8: seed 1 is
+    the run in results/<run>/, seeds 2-8 are in results/seeds/<run>-s<seed>/."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "seeds", "*-s*", "summary.json"))):
+        folder = os.path.basename(os.path.dirname(path))
+        run, seed = folder.rsplit("-s", 1)
+        with open(path) as f:
+            out.append((run, int(seed), json.load(f)))
+    for run in sorted({r for r, _, _ in out}):
+        with open(os.path.join(ROOT, run, "summary.json")) as f:
+            out.append((run, 1, json.load(f)))
+    return out
+
+
+def seeds_section():
+    by_run = defaultdict(list)
+    for run, seed, s in seed_runs():
+        by_run[run].append((seed, s))
+    if not by_run:
+        return
+    print("\n## Across seeds: the dense classifiers at seeds 1-8\n")
+    print("`--seed N` moves the split, the training and the rounding seeds. fp32 accuracy in %; "
+          "per method, the smallest bit width within 1 % of fp32 (whole net), min-max over the seeds "
+          "(\"—\": no bit width stays within 1 %).\n")
+    print("| run | seeds | fp32 mean (min-max) | " + " | ".join(METHODS) + " |")
+    print("|---|---|---|" + "---|" * len(METHODS))
+    for run, items in sorted(by_run.items()):
+        items.sort(key=lambda x: x[0])
+        fp32 = [100 * s["fp32_value"] for _, s in items]
+        cells = []
+        for m in METHODS:
+            bits = [s["smallest_bits_within_1pct"].get("layer/all", {}).get(m) for _, s in items]
+            known = [b for b in bits if b is not None]
+            none = len(bits) - len(known)
+            if not known:
+                cells.append("—")
+                continue
+            cell = f"{min(known)}" if min(known) == max(known) else f"{min(known)}-{max(known)}"
+            cells.append(cell + (f" ({none}× —)" if none else ""))
+        seeds = ",".join(str(sd) for sd, _ in items)
+        print(f"| {run} | {seeds} | {st.mean(fp32):.2f} ({min(fp32):.2f}-{max(fp32):.2f}) | " + " | ".join(cells) + " |")
+
+
 if __name__ == "__main__":
     main()
+    seeds_section()
