@@ -413,13 +413,14 @@ fn an_output_folder_is_continued_only_with_the_settings_that_made_it() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("run");
     let common_args = ["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--seeds", "1"];
-    let run = |bits: &str, epochs: &str| {
+    let run_on = |data: &Path, bits: &str, epochs: &str| {
         sweep_gpu()
             .args(common_args)
-            .args(["--bits", bits, "--epochs", epochs, "--data-dir", data.path().to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(["--bits", bits, "--epochs", epochs, "--data-dir", data.to_str().unwrap(), "--out", out.to_str().unwrap()])
             .output()
             .unwrap()
     };
+    let run = |bits: &str, epochs: &str| run_on(data.path(), bits, epochs);
     assert!(run("2,3", "1").status.success());
     let rows = std::fs::read(out.join("results.csv")).unwrap();
     let refused_with = |o: std::process::Output, needles: &[&str]| {
@@ -437,12 +438,7 @@ fn an_output_folder_is_continued_only_with_the_settings_that_made_it() {
     refused_with(run("2,3", "2"), &["epochs 1 (here 2)", "--resume"]);
     // the same settings on other data
     let other = tabular_dir(210);
-    let o = sweep_gpu()
-        .args(common_args)
-        .args(["--bits", "2,3", "--epochs", "1", "--data-dir", other.path().to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    refused_with(o, &["other data", "point --data-dir at the files it used"]);
+    refused_with(run_on(other.path(), "2,3", "1"), &["other data", "point --data-dir at the files it used"]);
     // the same settings continue the run (here: nothing left to score)
     let same = run("2,3", "1");
     let stderr = String::from_utf8_lossy(&same.stderr);

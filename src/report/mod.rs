@@ -15,6 +15,16 @@ pub use summary::{Summary, summarize};
 use crate::error::{Error, Result};
 use crate::sweep::{RunInfo, metric_higher_is_better};
 
+/// Files as a message lists them: `a, b`.
+pub fn path_list(paths: &[std::path::PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// The first 12 hex digits of a sha256, as messages and reports show it.
+pub fn short_hash(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
 /// Reads a run's config.json.
 pub fn read_info(dir: &Path) -> Result<RunInfo> {
     let path = dir.join("config.json");
@@ -57,7 +67,7 @@ fn fmt_metric(v: f64, metric: &str) -> String {
 /// What one test sample weighs and how far the test split alone moves the fp32
 /// accuracy (its binomial standard error), in percentage points: the scale
 /// against which a variant's loss of accuracy is read.
-pub fn sampling_note(metric: &str, p: f64, rows: usize) -> String {
+fn sampling_note(metric: &str, p: f64, rows: usize) -> String {
     if metric != "accuracy" || rows == 0 {
         return format!("{rows} test samples");
     }
@@ -81,7 +91,7 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String)], heatmaps: &
         ("adapter", info.adapter.clone()),
         ("sweep-gpu", info.sweep_gpu_version.clone()),
         ("created (UTC)", info.created_utc.clone()),
-        ("data", format!("{} (sha256 {}…), split {}/{}/{}", info.dataset_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), &info.data_hash[..12], info.split_sizes[0], info.split_sizes[1], info.split_sizes[2])),
+        ("data", format!("{} (sha256 {}…), split {}/{}/{}", path_list(&info.dataset_files), short_hash(&info.data_hash), info.split_sizes[0], info.split_sizes[1], info.split_sizes[2])),
         ("preprocessing", info.preprocessing.clone()),
         (
             "model",

@@ -141,7 +141,8 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
         "training {} on {} ({}{} epochs, batch {}, Adam lr {}{}{}{}{}) on {}",
         spec.kind,
         dataset.id,
-        if spec.dropout > 0.0 && !spec.kind.is_conv() { format!("dropout {}, ", spec.dropout) } else { String::new() },
+        // conv specs carry no dropout of their own (theirs is in the architecture)
+        if spec.dropout > 0.0 { format!("dropout {}, ", spec.dropout) } else { String::new() },
         settings.epochs,
         settings.batch_size,
         settings.learning_rate,
@@ -393,7 +394,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
     progress.log(&format!(
         "data: {} from {} ({} train / {} validation / {} test rows, {} features)",
         dataset.id,
-        dataset.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        report::path_list(&dataset.files),
         dataset.train.len(),
         dataset.valid.len(),
         dataset.test.len(),
@@ -709,11 +710,11 @@ fn check_earlier_run(config: &Config, dataset: &Dataset) -> Result<()> {
         return Err(refuse(
             format!(
                 "other data (sha256 {}… there, {}… in {})",
-                &earlier.data_hash[..12.min(earlier.data_hash.len())],
-                &dataset.data_hash[..12.min(dataset.data_hash.len())],
-                dataset.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                report::short_hash(&earlier.data_hash),
+                report::short_hash(&dataset.data_hash),
+                report::path_list(&dataset.files)
             ),
-            &format!("point --data-dir at the files it used ({})", earlier.dataset_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+            &format!("point --data-dir at the files it used ({})", report::path_list(&earlier.dataset_files)),
         ));
     }
     let as_map = |c: &Config| match serde_json::to_value(c).expect("Config serialises") {
