@@ -175,6 +175,13 @@ pub struct SweepArgs {
     #[arg(long, value_enum, default_value = "all")]
     pub scope: ScopeChoice,
 
+    /// Mixed precision: hold these layers at their own bit width (same method) or
+    /// fp32 while --bits applies to the others, e.g. first=8,last=8 or
+    /// first=fp32. Names: first, last, or a layer as the report lists it
+    /// (layers.0, ...). Adds a scope next to `all`; repeat the flag for more.
+    #[arg(long, value_name = "LAYER=BITS,...")]
+    pub layer_bits: Vec<String>,
+
     /// How biases meet the quantizer.
     #[arg(long, value_enum, default_value = "fp32")]
     pub bias: BiasMode,

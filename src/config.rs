@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::models::ModelKind;
 use crate::quant::apply::{BiasMode, BnMode};
 use crate::quant::{Granularity, Method};
+use crate::sweep::grid::{Held, parse_held};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Config {
@@ -24,6 +25,9 @@ pub struct Config {
     pub seed: u32,
     pub seeds: u32,
     pub scope: ScopeChoice,
+    /// mixed-precision scopes (--layer-bits), layer names as given
+    #[serde(default)]
+    pub layer_bits: Vec<Vec<Held>>,
     pub bias: BiasMode,
     #[serde(default = "default_bn")]
     pub bn: BnMode,
@@ -84,6 +88,8 @@ impl Config {
         let mut methods = if a.methods.is_empty() { Method::ALL.to_vec() } else { a.methods.clone() };
         methods.sort();
         methods.dedup();
+        let layer_bits =
+            a.layer_bits.iter().map(|t| parse_held(t)).collect::<std::result::Result<Vec<_>, _>>().map_err(|m| Error::config("--layer-bits", m))?;
         let mut granularities = a.granularity.clone();
         granularities.sort();
         granularities.dedup();
@@ -157,6 +163,7 @@ impl Config {
             seed: a.seed,
             seeds: a.seeds,
             scope: a.scope,
+            layer_bits,
             bias: a.bias,
             bn: a.bn,
             device: a.device,
@@ -178,6 +185,15 @@ impl Config {
             dry_run: a.dry_run,
             shard: a.shard.as_deref().map(parse_shard).transpose().map_err(|m| Error::config("--shard", m))?,
         })
+    }
+
+    /// Every bit width a variant gives some layer: --bits and the held layers' own.
+    pub fn quantized_bits(&self) -> Vec<u32> {
+        let mut bits = self.bits.clone();
+        bits.extend(self.layer_bits.iter().flatten().filter_map(|h| h.bits));
+        bits.sort();
+        bits.dedup();
+        bits
     }
 
     /// The stochastic-rounding seeds: seed, seed + 1, ...

@@ -306,21 +306,35 @@ fn sweep_in(work: &std::path::Path, data: &std::path::Path, name: &str, args: &[
 }
 
 /// A sweep on the GPU gives the same results.csv values with the WGSL
-/// quantizer as with the CPU reference, and the same weights as a CPU run.
+/// quantizer as with the CPU reference, and the same weights as a CPU run,
+/// mixed-precision variants included.
 #[test]
 fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
     drop(quantizer().lock().unwrap_or_else(|e| e.into_inner())); // open the shared device first
     let data = common::tabular_dir(300);
     let work = tempfile::tempdir().unwrap();
     let run = |name: &str, extra: &[&str]| {
-        let mut args = vec!["--epochs", "1", "--bits", "2,8", "--seeds", "2", "--methods", "uniform-stochastic,normal-nearest,midrise,histogram-stochastic"];
+        // a mixed-precision scope whose held bit width is not in --bits
+        let mut args = vec![
+            "--epochs",
+            "1",
+            "--bits",
+            "2,8",
+            "--seeds",
+            "2",
+            "--methods",
+            "uniform-stochastic,normal-nearest,midrise,histogram-stochastic",
+            "--layer-bits",
+            "first=4",
+        ];
         args.extend_from_slice(extra);
         sweep_in(work.path(), data.path(), name, &args)
     };
     let cpu = run("cpu", &["--device", "cpu"]);
     let wgsl = run("wgsl", &["--device", "gpu"]);
     let reference = run("reference", &["--device", "gpu", "--quantizer", "reference"]);
-    assert_eq!(wgsl.len(), 2 * (2 + 2 * 2));
+    assert_eq!(wgsl.len(), 2 * 2 * (2 + 2 * 2), "two scopes");
+    assert_eq!(wgsl.iter().filter(|r| r.scope == "all+layers.0=4").count(), 2 * (2 + 2 * 2));
     assert!(wgsl.iter().all(|r| r.quantizer == "wgsl" && r.device == "gpu"));
     assert!(reference.iter().all(|r| r.quantizer == "cpu-reference" && r.device == "gpu"));
     let n_test = 60.0; // 20 % of 300 rows

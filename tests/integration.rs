@@ -255,6 +255,61 @@ fn dropout_is_checked_recorded_and_part_of_the_checkpoint_key() {
 }
 
 #[test]
+fn mixed_precision_scopes_hold_their_layers_and_agree_with_the_other_scopes() {
+    let data = tabular_dir(200);
+    let work = tempfile::tempdir().unwrap();
+    let d = data.path().to_str().unwrap();
+    let common = ["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--epochs", "1", "--data-dir", d];
+
+    // a name the model lacks is refused before training, with the model's names
+    let refused = work.path().join("refused");
+    let e = run_fail(&[&common[..], &["--layer-bits", "fc1=8", "--out", refused.to_str().unwrap()]].concat());
+    assert!(e.contains("--layer-bits") && e.contains("no layer \"fc1\"") && e.contains("layers.0, layers.1"), "{e}");
+    assert!(!refused.exists(), "nothing is written for a refused run");
+    let e = run_fail(&[&common[..], &["--layer-bits", "first=8,last=4"]].concat());
+    assert!(e.contains("every layer is held"), "{e}");
+
+    let out = work.path().join("run");
+    let o = sweep_gpu()
+        .args(common)
+        .args(["--bits", "2,8", "--methods", "uniform-stochastic,normal-nearest", "--seeds", "2", "--scope", "each-layer"])
+        .args(["--layer-bits", "last=fp32", "--layer-bits", "first=8", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = sweep_gpu::report::read_results(&out.join("results.csv"), false).unwrap();
+    let per_scope = 2 * (1 + 2);
+    assert_eq!(rows.len(), 5 * per_scope, "all, two single layers, two mixed scopes");
+    let find = |scope: &str, method: &str, bits: u32, seed: Option<u32>| {
+        rows.iter().find(|r| r.scope == scope && r.method == method && r.bits == bits && r.seed == seed).unwrap_or_else(|| panic!("no {scope} {method} {bits} {seed:?}"))
+    };
+    let same = |a: &sweep_gpu::report::ResultRow, b: &sweep_gpu::report::ResultRow| {
+        assert_eq!((a.value, a.weight_mse.to_bits(), a.size_bytes), (b.value, b.weight_mse.to_bits(), b.size_bytes), "{} vs {}", a.variant_id, b.variant_id);
+    };
+    for (method, seeds) in [("uniform-stochastic", vec![Some(1), Some(2)]), ("normal-nearest", vec![None])] {
+        for &seed in &seeds {
+            for bits in [2, 8] {
+                // the last layer held at fp32 is the first layer alone
+                same(find("all+layers.1=fp32", method, bits, seed), find("layer=layers.0", method, bits, seed));
+            }
+            // the first layer held at 8 bits is `all` at 8 bits; at 2 bits it
+            // costs more bytes than `all` and fewer than 8 bits everywhere
+            same(find("all+layers.0=8", method, 8, seed), find("all", method, 8, seed));
+            let (mixed, low, high) = (find("all+layers.0=8", method, 2, seed), find("all", method, 2, seed), find("all", method, 8, seed));
+            assert!(low.size_bytes < mixed.size_bytes && mixed.size_bytes < high.size_bytes);
+            assert_ne!(mixed.weight_mse, low.weight_mse);
+        }
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("layers.0=8 held") && report.contains("mixed precision all+layers.1=fp32, all+layers.0=8"), "{report}");
+    for stem in ["accuracy_vs_bits_layer_all_layers_0_8", "accuracy_vs_bits_layer_all_layers_1_fp32"] {
+        assert!(out.join(format!("{stem}.svg")).is_file() && out.join(format!("{stem}.png")).is_file(), "{stem}");
+    }
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["smallest_bits_within_1pct"]["layer/all+layers.0=8"].is_object());
+}
+
+#[test]
 fn the_scoring_bench_reports_every_round_and_their_median() {
     let data = tabular_dir(200);
     let d = data.path().to_str().unwrap();

@@ -267,19 +267,20 @@ impl Plan {
         &self.params[&(target, g, bits)]
     }
 
-    /// Indices of the targets a scope quantizes.
-    pub fn targets_in(&self, v: &Variant) -> Vec<usize> {
-        (0..self.targets.len()).filter(|&i| v.scope.includes(&self.targets[i].layer)).collect()
+    /// The targets a variant quantizes, each with its bit width (the
+    /// variant's, or a mixed-precision scope's own for a held layer).
+    pub fn targets_in(&self, v: &Variant) -> Vec<(usize, u32)> {
+        (0..self.targets.len()).filter_map(|i| v.bits_for(&self.targets[i].layer).map(|b| (i, b))).collect()
     }
 
     /// Model size at a variant's precision: codes + level tables + f32 for the rest.
     pub fn size_bytes(&self, v: &Variant) -> usize {
         let mut quantized = vec![false; self.weights.tensors.len()];
         let mut bytes = 0;
-        for ti in self.targets_in(v) {
+        for (ti, bits) in self.targets_in(v) {
             let t = &self.targets[ti];
             let groups = self.grouping(ti, v.granularity).groups;
-            bytes += (t.data.len() * v.bits as usize).div_ceil(8) + groups * table_bytes(v.method);
+            bytes += (t.data.len() * bits as usize).div_ceil(8) + groups * table_bytes(v.method);
             for m in &t.members {
                 quantized[m.tensor] = true;
             }
@@ -303,10 +304,10 @@ impl Plan {
     pub fn apply(&self, v: &Variant) -> (Weights, QuantReport) {
         let mut out = self.weights.clone();
         let mut quantized = Vec::new();
-        for ti in self.targets_in(v) {
+        for (ti, bits) in self.targets_in(v) {
             let t = &self.targets[ti];
-            let key = VariantKey { method: v.method, bits: v.bits, seed: v.seed.unwrap_or(0), tensor: t.tensor_index };
-            let q = reference::quantize(&t.data, self.grouping(ti, v.granularity), self.params(ti, v.granularity, v.bits), key);
+            let key = VariantKey { method: v.method, bits, seed: v.seed.unwrap_or(0), tensor: t.tensor_index };
+            let q = reference::quantize(&t.data, self.grouping(ti, v.granularity), self.params(ti, v.granularity, bits), key);
             for m in &t.members {
                 t.scatter(m, &q.values, &mut out.tensors[m.tensor].data);
             }

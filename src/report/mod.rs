@@ -45,7 +45,17 @@ pub fn write_all(dir: &Path) -> Result<Option<Summary>> {
     for g in &info.config.granularities {
         let stem = format!("{}_vs_bits_{}", summary.metric, g.name());
         plot::metric_vs_bits(dir, &stem, &summary, g.name(), "all")?;
-        plots.push((g.name().to_string(), stem));
+        plots.push((g.name().to_string(), "all".to_string(), stem));
+        // one plot per mixed-precision scope (all+LAYER=BITS...)
+        let mut mixed: Vec<&str> = summary.settings.iter().filter(|s| s.granularity == g.name() && s.scope.starts_with("all+")).map(|s| s.scope.as_str()).collect();
+        mixed.sort();
+        mixed.dedup();
+        for scope in mixed {
+            let slug: String = scope.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+            let stem = format!("{}_vs_bits_{}_{slug}", summary.metric, g.name());
+            plot::metric_vs_bits(dir, &stem, &summary, g.name(), scope)?;
+            plots.push((g.name().to_string(), scope.to_string(), stem));
+        }
         if summary.settings.iter().any(|s| s.granularity == g.name() && s.scope.starts_with("layer=")) {
             let stem = format!("layer_sensitivity_{}", g.name());
             plot::layer_heatmap(dir, &stem, &summary, g.name())?;
@@ -58,6 +68,12 @@ pub fn write_all(dir: &Path) -> Result<Option<Summary>> {
     pulldown_cmark::html::push_html(&mut html, pulldown_cmark::Parser::new_ext(&md, pulldown_cmark::Options::ENABLE_TABLES));
     write_atomic(&dir.join("report.html"), html.as_bytes())?;
     Ok(Some(summary))
+}
+
+/// The mixed-precision scopes of a run, for its grid line: "" when none.
+fn mixed_scopes(info: &RunInfo) -> String {
+    let names: Vec<String> = info.grid.scopes.iter().filter(|s| matches!(s, crate::sweep::grid::Scope::Mixed(_))).map(|s| s.name()).collect();
+    if names.is_empty() { String::new() } else { format!(" and mixed precision {}", names.join(", ")) }
 }
 
 fn fmt_metric(v: f64, metric: &str) -> String {
@@ -81,7 +97,7 @@ fn sampling_note(metric: &str, p: f64, rows: usize) -> String {
     format!("{rows} test samples: one sample is {:.3} points, and {spread}", 100.0 / n)
 }
 
-fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String)], heatmaps: &[(String, String)]) -> String {
+fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String, String)], heatmaps: &[(String, String)]) -> String {
     let c = &info.config;
     let mut md = String::new();
     let _ = writeln!(md, "# {} on {}: what each bit costs\n", s.model, s.dataset);
@@ -108,7 +124,7 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String)], heatmaps: &
             },
         ),
         ("training", format!("{} epochs, batch {}, Adam lr {}, seed {}; kept the weights at epoch {:.2} (best on validation){}", info.training.epochs, info.training.batch_size, info.training.learning_rate, info.training.seed, info.training_summary.best_epoch, if info.checkpoint_reused { "; checkpoint reused" } else { "" })),
-        ("grid", format!("{} variants: methods {}, bits {:?}, granularity {}, {} seed(s) per stochastic setting, scope {:?}, bias {}", info.variants, c.methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "), c.bits, c.granularities.iter().map(|g| g.name()).collect::<Vec<_>>().join(","), c.seeds, c.scope, c.bias.name())),
+        ("grid", format!("{} variants: methods {}, bits {:?}, granularity {}, {} seed(s) per stochastic setting, scope {:?}{}, bias {}", info.variants, c.methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "), c.bits, c.granularities.iter().map(|g| g.name()).collect::<Vec<_>>().join(","), c.seeds, c.scope, mixed_scopes(info), c.bias.name())),
         ("scored", format!("{} of {} variants", s.variants, info.variants)),
         (
             "fp32 baseline",
@@ -128,8 +144,12 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String)], heatmaps: &
     for (k, v) in rows {
         let _ = writeln!(md, "| {k} | {} |", v.replace('|', "\\|"));
     }
-    for (g, stem) in plots {
-        let _ = writeln!(md, "\n## {} against bits ({g} granularity)\n\n![{} against bits]({stem}.png)\n", s.metric, s.metric);
+    for (g, scope, stem) in plots {
+        let held = match scope.strip_prefix("all+") {
+            Some(h) => format!(", {} held, the other layers at the bits shown", h.replace('+', ", ")),
+            None => String::new(),
+        };
+        let _ = writeln!(md, "\n## {} against bits ({g} granularity{held})\n\n![{} against bits]({stem}.png)\n", s.metric, s.metric);
         let _ = writeln!(md, "Lines: mean over seeds; shaded: min..max over seeds (stochastic methods); dashed: fp32. [SVG]({stem}.svg)\n");
     }
     for (g, stem) in heatmaps {

@@ -177,6 +177,24 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
     Ok((weights, settings, summary, dir, false))
 }
 
+/// The grid's scopes: `all`; with `--scope each-layer`, each layer alone; and
+/// one mixed-precision scope per `--layer-bits`, its names checked against the
+/// model's `layers`.
+fn scopes(config: &Config, layers: &[String]) -> Result<Vec<Scope>> {
+    let mut out = vec![Scope::All];
+    if config.scope == ScopeChoice::EachLayer {
+        out.extend(layers.iter().cloned().map(Scope::Layer));
+    }
+    for held in &config.layer_bits {
+        let scope = Scope::Mixed(grid::resolve_held(held, layers).map_err(|m| Error::config("--layer-bits", m))?);
+        if out.contains(&scope) {
+            return Err(Error::config("--layer-bits", format!("{} is given twice", scope.name())));
+        }
+        out.push(scope);
+    }
+    Ok(out)
+}
+
 /// Variants a dry run quantizes and scores to estimate a sweep's time.
 const DRY_RUN_SAMPLE: usize = 16;
 
@@ -318,7 +336,7 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     let folded = conv && config.bn == BnMode::Fold;
     let weights = if folded { crate::models::fold_batchnorm(&trained, crate::models::cnn::BN_EPSILON) } else { trained };
     let mut plan = Plan::new(weights.clone(), config.bias, config.bn)?;
-    plan.prepare(&config.granularities, &config.bits);
+    plan.prepare(&config.granularities, &config.quantized_bits());
     let largest = plan.targets.iter().map(|t| t.data.len()).max().unwrap_or(1);
     let fits_kernel = crate::eval::fused_kernel_fits(&weights, table.len());
     let fused = match (compute, config.scorer) {
@@ -405,21 +423,21 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         spec.dropout = p;
     }
 
-    let mut scopes = vec![Scope::All];
-    let grid_of = |scopes: Vec<Scope>| GridSpec {
+    // the layer names do not depend on the weights: check --layer-bits before training
+    let scopes = scopes(config, &untrained_weights(&spec, config.seed)?.layers())?;
+    let grid = GridSpec {
         methods: config.methods.clone(),
         bits: config.bits.clone(),
         granularities: config.granularities.clone(),
         seeds: config.rounding_seeds(),
-        scopes,
+        scopes: scopes.clone(),
     };
     if config.dry_run {
-        let layers = untrained_weights(&spec, config.seed)?.layers().len();
-        let per_scope = grid_of(vec![Scope::All]).variants().len();
-        let total = per_scope * if config.scope == ScopeChoice::EachLayer { 1 + layers } else { 1 };
+        let total = grid.variants().len();
+        let per_scope = total / scopes.len();
         println!(
             "{total} variants: {} scope(s) x {per_scope} ({} methods x {} bit widths x {} granularity, {} seeds for each stochastic setting)",
-            total / per_scope,
+            scopes.len(),
             config.methods.len(),
             config.bits.len(),
             config.granularities.len(),
@@ -443,8 +461,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
     check_earlier_run(config, &dataset)?;
     if spec.kind.is_conv() {
         // a full-size conv run on a CPU takes hours: say so before starting
-        let layers = untrained_weights(&spec, config.seed)?.layers().len();
-        let total = grid_of(vec![Scope::All]).variants().len() * if config.scope == ScopeChoice::EachLayer { 1 + layers } else { 1 };
+        let total = grid.variants().len();
         let per_variant = estimate_seconds_per_variant(&spec, &dataset, &compute, config)?;
         progress.log(&format!(
             "scoring estimate: about {} for {total} variants on {} test images ({:.1} s each); --eval-limit, --bits, --methods and --seeds make it smaller",
@@ -454,10 +471,6 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         ));
     }
     let (weights, settings, train_summary, ckpt, reused) = train_or_load(config, &dataset, &spec, &compute, progress)?;
-    if config.scope == ScopeChoice::EachLayer {
-        scopes.extend(weights.layers().into_iter().map(Scope::Layer));
-    }
-    let grid = grid_of(scopes);
     let variants: Vec<Variant> = match config.shard {
         // round robin over the grid order: disjoint, covering, and balanced
         Some((k, n)) => grid.variants().into_iter().enumerate().filter(|(i, _)| *i as u32 % n == k - 1).map(|(_, v)| v).collect(),
@@ -508,7 +521,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
 
     let wgsl = match (&compute, config.quantizer) {
         (Compute::Gpu { ctx }, QuantizerChoice::Auto | QuantizerChoice::Wgsl) => {
-            Some(wgsl::WgslScorer::new(ctx.clone(), &plan, &config.granularities, &config.bits)?)
+            Some(wgsl::WgslScorer::new(ctx.clone(), &plan, &config.granularities, &config.quantized_bits())?)
         }
         (Compute::Cpu { .. }, QuantizerChoice::Wgsl) => {
             return Err(Error::config("--quantizer", "wgsl needs a GPU device (--device gpu)"));

@@ -45,12 +45,17 @@ impl WgslScorer {
             return Err(Error::Eval("a WGSL batch must share one scope and granularity".into()));
         }
         let v = batch.len();
-        let gv: Vec<GpuVariant> = batch.iter().map(|x| GpuVariant { method: x.method, bits: x.bits, seed: x.seed.unwrap_or(0) }).collect();
         let mut params: Vec<Tensor<3>> = self.fp32.clone();
         let mut changed = vec![false; params.len()];
         let mut sq_errs: Vec<Vec<(usize, f32)>> = vec![Vec::new(); v];
-        for ti in plan.targets_in(first) {
+        for (ti, _) in plan.targets_in(first) {
             let target = &plan.targets[ti];
+            // the variants share a scope, so each has this target in it; a held
+            // layer takes its own bits
+            let gv: Vec<GpuVariant> = batch
+                .iter()
+                .map(|x| GpuVariant { method: x.method, bits: x.bits_for(&target.layer).unwrap_or(x.bits), seed: x.seed.unwrap_or(0) })
+                .collect();
             let gt = &self.tensors[&(ti, first.granularity)];
             let (rows, cols) = if target.shape.len() == 1 { (1, target.data.len()) } else { (target.shape[0], target.cols()) };
             let out = Tensor::<3>::empty([v, rows, cols], evaluator.device());
