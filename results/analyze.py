@@ -28,7 +28,8 @@ def runs():
             (lambda: gzip.open(plain + ".gz", "rt", newline=""))
         with opener() as f:
             rows = list(csv.DictReader(f))
-        if rows:
+        # the mixed-precision runs repeat their base run's scope `all`: mixed_section
+        if rows and not folder.endswith("-mixed"):
             yield folder, rows
 
 
@@ -154,6 +155,8 @@ def seed_runs():
     for path in sorted(glob.glob(os.path.join(ROOT, "seeds", "*-s*", "summary.json"))):
         folder = os.path.basename(os.path.dirname(path))
         run, seed = folder.rsplit("-s", 1)
+        if run.endswith("-mixed"):
+            continue  # mixed_section
         with open(path) as f:
             out.append((run, int(seed), json.load(f)))
     for run in sorted({r for r, _, _ in out}):
@@ -191,6 +194,56 @@ def seeds_section():
         print(f"| {run} | {seeds} | {st.mean(fp32):.2f} ({min(fp32):.2f}-{max(fp32):.2f}) | " + " | ".join(cells) + " |")
 
 
+def mixed_section():
+    paths = sorted(glob.glob(os.path.join(ROOT, "*-mixed", "summary.json")))
+    if not paths:
+        return
+    print("\n## Mixed precision: the first layer held, the other layers at the bit width\n")
+    print("Per method, the smallest bit width of the other layers within 1 % of fp32 (as in the first "
+          "table) and the model's size there in bytes (codes, level tables and the f32 biases); "
+          "\"—\": no bit width stays within 1 %. `all` is the whole net at that width.\n")
+    print("| run | scope | fp32 bytes | " + " | ".join(METHODS) + " |")
+    print("|---|---|---|" + "---|" * len(METHODS))
+    for path in paths:
+        folder = os.path.basename(os.path.dirname(path))
+        with open(path) as f:
+            s = json.load(f)
+        size = {(x["scope"], x["method"], x["bits"]): x["size_bytes"] for x in s["settings"] if x["granularity"] == "layer"}
+        for key, best in s["smallest_bits_within_1pct"].items():
+            granularity, scope = key.split("/", 1)
+            if granularity != "layer":
+                continue
+            cells = [f"{best[m]} ({size[(scope, m, best[m])]:,} B)" if best.get(m) is not None else "—" for m in METHODS]
+            print(f"| {folder} | {scope} | {s['fp32_size_bytes']:,} | " + " | ".join(cells) + " |")
+
+    # the classifiers at seeds 1-8: seed 1 above, seeds 2-8 in seeds/<run>-s<seed>/
+    by_run = defaultdict(list)
+    for path in sorted(glob.glob(os.path.join(ROOT, "seeds", "*-mixed-s*", "summary.json"))):
+        run = os.path.basename(os.path.dirname(path)).rsplit("-s", 1)[0]
+        with open(path) as f:
+            by_run[run].append(json.load(f))
+    if not by_run:
+        return
+    print("\n### Across seeds 1-8\n")
+    print("The smallest bit width of the other layers within 1 % of fp32, min-max over the seeds "
+          "(\"n× —\": seeds where none stays within 1 %).\n")
+    print("| run | scope | seeds | " + " | ".join(METHODS) + " |")
+    print("|---|---|---|" + "---|" * len(METHODS))
+    for run, summaries in sorted(by_run.items()):
+        with open(os.path.join(ROOT, run, "summary.json")) as f:
+            summaries.append(json.load(f))
+        for key in summaries[-1]["smallest_bits_within_1pct"]:
+            cells = []
+            for m in METHODS:
+                bits = [x["smallest_bits_within_1pct"][key].get(m) for x in summaries]
+                known = [b for b in bits if b is not None]
+                none = len(bits) - len(known)
+                cell = "—" if not known else (f"{min(known)}" if min(known) == max(known) else f"{min(known)}-{max(known)}")
+                cells.append(cell + (f" ({none}× —)" if none and known else ""))
+            print(f"| {run} | {key.split('/', 1)[1]} | {len(summaries)} | " + " | ".join(cells) + " |")
+
+
 if __name__ == "__main__":
     main()
     seeds_section()
+    mixed_section()

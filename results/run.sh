@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|seeds|cnn-fmnist|cnn-fmnist-bn|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|seeds|cnn-fmnist|cnn-fmnist-bn|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -23,6 +23,24 @@ if [[ $what == dense-dropout || $what == all ]]; then
   # dropout, not too few epochs, is what holds mlp-complex back on mv)
   for d in california mv; do
     run --model mlp-complex --dataset $d --dropout 0 --out results/mlp-complex-$d-dropout0
+  done
+fi
+if [[ $what == mixed || $what == all ]]; then
+  # mixed precision: the first layer held at 8 bits or fp32 while --bits sets the
+  # others (results/README.md section 4 found the first layer the most sensitive);
+  # the same checkpoints as the mlp-complex runs above
+  for d in churn telescope california mv; do
+    run --model mlp-complex --dataset $d --layer-bits first=8 --layer-bits first=fp32 \
+        --out results/mlp-complex-$d-mixed
+  done
+  # the classifiers again at seeds 2-8, kept as in `seeds` below
+  for d in churn telescope; do
+    for s in 2 3 4 5 6 7 8; do
+      o=results/seeds/mlp-complex-$d-mixed-s$s
+      run --model mlp-complex --dataset $d --seed $s --layer-bits first=8 --layer-bits first=fp32 --out $o
+      gzip -f $o/results.csv
+      rm -f $o/*.png $o/*.svg $o/report.html
+    done
   done
 fi
 if [[ $what == seeds || $what == all ]]; then
