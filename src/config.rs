@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::models::ModelKind;
 use crate::quant::apply::{BiasMode, BnMode};
 use crate::quant::{Granularity, Method};
-use crate::sweep::grid::{Held, parse_held};
+use crate::sweep::grid::{Held, held_text, parse_held};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Config {
@@ -25,9 +25,10 @@ pub struct Config {
     pub seed: u32,
     pub seeds: u32,
     pub scope: ScopeChoice,
-    /// mixed-precision scopes (--layer-bits), layer names as given
+    /// mixed-precision scopes (--layer-bits), each in its canonical form
+    /// (`first=8,last=fp32`), layer names as given
     #[serde(default)]
-    pub layer_bits: Vec<Vec<Held>>,
+    pub layer_bits: Vec<String>,
     pub bias: BiasMode,
     #[serde(default = "default_bn")]
     pub bn: BnMode,
@@ -88,8 +89,12 @@ impl Config {
         let mut methods = if a.methods.is_empty() { Method::ALL.to_vec() } else { a.methods.clone() };
         methods.sort();
         methods.dedup();
-        let layer_bits =
-            a.layer_bits.iter().map(|t| parse_held(t)).collect::<std::result::Result<Vec<_>, _>>().map_err(|m| Error::config("--layer-bits", m))?;
+        let layer_bits = a
+            .layer_bits
+            .iter()
+            .map(|t| parse_held(t).map(|h| held_text(&h)))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|m| Error::config("--layer-bits", m))?;
         let mut granularities = a.granularity.clone();
         granularities.sort();
         granularities.dedup();
@@ -187,10 +192,15 @@ impl Config {
         })
     }
 
+    /// The --layer-bits lists, parsed (a config.json edited by hand is checked here).
+    pub fn held_layers(&self) -> Result<Vec<Vec<Held>>> {
+        self.layer_bits.iter().map(|t| parse_held(t).map_err(|m| Error::config("--layer-bits", m))).collect()
+    }
+
     /// Every bit width a variant gives some layer: --bits and the held layers' own.
     pub fn quantized_bits(&self) -> Vec<u32> {
         let mut bits = self.bits.clone();
-        bits.extend(self.layer_bits.iter().flatten().filter_map(|h| h.bits));
+        bits.extend(self.held_layers().unwrap_or_default().iter().flatten().filter_map(|h| h.bits));
         bits.sort();
         bits.dedup();
         bits

@@ -15,6 +15,21 @@ pub struct Held {
     pub bits: Option<u32>,
 }
 
+/// `LAYER=BITS` or `LAYER=fp32`, as --layer-bits takes it.
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.bits {
+            Some(b) => write!(f, "{}={b}", self.layer),
+            None => write!(f, "{}=fp32", self.layer),
+        }
+    }
+}
+
+/// A --layer-bits list written back in its canonical form (`first=8,last=fp32`).
+pub fn held_text(held: &[Held]) -> String {
+    held.iter().map(Held::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// Which layers a variant quantizes, and at what bit width.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Scope {
@@ -33,13 +48,7 @@ impl Scope {
         match self {
             Scope::All => "all".into(),
             Scope::Layer(l) => format!("layer={l}"),
-            Scope::Mixed(held) => {
-                let mut s = String::from("all");
-                for h in held {
-                    s.push_str(&format!("+{}={}", h.layer, h.bits.map_or_else(|| "fp32".to_string(), |b| b.to_string())));
-                }
-                s
-            }
+            Scope::Mixed(held) => std::iter::once("all".to_string()).chain(held.iter().map(Held::to_string)).collect::<Vec<_>>().join("+"),
         }
     }
 
@@ -201,6 +210,7 @@ mod tests {
         assert_eq!(Scope::All.bits_for("layers.1", 3), Some(3));
         assert_eq!(Scope::Layer("layers.1".into()).bits_for("layers.0", 3), None);
         assert_eq!(parse_held("layers.1=32").unwrap(), vec![Held { layer: "layers.1".into(), bits: None }]);
+        assert_eq!(held_text(&parse_held(" last = 32,first=08").unwrap()), "last=fp32,first=8");
     }
 
     #[test]

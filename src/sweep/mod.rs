@@ -185,8 +185,8 @@ fn scopes(config: &Config, layers: &[String]) -> Result<Vec<Scope>> {
     if config.scope == ScopeChoice::EachLayer {
         out.extend(layers.iter().cloned().map(Scope::Layer));
     }
-    for held in &config.layer_bits {
-        let scope = Scope::Mixed(grid::resolve_held(held, layers).map_err(|m| Error::config("--layer-bits", m))?);
+    for held in config.held_layers()? {
+        let scope = Scope::Mixed(grid::resolve_held(&held, layers).map_err(|m| Error::config("--layer-bits", m))?);
         if out.contains(&scope) {
             return Err(Error::config("--layer-bits", format!("{} is given twice", scope.name())));
         }
