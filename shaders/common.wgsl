@@ -54,6 +54,7 @@ const LEVEL_UNIFORM: u32 = 0u;
 const LEVEL_HISTOGRAM: u32 = 1u;
 const LEVEL_NORMAL: u32 = 2u;
 const LEVEL_MIDRISE: u32 = 3u;
+const LEVEL_LLOYD: u32 = 4u;
 
 // Method numbers are the positions in Method::ALL (src/quant/mod.rs).
 fn method_level_set(method: u32) -> u32 {
@@ -61,12 +62,13 @@ fn method_level_set(method: u32) -> u32 {
         case 0u, 1u: { return LEVEL_UNIFORM; }
         case 2u, 3u: { return LEVEL_HISTOGRAM; }
         case 4u, 5u: { return LEVEL_NORMAL; }
+        case 7u, 8u: { return LEVEL_LLOYD; }
         default: { return LEVEL_MIDRISE; }
     }
 }
 
 fn method_is_stochastic(method: u32) -> bool {
-    return method == 1u || method == 3u || method == 5u;
+    return method == 1u || method == 3u || method == 5u || method == 8u;
 }
 
 // Subnormals read as zero, on GPUs that keep them too.

@@ -137,7 +137,12 @@ fn round_weight(p: LevelParams, method: u32, w: f32, u: f32) -> Rounded {
     if j == last {
         return Rounded(j, lj);
     }
-    let lk = level(p, lset, j + 1u);
+    return round_between(method, w, u, j, lj, level(p, lset, j + 1u));
+}
+
+// Rounding between L(j) = lj <= w and L(j + 1) = lk: nearest (an exact tie up)
+// or stochastic (up with probability (w - lj) / (lk - lj)).
+fn round_between(method: u32, w: f32, u: f32, j: u32, lj: f32, lk: f32) -> Rounded {
     var up: bool;
     if method_is_stochastic(method) {
         up = w > lj && u * (lk - lj) < w - lj;

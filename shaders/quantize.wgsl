@@ -5,16 +5,19 @@
 // stream, tensor, element)) or midrise (floor, clamped to K codes); see
 // levels.wgsl and src/quant/reference.rs, which this matches bit for bit.
 //
+// Lloyd-Max levels are not computed here: the host builds them (K per group,
+// reference::lloyd_table) and the kernel searches the group's table.
+//
 // Specialisation: the pipeline-overridable constant METHOD fixes the method
-// (Method::code) when below 7, so the compiler drops every other level set's
-// code; 7 leaves it to each variant's entry (one pipeline for any mix). On
+// (Method::code) when below 255, so the compiler drops every other level set's
+// code; 255 leaves it to each variant's entry (one pipeline for any mix). On
 // lavapipe, which runs both sides of every branch, the specialised pipelines
 // are 2-4x faster; both give the same codes (tests/gpu.rs).
-override METHOD: u32 = 7u;
+override METHOD: u32 = 255u;
 
 // One entry of the variant table: the method, bit width and seed, the row of
-// the level parameters (bits row * groups), the output slot and the key of
-// the random stream.
+// the level parameters (bits row * groups), the output slot, the key of the
+// random stream and, for lloyd, where its bit width's tables start.
 struct Variant {
     method: u32,
     bits: u32,
@@ -23,8 +26,10 @@ struct Variant {
     slot: u32,
     // quant::draw_key(seed, stream, tensor) of a stochastic method
     key: u32,
-    pad1: u32,
-    pad2: u32,
+    // lloyd: the offset of group 0's levels in `lloyd`; group g's min(K, group
+    // size) levels follow at g times that
+    table: u32,
+    pad: u32,
 }
 
 // Bindings (group 0):
@@ -37,6 +42,8 @@ struct Variant {
 //   6 shape:    array<u32, 8>       n, groups, stride, write codes, tensor index,
 //                                   x workgroups, table entries, entries per
 //                                   invocation
+//   7 lloyd:    array<f32>          Lloyd-Max levels [bits row][group][min(K, n /
+//                                   groups)] (lloyd methods; a dummy otherwise)
 // Dispatch: (x workgroups, y, ceil(entries / per invocation)) with
 // x * y * 256 >= n, workgroup 256: the element is (y * x workgroups + x) * 256
 // + local; the invocation rounds it for entries z * per .. (z + 1) * per, so
@@ -49,6 +56,32 @@ struct Variant {
 @group(0) @binding(4) var<storage, read_write> values: array<f32>;
 @group(0) @binding(5) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(6) var<storage, read_write> shape: array<u32, 8>;
+@group(0) @binding(7) var<storage, read_write> lloyd: array<f32>;
+
+// Rounding onto a group's Lloyd-Max table of `entries` levels at `base`: the
+// bracket by binary search (the largest t with L(t) <= w, 0 when none), then
+// round_between.
+fn round_lloyd(p: LevelParams, method: u32, w: f32, u: f32, base: u32, entries: u32) -> Rounded {
+    if p.degenerate != 0u {
+        return Rounded(0u, p.lo);
+    }
+    let last = entries - 1u;
+    var lo = 0u;
+    var hi = last;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2u;
+        if lloyd[base + mid + 1u] <= w {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    let lj = lloyd[base + lo];
+    if lo == last {
+        return Rounded(lo, lj);
+    }
+    return round_between(method, w, u, lo, lj, lloyd[base + lo + 1u]);
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -63,13 +96,19 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
     let end = min(first + shape[7], shape[6]);
     for (var z = first; z < end; z++) {
         let v = variants[z];
-        let method = select(v.method, METHOD, METHOD < 7u);
+        let method = select(v.method, METHOD, METHOD < 255u);
         let p = params[v.row + group];
         var u = 0.0;
         if method_is_stochastic(method) {
             u = uniform_from_key(v.key, i);
         }
-        let r = round_weight(p, method, w, u);
+        var r: Rounded;
+        if method_level_set(method) == LEVEL_LLOYD {
+            let entries = min(1u << v.bits, n / shape[1]);
+            r = round_lloyd(p, method, w, u, v.table + group * entries, entries);
+        } else {
+            r = round_weight(p, method, w, u);
+        }
         let out = v.slot * n + i;
         values[out] = r.value;
         if shape[3] == 1u {

@@ -157,7 +157,7 @@ pub fn quantize_throughput(ctx: std::sync::Arc<GpuContext>, scale: f64, methods:
             .par_iter()
             .map(|v| {
                 let key = VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: i as u32 };
-                reference::quantize(w, *g, &params[v.bits as usize - 1], key).codes.iter().map(|&c| c as u64).sum::<u64>()
+                reference::quantize(w, *g, &params[v.bits as usize - 1], &[], key).codes.iter().map(|&c| c as u64).sum::<u64>()
             })
             .sum::<u64>();
     }

@@ -86,7 +86,7 @@ impl Config {
         let model = a.model.ok_or_else(|| Error::config("--model", "is required"))?;
         let dataset = a.dataset.ok_or_else(|| Error::config("--dataset", "is required"))?;
         let bits = parse_bits(&a.bits).map_err(|m| Error::config("--bits", m))?;
-        let mut methods = if a.methods.is_empty() { Method::ALL.to_vec() } else { a.methods.clone() };
+        let mut methods = if a.methods.is_empty() { Method::STUDY.to_vec() } else { a.methods.clone() };
         methods.sort();
         methods.dedup();
         let layer_bits = a

@@ -47,12 +47,15 @@ pub fn run(cli: Cli) -> Result<()> {
             if variants == 0 || batch == Some(0) || rounds == 0 {
                 return Err(Error::config("--variants/--batch/--rounds", "must be at least 1"));
             }
+            if let Some(m) = methods.iter().find(|m| !quant::Method::STUDY.contains(m)) {
+                return Err(Error::config("--methods", format!("the quantizer benchmark times the study's seven methods; {m} first builds a Lloyd-Max table per group on the host")));
+            }
             let quantizer = if skip_quantizer {
                 None
             } else {
                 let ctx = gpu::GpuContext::shared(adapter.as_deref())?;
                 progress.log(&format!("quantizer benchmark on {} and the CPU reference ...", ctx.summary));
-                let methods = if methods.is_empty() { quant::Method::ALL.to_vec() } else { methods };
+                let methods = if methods.is_empty() { quant::Method::STUDY.to_vec() } else { methods };
                 Some(bench::quantize_throughput(ctx, scale, &methods)?)
             };
             // the quantizer's figures are printed before the scoring benchmark

@@ -54,13 +54,26 @@ fn all_variants(bits: &[u32], seeds: &[u32]) -> Vec<GpuVariant> {
     v
 }
 
+/// The Lloyd-Max tables of a tensor at each of `bits`, by the reference.
+fn lloyd_tables(data: &[f32], grouping: Grouping, bits: &[u32]) -> Vec<Vec<f32>> {
+    let stats = reference::group_stats(data, grouping);
+    bits.iter().map(|&b| reference::lloyd_table(data, grouping, &stats, b)).collect()
+}
+
+/// A tensor on the GPU with its Lloyd-Max tables.
+fn upload(q: &GpuQuantizer, data: &[f32], grouping: Grouping, tensor: u32, bits: &[u32]) -> (sweep_gpu::quant::gpu::GpuTensor, Vec<Vec<f32>>) {
+    let tables = lloyd_tables(data, grouping, bits);
+    let refs: Vec<&[f32]> = tables.iter().map(Vec::as_slice).collect();
+    (q.upload_with_lloyd(data, grouping, tensor, bits, &refs).unwrap(), tables)
+}
+
 /// Every method, every bit width: GPU codes and values equal the reference's.
 fn check_parity(name: &str, data: &[f32], shape: &[usize], channel_axis: usize, seeds: &[u32]) {
     let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
     let bits: Vec<u32> = (1..=16).collect();
     for g in [Granularity::Layer, Granularity::Channel] {
         let grouping = Grouping::for_granularity(shape, channel_axis, g);
-        let t = q.upload(data, grouping, 3, &bits).unwrap();
+        let (t, lloyd) = upload(&q, data, grouping, 3, &bits);
         let stats = reference::group_stats(data, grouping);
         let gpu_stats = q.stats(&t).unwrap();
         assert_eq!(gpu_stats, stats, "{name} {g:?}: group statistics");
@@ -79,7 +92,7 @@ fn check_parity(name: &str, data: &[f32], shape: &[usize], channel_axis: usize, 
         let params: Vec<Vec<_>> = bits.iter().map(|&b| reference::tensor_params(&stats, b)).collect();
         for (v, gq) in variants.iter().zip(&got) {
             let key = VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 3 };
-            let want = reference::quantize(data, grouping, &params[v.bits as usize - 1], key);
+            let want = reference::quantize(data, grouping, &params[v.bits as usize - 1], &lloyd[v.bits as usize - 1], key);
             if gq.codes != want.codes {
                 let i = gq.codes.iter().zip(&want.codes).position(|(a, b)| a != b).unwrap();
                 panic!("{name} {g:?} {v:?}: element {i} (w = {}) has GPU code {} and reference code {}", data[i], gq.codes[i], want.codes[i]);
@@ -137,13 +150,13 @@ fn parity_on_a_conv_shaped_weight() {
 #[test]
 fn parity_with_thousands_of_variants_in_one_dispatch() {
     let w = normalish(777, 21, 0.2);
-    let seeds: Vec<u32> = (100..140).collect(); // 7 x 16 x ... = 16 x (4 + 3 x 40) = 1984 variants
+    let seeds: Vec<u32> = (100..140).collect(); // 9 x 16 x ... = 16 x (5 + 4 x 40) = 2640 variants
     let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
     let bits: Vec<u32> = (1..=16).collect();
     let grouping = Grouping::whole(w.len());
-    let t = q.upload(&w, grouping, 0, &bits).unwrap();
+    let (t, lloyd) = upload(&q, &w, grouping, 0, &bits);
     let mut variants = all_variants(&bits, &seeds);
-    assert!(variants.len() > 1900);
+    assert_eq!(variants.len(), 2640);
     // methods interleaved, so that output slots do not follow the method order
     variants.sort_by_key(|v| (v.seed, v.bits));
     let got = q.quantize_to_host_with(&t, &variants, true).unwrap();
@@ -152,7 +165,7 @@ fn parity_with_thousands_of_variants_in_one_dispatch() {
     let stats = reference::group_stats(&w, grouping);
     for (v, gq) in variants.iter().zip(&got) {
         let params = reference::tensor_params(&stats, v.bits);
-        let want = reference::quantize(&w, grouping, &params, VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 0 });
+        let want = reference::quantize(&w, grouping, &params, &lloyd[v.bits as usize - 1], VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 0 });
         assert_eq!(gq.codes, want.codes, "{v:?}");
     }
 }
@@ -276,7 +289,7 @@ fn quantized_weights_are_written_straight_into_burn_tensors() {
     let stats = reference::group_stats(&w, grouping);
     for (i, v) in variants.iter().enumerate() {
         let params = reference::tensor_params(&stats, v.bits);
-        let want = reference::quantize(&w, grouping, &params, VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 2 });
+        let want = reference::quantize(&w, grouping, &params, &[], VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 2 });
         assert_eq!(&got[i * rows * cols..(i + 1) * rows * cols], &want.values[..], "{v:?}");
     }
     // burn reads the same buffer: x [1, 1, rows] @ out [2, rows, cols]
@@ -323,7 +336,7 @@ fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
             "--seeds",
             "2",
             "--methods",
-            "uniform-stochastic,normal-nearest,midrise,histogram-stochastic",
+            "uniform-stochastic,normal-nearest,midrise,histogram-stochastic,lloyd-nearest,lloyd-stochastic",
             "--layer-bits",
             "first=4",
         ];
@@ -333,8 +346,8 @@ fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
     let cpu = run("cpu", &["--device", "cpu"]);
     let wgsl = run("wgsl", &["--device", "gpu"]);
     let reference = run("reference", &["--device", "gpu", "--quantizer", "reference"]);
-    assert_eq!(wgsl.len(), 2 * 2 * (2 + 2 * 2), "two scopes");
-    assert_eq!(wgsl.iter().filter(|r| r.scope == "all+layers.0=4").count(), 2 * (2 + 2 * 2));
+    assert_eq!(wgsl.len(), 2 * 2 * (3 + 3 * 2), "two scopes");
+    assert_eq!(wgsl.iter().filter(|r| r.scope == "all+layers.0=4").count(), 2 * (3 + 3 * 2));
     assert!(wgsl.iter().all(|r| r.quantizer == "wgsl" && r.device == "gpu"));
     assert!(reference.iter().all(|r| r.quantizer == "cpu-reference" && r.device == "gpu"));
     let n_test = 60.0; // 20 % of 300 rows
@@ -424,7 +437,7 @@ fn wgsl_scorer_matches_burn_on_the_cpu() {
             scopes: vec![Scope::All, Scope::Layer(layers[2].clone()), Scope::Layer(layers[1].clone())],
         };
         let mut plan = Plan::new(weights.clone(), BiasMode::Fp32, BnMode::Fold).unwrap();
-        plan.prepare(&grid.granularities, &grid.bits);
+        plan.prepare(&grid.granularities, &grid.bits, &grid.methods);
         let on_cpu = Evaluator::new(ds, &ds.test, &cpu, &weights, None, 0).unwrap();
         let mut on_gpu = Evaluator::new(ds, &ds.test, &ctx.burn, &weights, None, 0).unwrap();
         assert!(on_gpu.use_fused_kernel(Some(ctx.clone())).unwrap(), "{name}: the kernel takes mlp-complex");

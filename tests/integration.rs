@@ -198,6 +198,8 @@ fn bad_flags_exit_non_zero_with_a_message() {
     assert!(e.contains("invalid value 'resnet1000'"), "{e}");
     let e = run_fail(&["--dataset", "churn"]);
     assert!(e.contains("--model"), "{e}");
+    let e = run_fail(&["bench", "--methods", "lloyd-nearest"]);
+    assert!(e.contains("--methods") && e.contains("Lloyd-Max"), "{e}");
     // the OS error is said once, not again as a cause
     let e = run_fail(&["report", "/nonexistent/run"]);
     assert!(e.contains("/nonexistent/run/config.json") && e.matches("os error").count() == 1, "{e}");
@@ -534,7 +536,7 @@ fn batched_scoring_equals_one_at_a_time_and_shared_prefixes_change_nothing() {
             scopes: vec![Scope::All, Scope::Layer(layers[2].clone())],
         };
         let mut plan = Plan::new(weights.clone(), BiasMode::Fp32, BnMode::Fold).unwrap();
-        plan.prepare(&grid.granularities, &grid.bits);
+        plan.prepare(&grid.granularities, &grid.bits, &grid.methods);
         let eval = Evaluator::new(&ds, &ds.test, &device, &weights, None, 0).unwrap();
         // the CPU kernel (src/eval/dense_cpu.rs) against burn's kernels
         let mut kernel = Evaluator::new(&ds, &ds.test, &device, &weights, None, 0).unwrap();

@@ -119,10 +119,12 @@ impl Target {
 
 /// Bytes a group's level table costs in a deployed model: (lo, step) for evenly
 /// spaced levels, (lo, hi, mean, std) for the normal prior (its levels follow
-/// from those and the shared standard-normal table).
-fn table_bytes(method: Method) -> usize {
+/// from those and the shared standard-normal table), and every level, f32, for
+/// Lloyd-Max's codebook (min(K, group size) of them).
+fn table_bytes(method: Method, bits: u32, group_len: usize) -> usize {
     match method.level_set() {
         LevelSet::Normal => 16,
+        LevelSet::Lloyd => 4 * reference::lloyd_entries(bits, group_len),
         _ => 8,
     }
 }
@@ -157,6 +159,8 @@ pub struct Plan {
     sq_sums: Vec<f64>,
     stats: HashMap<(usize, Granularity), Vec<GroupStats>>,
     params: HashMap<(usize, Granularity, u32), Vec<LevelParams>>,
+    /// Lloyd-Max levels, K per group (reference::lloyd_table), when the grid has a lloyd method
+    lloyd: HashMap<(usize, Granularity, u32), Vec<f32>>,
 }
 
 impl Plan {
@@ -236,7 +240,7 @@ impl Plan {
             }
         }
         let sq_sums = targets.iter().map(|t| tree_sum(t.data.len(), |k| t.data[k] * t.data[k]) as f64).collect();
-        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new() })
+        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new(), lloyd: HashMap::new() })
     }
 
     pub fn grouping(&self, target: usize, g: Granularity) -> Grouping {
@@ -245,8 +249,9 @@ impl Plan {
     }
 
     /// Computes statistics and level parameters for every granularity and bit
-    /// width the grid uses.
-    pub fn prepare(&mut self, granularities: &[Granularity], bits: &[u32]) {
+    /// width the grid uses, and the Lloyd-Max tables when `methods` has a lloyd one.
+    pub fn prepare(&mut self, granularities: &[Granularity], bits: &[u32], methods: &[Method]) {
+        let lloyd = methods.iter().any(|m| m.level_set() == LevelSet::Lloyd);
         for ti in 0..self.targets.len() {
             for &g in granularities {
                 let grouping = self.grouping(ti, g);
@@ -257,6 +262,10 @@ impl Plan {
                     .clone();
                 for &b in bits {
                     self.params.entry((ti, g, b)).or_insert_with(|| reference::tensor_params(&stats, b));
+                    if lloyd {
+                        let data = &self.targets[ti].data;
+                        self.lloyd.entry((ti, g, b)).or_insert_with(|| reference::lloyd_table(data, grouping, &stats, b));
+                    }
                 }
             }
         }
@@ -265,6 +274,11 @@ impl Plan {
     /// Level parameters of a target (after [`Plan::prepare`]).
     pub fn params(&self, target: usize, g: Granularity, bits: u32) -> &[LevelParams] {
         &self.params[&(target, g, bits)]
+    }
+
+    /// The Lloyd-Max table of a target (empty unless [`Plan::prepare`] had a lloyd method).
+    pub fn lloyd_table(&self, target: usize, g: Granularity, bits: u32) -> &[f32] {
+        self.lloyd.get(&(target, g, bits)).map_or(&[], Vec::as_slice)
     }
 
     /// The targets a variant quantizes, each with its bit width (the
@@ -279,8 +293,8 @@ impl Plan {
         let mut bytes = 0;
         for (ti, bits) in self.targets_in(v) {
             let t = &self.targets[ti];
-            let groups = self.grouping(ti, v.granularity).groups;
-            bytes += (t.data.len() * bits as usize).div_ceil(8) + groups * table_bytes(v.method);
+            let grouping = self.grouping(ti, v.granularity);
+            bytes += (t.data.len() * bits as usize).div_ceil(8) + grouping.groups * table_bytes(v.method, bits, grouping.group_len());
             for m in &t.members {
                 quantized[m.tensor] = true;
             }
@@ -307,7 +321,7 @@ impl Plan {
         for (ti, bits) in self.targets_in(v) {
             let t = &self.targets[ti];
             let key = VariantKey { method: v.method, bits, seed: v.seed.unwrap_or(0), tensor: t.tensor_index };
-            let q = reference::quantize(&t.data, self.grouping(ti, v.granularity), self.params(ti, v.granularity, bits), key);
+            let q = reference::quantize(&t.data, self.grouping(ti, v.granularity), self.params(ti, v.granularity, bits), self.lloyd_table(ti, v.granularity, bits), key);
             for m in &t.members {
                 t.scatter(m, &q.values, &mut out.tensors[m.tensor].data);
             }

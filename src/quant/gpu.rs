@@ -61,6 +61,10 @@ pub struct GpuTensor {
     weights: wgpu::Buffer,
     stats: wgpu::Buffer,
     params: wgpu::Buffer,
+    /// Lloyd-Max tables of every bits row, one after another (None: not uploaded)
+    lloyd: Option<wgpu::Buffer>,
+    /// where each bits row's Lloyd tables start in `lloyd`, in f32s
+    lloyd_rows: Vec<u32>,
 }
 
 impl GpuTensor {
@@ -77,6 +81,8 @@ pub struct GpuQuantizer {
     pipelines: Pipelines,
     z_table: wgpu::Buffer,
     dummy: wgpu::Buffer,
+    /// bound as the Lloyd-Max tables of a tensor that has none
+    no_lloyd: wgpu::Buffer,
     /// quant::exact::CONSTANTS, bound as group 1 of the kernels that use them
     constants: wgpu::Buffer,
 }
@@ -102,12 +108,18 @@ impl GpuQuantizer {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let no_lloyd = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("no lloyd tables"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
         let constants = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("constants"),
             contents: bytemuck::cast_slice(&crate::quant::exact::constants_buffer()),
             usage: wgpu::BufferUsages::STORAGE,
         });
-        let q = GpuQuantizer { ctx, pipelines: Pipelines::default(), z_table, dummy, constants };
+        let q = GpuQuantizer { ctx, pipelines: Pipelines::default(), z_table, dummy, no_lloyd, constants };
         let mut enc = q.encoder();
         q.pass(&mut enc, Kernel::ZTable, &[q.z_table.as_entire_binding()], (Z_ENTRIES.div_ceil(256) as u32, 1, 1));
         q.ctx.queue.submit([enc.finish()]);
@@ -174,9 +186,37 @@ impl GpuQuantizer {
 
     /// Uploads a tensor and computes its statistics and level parameters for `bits`.
     pub fn upload(&self, data: &[f32], grouping: Grouping, tensor_index: u32, bits: &[u32]) -> Result<GpuTensor> {
+        self.upload_with_lloyd(data, grouping, tensor_index, bits, &[])
+    }
+
+    /// [`upload`](Self::upload), with the Lloyd-Max tables the lloyd methods
+    /// round onto (reference::lloyd_table): one per bit width of `bits`, in its
+    /// order, or none at all.
+    pub fn upload_with_lloyd(&self, data: &[f32], grouping: Grouping, tensor_index: u32, bits: &[u32], lloyd: &[&[f32]]) -> Result<GpuTensor> {
         if data.len() != grouping.len || data.is_empty() {
             return Err(Error::Quant(format!("tensor of {} elements does not match its grouping of {}", data.len(), grouping.len)));
         }
+        let entries = |b: u32| grouping.groups * super::reference::lloyd_entries(b, grouping.group_len());
+        if !lloyd.is_empty() && (lloyd.len() != bits.len() || bits.iter().zip(lloyd).any(|(&b, t)| t.len() != entries(b))) {
+            return Err(Error::Quant("the Lloyd-Max tables do not match the bit widths and groups".into()));
+        }
+        let mut lloyd_rows = Vec::with_capacity(lloyd.len());
+        let mut at = 0usize;
+        for t in lloyd {
+            lloyd_rows.push(at as u32);
+            at += t.len();
+        }
+        let lloyd_bytes = (at * 4) as u64;
+        if lloyd_bytes > self.ctx.limits().max_storage_buffer_binding_size {
+            return Err(Error::Quant(format!(
+                "the Lloyd-Max tables of a tensor of {} groups need {} MiB at bits {:?}, over the adapter's {} MiB per binding: fewer or smaller bit widths, or --granularity layer",
+                grouping.groups,
+                lloyd_bytes >> 20,
+                bits,
+                self.ctx.limits().max_storage_buffer_binding_size >> 20
+            )));
+        }
+        let lloyd = (!lloyd.is_empty()).then(|| self.ctx.storage("lloyd", bytemuck::cast_slice(&lloyd.concat())));
         let limits = self.ctx.limits();
         let glen = grouping.group_len();
         let blocks = glen.div_ceil(REDUCE_BLOCK);
@@ -217,7 +257,7 @@ impl GpuQuantizer {
             (g.div_ceil(64), bits.len() as u32, 1),
         );
         self.ctx.queue.submit([enc.finish()]);
-        Ok(GpuTensor { grouping, tensor_index, bits: bits.to_vec(), weights, stats, params })
+        Ok(GpuTensor { grouping, tensor_index, bits: bits.to_vec(), weights, stats, params, lloyd, lloyd_rows })
     }
 
     /// The quantize kernel's table for `variants` (output slots in order).
@@ -226,7 +266,12 @@ impl GpuQuantizer {
         for (slot, v) in variants {
             let row = t.bits.iter().position(|&b| b == v.bits).ok_or_else(|| Error::Quant(format!("{} bits were not prepared for this tensor", v.bits)))?;
             let key = super::draw_key(v.seed, super::stream_id(v.method, v.bits), t.tensor_index);
-            table.extend_from_slice(&[v.method.code(), v.bits, v.seed, (row * t.grouping.groups) as u32, *slot as u32, key, 0, 0]);
+            let lloyd = if v.method.level_set() == super::LevelSet::Lloyd {
+                *t.lloyd_rows.get(row).ok_or_else(|| Error::Quant(format!("{}: the tensor was uploaded without its Lloyd-Max tables", v.method)))?
+            } else {
+                0
+            };
+            table.extend_from_slice(&[v.method.code(), v.bits, v.seed, (row * t.grouping.groups) as u32, *slot as u32, key, lloyd, 0]);
         }
         Ok(self.ctx.storage("variants", bytemuck::cast_slice(&table)))
     }
@@ -294,6 +339,7 @@ impl GpuQuantizer {
                     out.binding(),
                     codes.as_entire_binding(),
                     shape.as_entire_binding(),
+                    t.lloyd.as_ref().unwrap_or(&self.no_lloyd).as_entire_binding(),
                 ],
                 (x, y, list.len().div_ceil(per) as u32),
             );

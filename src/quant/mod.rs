@@ -12,7 +12,8 @@ pub mod reference;
 
 use serde::{Deserialize, Serialize};
 
-/// The study's seven methods: three level sets x {nearest, stochastic}, plus midrise.
+/// The study's seven methods (three level sets x {nearest, stochastic}, plus
+/// midrise), and Lloyd-Max levels with either rounding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
@@ -23,6 +24,8 @@ pub enum Method {
     NormalNearest,
     NormalStochastic,
     Midrise,
+    LloydNearest,
+    LloydStochastic,
 }
 
 /// How a group's levels are placed.
@@ -36,10 +39,26 @@ pub enum LevelSet {
     Normal,
     /// delta * (k + 0.5) for K consecutive integers k, delta = (hi - lo) / K.
     Midrise,
+    /// K levels from Lloyd-Max (1-D k-means) on the group, from the uniform set.
+    Lloyd,
 }
 
 impl Method {
-    pub const ALL: [Method; 7] = [
+    /// Every method, in the order of their kernel codes.
+    pub const ALL: [Method; 9] = [
+        Method::UniformNearest,
+        Method::UniformStochastic,
+        Method::HistogramNearest,
+        Method::HistogramStochastic,
+        Method::NormalNearest,
+        Method::NormalStochastic,
+        Method::Midrise,
+        Method::LloydNearest,
+        Method::LloydStochastic,
+    ];
+
+    /// The 2020 study's seven: the default grid.
+    pub const STUDY: [Method; 7] = [
         Method::UniformNearest,
         Method::UniformStochastic,
         Method::HistogramNearest,
@@ -58,6 +77,8 @@ impl Method {
             Method::NormalNearest => "normal-nearest",
             Method::NormalStochastic => "normal-stochastic",
             Method::Midrise => "midrise",
+            Method::LloydNearest => "lloyd-nearest",
+            Method::LloydStochastic => "lloyd-stochastic",
         }
     }
 
@@ -67,11 +88,12 @@ impl Method {
             Method::HistogramNearest | Method::HistogramStochastic => LevelSet::Histogram,
             Method::NormalNearest | Method::NormalStochastic => LevelSet::Normal,
             Method::Midrise => LevelSet::Midrise,
+            Method::LloydNearest | Method::LloydStochastic => LevelSet::Lloyd,
         }
     }
 
     pub fn is_stochastic(self) -> bool {
-        matches!(self, Method::UniformStochastic | Method::HistogramStochastic | Method::NormalStochastic)
+        matches!(self, Method::UniformStochastic | Method::HistogramStochastic | Method::NormalStochastic | Method::LloydStochastic)
     }
 
     /// The method's number in the kernels' variant table (shaders/quantize.wgsl).
@@ -95,6 +117,7 @@ impl LevelSet {
             LevelSet::Histogram => 2,
             LevelSet::Normal => 3,
             LevelSet::Midrise => 4,
+            LevelSet::Lloyd => 5,
         }
     }
 }

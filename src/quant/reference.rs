@@ -11,6 +11,14 @@
 //! - `midrise`: k = floor(w * (1/delta)), delta = (hi-lo)/K; code = clamp(k - floor(lo/delta), 0, K-1);
 //!   value = (floor(lo/delta) + code + 0.5) * delta. The clamp keeps at most K levels; the
 //!   study's unclamped form can produce K+1 (the top value hi lands in bin K).
+//! - `lloyd`: Lloyd-Max levels, 1-D k-means on the group in f64 ([`lloyd_levels`]): from
+//!   L(i) = lo + i (hi-lo)/(K-1), at most [`LLOYD_ITERATIONS`] rounds of "each value to its
+//!   nearest level (a tie to the larger), each level to the mean of its values (an empty
+//!   cell keeps its level)", stopping early when no level moves; then each level rounded
+//!   to f32. A group of at most K distinct values gets exactly those values (the top one
+//!   repeated to fill the table). The table, min(K, group size) f32 per group, is the
+//!   level set: it is sorted, and a level that appears twice is harmless to the
+//!   rounding rules below.
 //!
 //! Rounding onto L, with j = the largest index with L(j) <= w (0 when none):
 //! - `nearest`: j + 1 when (w - L(j)) >= (L(j+1) - w), else j: the closest level, an exact
@@ -198,7 +206,9 @@ impl LevelParams {
         1 << self.bits
     }
 
-    /// Level `t` of the level set (not used by midrise, whose values are `midrise_value`).
+    /// Level `t` of the level set (not used by midrise, whose values are
+    /// `midrise_value`). `z` is the z table of this bit width for the normal set,
+    /// and the group's own levels for lloyd ([`lloyd_table`]).
     #[inline]
     pub fn level(&self, set: LevelSet, t: u32, z: &[f32]) -> f32 {
         let k = self.levels();
@@ -223,6 +233,7 @@ impl LevelParams {
                 }
             }
             LevelSet::Midrise => self.midrise_value(t),
+            LevelSet::Lloyd => z[t as usize],
         }
     }
 
@@ -241,7 +252,7 @@ impl LevelParams {
     /// [`LevelParams::bracket`], reading levels through `memo`.
     #[inline]
     fn bracket_with(&self, set: LevelSet, w: f32, z: &[f32], memo: &mut Memo<'_>) -> u32 {
-        let last = self.levels() - 1;
+        let last = self.last_code(set, z);
         let mut at = |t: u32| memo.level(t);
         let guess = match set {
             LevelSet::Uniform => Some((w - self.lo) * self.inv_step),
@@ -249,6 +260,8 @@ impl LevelParams {
             _ => None,
         };
         match guess {
+            // a table of levels: binary search
+            None if set == LevelSet::Lloyd => count_while(last, |t| at(t + 1) <= w),
             // Evenly spaced levels: an arithmetic guess, then exact steps to the
             // bracket. The guess only saves time; the steps decide the answer.
             Some(g) => {
@@ -287,7 +300,13 @@ impl LevelParams {
     /// faster paths above must agree with; tests compare them).
     #[cfg(test)]
     fn bracket_by_search(&self, set: LevelSet, w: f32, z: &[f32]) -> u32 {
-        count_while(self.levels() - 1, |t| self.level(set, t + 1, z) <= w)
+        count_while(self.last_code(set, z), |t| self.level(set, t + 1, z) <= w)
+    }
+
+    /// The largest code: K - 1, or the last entry of a lloyd group's table.
+    #[inline]
+    fn last_code(&self, set: LevelSet, z: &[f32]) -> u32 {
+        if set == LevelSet::Lloyd { z.len() as u32 - 1 } else { self.levels() - 1 }
     }
 
     /// The code of `w` under `method` and the weight it stands for (the same
@@ -299,7 +318,7 @@ impl LevelParams {
             return (0, self.lo);
         }
         let set = method.level_set();
-        let last = self.levels() - 1;
+        let last = self.last_code(set, z);
         if set == LevelSet::Midrise {
             let k = (w * self.inv_hstep).floor();
             let c = (k - self.k0).clamp(0.0, last as f32) as u32;
@@ -389,6 +408,88 @@ fn count_while(n: u32, mut pred: impl FnMut(u32) -> bool) -> u32 {
     lo
 }
 
+/// Rounds of Lloyd-Max at most (each costs a pass over the group's sorted values).
+pub const LLOYD_ITERATIONS: usize = 64;
+
+/// Entries of a lloyd group's table: min(K, group size).
+pub fn lloyd_entries(bits: u32, group_len: usize) -> usize {
+    (1usize << bits).min(group_len)
+}
+
+/// Lloyd-Max levels for `sorted` (the group's values, ascending) at `k` levels:
+/// the specification in this module's header. Returns min(k, sorted.len())
+/// sorted levels.
+pub fn lloyd_levels(sorted: &[f32], k: usize) -> Vec<f32> {
+    let mut distinct: Vec<f32> = sorted.to_vec();
+    distinct.dedup();
+    if distinct.len() <= k {
+        let top = *distinct.last().unwrap_or(&0.0);
+        distinct.resize(k.min(sorted.len()), top);
+        return distinct;
+    }
+    let x: Vec<f64> = sorted.iter().map(|&v| f64::from(v)).collect();
+    // prefix[i] = x[0] + ... + x[i-1], summed in order
+    let mut prefix = Vec::with_capacity(x.len() + 1);
+    prefix.push(0.0f64);
+    for v in &x {
+        prefix.push(prefix[prefix.len() - 1] + v);
+    }
+    let (lo, hi) = (x[0], x[x.len() - 1]);
+    let mut levels: Vec<f64> = (0..k).map(|i| if i == k - 1 { hi } else { lo + i as f64 * (hi - lo) / (k - 1) as f64 }).collect();
+    let mut ends = vec![0usize; k]; // cell i is x[ends[i-1]..ends[i]]
+    for _ in 0..LLOYD_ITERATIONS {
+        // cell boundaries: the first value at or above each midpoint (a tie
+        // goes to the larger level), found by one merge-like walk
+        let mut at = 0usize;
+        for i in 0..k - 1 {
+            let mid = (levels[i] + levels[i + 1]) / 2.0;
+            while at < x.len() && x[at] < mid {
+                at += 1;
+            }
+            ends[i] = at;
+        }
+        ends[k - 1] = x.len();
+        let mut moved = false;
+        let mut start = 0usize;
+        for i in 0..k {
+            let end = ends[i];
+            if end > start {
+                let mean = (prefix[end] - prefix[start]) / (end - start) as f64;
+                if mean != levels[i] {
+                    levels[i] = mean;
+                    moved = true;
+                }
+            }
+            start = end;
+        }
+        if !moved {
+            break;
+        }
+    }
+    levels.into_iter().map(|l| l as f32).collect()
+}
+
+/// The Lloyd-Max tables of every group of `w` at `bits`: [`lloyd_entries`]
+/// levels per group, group after group (a degenerate group: copies of its lo).
+pub fn lloyd_table(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: u32) -> Vec<f32> {
+    let k = lloyd_entries(bits, grouping.group_len());
+    let per_group: Vec<Vec<f32>> = (0..grouping.groups)
+        .into_par_iter()
+        .map(|g| {
+            let s = &stats[g];
+            // degenerate exactly when LevelParams::new says so (NaN range included)
+            let range = s.hi - s.lo;
+            if range.is_nan() || range < min_range() {
+                return vec![s.lo; k];
+            }
+            let mut v: Vec<f32> = (0..grouping.group_len()).map(|i| flush(w[grouping.index(g, i)])).collect();
+            v.sort_by(f32::total_cmp);
+            lloyd_levels(&v, 1 << bits)
+        })
+        .collect();
+    per_group.concat()
+}
+
 /// Per-group level parameters of a tensor at one bit width.
 pub fn tensor_params(stats: &[GroupStats], bits: u32) -> Vec<LevelParams> {
     let z = z_table(bits);
@@ -411,24 +512,32 @@ pub struct VariantKey {
     pub tensor: u32,
 }
 
-/// Quantizes `w` (grouped by `grouping`, with `params` from [`tensor_params`]).
-pub fn quantize(w: &[f32], grouping: Grouping, params: &[LevelParams], key: VariantKey) -> Quantized {
+/// Quantizes `w` (grouped by `grouping`, with `params` from [`tensor_params`];
+/// `lloyd` is [`lloyd_table`] at the key's bits for the lloyd methods, and may
+/// be empty for the others).
+pub fn quantize(w: &[f32], grouping: Grouping, params: &[LevelParams], lloyd: &[f32], key: VariantKey) -> Quantized {
+    let k = lloyd_entries(key.bits, grouping.group_len());
+    let is_lloyd = key.method.level_set() == LevelSet::Lloyd;
+    assert!(!is_lloyd || lloyd.len() == k * grouping.groups, "lloyd methods need the tensor's Lloyd table at {} bits", key.bits);
     let z = z_table(key.bits);
     let draw = draw_key(key.seed, stream_id(key.method, key.bits), key.tensor);
     let one = |(i, &w): (usize, &f32)| {
-        let p = &params[grouping.group_of(i)];
+        let g = grouping.group_of(i);
+        let p = &params[g];
         let u = if key.method.is_stochastic() { uniform_from_key(draw, i as u32) } else { 0.0 };
-        p.code_value(key.method, flush(w), u, z)
+        let table = if is_lloyd { &lloyd[g * k..(g + 1) * k] } else { z };
+        p.code_value(key.method, flush(w), u, table)
     };
     // a tensor below 4,096 weights is one task anyway: skip rayon's collection
     let (codes, values) = if w.len() <= 4096 { w.iter().enumerate().map(one).unzip() } else { w.par_iter().enumerate().with_min_len(4096).map(one).unzip() };
     Quantized { codes, values }
 }
 
-/// Convenience: statistics, parameters and codes in one call.
+/// Convenience: statistics, parameters (and the Lloyd table) and codes in one call.
 pub fn quantize_tensor(w: &[f32], grouping: Grouping, key: VariantKey) -> Quantized {
     let stats = group_stats(w, grouping);
-    quantize(w, grouping, &tensor_params(&stats, key.bits), key)
+    let lloyd = if key.method.level_set() == LevelSet::Lloyd { lloyd_table(w, grouping, &stats, key.bits) } else { Vec::new() };
+    quantize(w, grouping, &tensor_params(&stats, key.bits), &lloyd, key)
 }
 
 #[cfg(test)]
@@ -591,20 +700,22 @@ mod tests {
         }
 
         #[test]
-        fn a_code_stands_for_the_level_of_that_code(w in finite_weights(), bits in 1u32..=16, m in 0usize..7, seed in any::<u32>()) {
+        fn a_code_stands_for_the_level_of_that_code(w in finite_weights(), bits in 1u32..=16, m in 0usize..9, seed in any::<u32>()) {
             // quantize reads each level once (Memo): its values must be the levels
             let method = Method::ALL[m];
             let g = Grouping::whole(w.len());
-            let p = tensor_params(&group_stats(&w, g), bits)[0];
-            let z = z_table(bits);
-            let r = quantize(&w, g, &[p], VariantKey { method, bits, seed, tensor: 2 });
+            let stats = group_stats(&w, g);
+            let p = tensor_params(&stats, bits)[0];
+            let lloyd = lloyd_table(&w, g, &stats, bits);
+            let z = if method.level_set() == LevelSet::Lloyd { &lloyd[..] } else { z_table(bits) };
+            let r = quantize(&w, g, &[p], &lloyd, VariantKey { method, bits, seed, tensor: 2 });
             for (&c, &v) in r.codes.iter().zip(&r.values) {
                 prop_assert_eq!(p.value(method, c, z).to_bits(), v.to_bits(), "code {}", c);
             }
         }
 
         #[test]
-        fn codes_are_in_range_with_at_most_k_distinct_finite_values(w in finite_weights(), bits in 1u32..=16, m in 0usize..7, seed in any::<u32>()) {
+        fn codes_are_in_range_with_at_most_k_distinct_finite_values(w in finite_weights(), bits in 1u32..=16, m in 0usize..9, seed in any::<u32>()) {
             let method = Method::ALL[m];
             let r = quantize_tensor(&w, Grouping::whole(w.len()), VariantKey { method, bits, seed, tensor: 1 });
             let k = 1u32 << bits;
@@ -623,12 +734,14 @@ mod tests {
 
         #[test]
         fn nearest_error_is_at_most_half_the_local_step(w in finite_weights(), bits in 1u32..=16, m in 0usize..3) {
+            // (not lloyd: its end levels are cell means, inside [lo, hi])
             let method = [Method::UniformNearest, Method::HistogramNearest, Method::NormalNearest][m];
             let g = Grouping::whole(w.len());
             let stats = group_stats(&w, g);
             let p = tensor_params(&stats, bits)[0];
-            let z = z_table(bits);
-            let r = quantize(&w, g, &[p], VariantKey { method, bits, seed: 0, tensor: 0 });
+            let lloyd = lloyd_table(&w, g, &stats, bits);
+            let z = if method == Method::LloydNearest { &lloyd[..] } else { z_table(bits) };
+            let r = quantize(&w, g, &[p], &lloyd, VariantKey { method, bits, seed: 0, tensor: 0 });
             if p.degenerate == 0 {
                 for (&x, &c) in w.iter().zip(&r.codes) {
                     let x = flush(x);
@@ -652,5 +765,43 @@ mod tests {
             let twice = quantize_tensor(&once.values, Grouping::whole(w.len()), key);
             prop_assert_eq!(once.values, twice.values);
         }
+
+        #[test]
+        fn lloyd_levels_are_sorted_and_fit_no_worse_than_the_uniform_set(w in finite_weights(), bits in 1u32..=8) {
+            // Lloyd-Max starts from the uniform levels and each round lowers the
+            // squared error (up to the final rounding of the levels to f32)
+            let g = Grouping::whole(w.len());
+            let stats = group_stats(&w, g);
+            let table = lloyd_table(&w, g, &stats, bits);
+            prop_assert_eq!(table.len(), (1usize << bits).min(w.len()));
+            prop_assert!(table.windows(2).all(|p| p[0] <= p[1]));
+            let sq = |m: Method| {
+                let r = quantize_tensor(&w, g, VariantKey { method: m, bits, seed: 0, tensor: 0 });
+                w.iter().zip(&r.values).map(|(&x, &v)| (f64::from(flush(x)) - f64::from(v)).powi(2)).sum::<f64>()
+            };
+            let (lloyd, uniform) = (sq(Method::LloydNearest), sq(Method::UniformNearest));
+            let scale: f64 = w.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().max(1e-30);
+            prop_assert!(lloyd <= uniform + 1e-6 * scale, "lloyd {lloyd} uniform {uniform}");
+        }
+    }
+
+    #[test]
+    fn lloyd_by_hand() {
+        // two clusters, 1 bit: the levels are the clusters' means
+        let w = [0.0f32, 1.0, 2.0, 10.0, 11.0, 12.0];
+        let r = q(&w, Method::LloydNearest, 1);
+        assert_eq!(r.codes, vec![0, 0, 0, 1, 1, 1]);
+        assert_eq!(r.values, vec![1.0, 1.0, 1.0, 11.0, 11.0, 11.0]);
+        // at most K distinct values are kept exactly, the top one filling the table
+        let g = Grouping::whole(3);
+        let v = [3.0f32, -1.0, 3.0];
+        assert_eq!(lloyd_table(&v, g, &group_stats(&v, g), 2), vec![-1.0, 3.0, 3.0], "min(K, 3) entries");
+        assert_eq!(lloyd_table(&v, g, &group_stats(&v, g), 1), vec![-1.0, 3.0]);
+        assert_eq!(q(&v, Method::LloydNearest, 2).values, v.to_vec());
+        // 2 bits over 0, 1, 2, 3, 4, 100: k-means keeps the outlier alone
+        let w = [0.0f32, 1.0, 2.0, 3.0, 4.0, 100.0];
+        let g = Grouping::whole(6);
+        let t = lloyd_table(&w, g, &group_stats(&w, g), 1);
+        assert_eq!(t, vec![2.0, 100.0]);
     }
 }

@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn grid_counts_seeds_only_for_stochastic_methods() {
         let g = GridSpec {
-            methods: Method::ALL.to_vec(),
+            methods: Method::STUDY.to_vec(),
             bits: (1..=16).collect(),
             granularities: vec![Granularity::Layer],
             seeds: vec![7, 8, 9],

@@ -336,7 +336,7 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     let folded = conv && config.bn == BnMode::Fold;
     let weights = if folded { crate::models::fold_batchnorm(&trained, crate::models::cnn::BN_EPSILON) } else { trained };
     let mut plan = Plan::new(weights.clone(), config.bias, config.bn)?;
-    plan.prepare(&config.granularities, &config.quantized_bits());
+    plan.prepare(&config.granularities, &config.quantized_bits(), &config.methods);
     let largest = plan.targets.iter().map(|t| t.data.len()).max().unwrap_or(1);
     let fits_kernel = crate::eval::fused_kernel_fits(&weights, table.len());
     let fused = match (compute, config.scorer) {
@@ -908,7 +908,7 @@ mod tests {
     #[test]
     fn refused_allocations_split_the_batch_and_keep_the_order() {
         let grid = GridSpec {
-            methods: Method::ALL.to_vec(),
+            methods: Method::STUDY.to_vec(),
             bits: (1..=16).collect(),
             granularities: vec![Granularity::Layer],
             seeds: vec![1, 2],

@@ -31,7 +31,9 @@ impl WgslScorer {
         let mut tensors = HashMap::new();
         for (ti, t) in plan.targets.iter().enumerate() {
             for &g in granularities {
-                tensors.insert((ti, g), quantizer.upload(&t.data, plan.grouping(ti, g), t.tensor_index, bits)?);
+                let lloyd: Vec<&[f32]> = bits.iter().map(|&b| plan.lloyd_table(ti, g, b)).collect();
+                let lloyd = if lloyd.iter().all(|t| t.is_empty()) { Vec::new() } else { lloyd };
+                tensors.insert((ti, g), quantizer.upload_with_lloyd(&t.data, plan.grouping(ti, g), t.tensor_index, bits, &lloyd)?);
             }
         }
         let fp32 = (0..plan.weights.tensors.len()).map(|i| stack_tensor(&[&plan.weights], i, &ctx.burn)).collect();
