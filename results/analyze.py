@@ -28,8 +28,9 @@ def runs():
             (lambda: gzip.open(plain + ".gz", "rt", newline=""))
         with opener() as f:
             rows = list(csv.DictReader(f))
-        # the mixed-precision runs repeat their base run's scope `all`: mixed_section
-        if rows and not folder.endswith("-mixed"):
+        # the mixed-precision and Lloyd runs repeat their base run's variants:
+        # mixed_section and lloyd_section
+        if rows and not folder.endswith(("-mixed", "-lloyd")):
             yield folder, rows
 
 
@@ -243,7 +244,30 @@ def mixed_section():
             print(f"| {run} | {key.split('/', 1)[1]} | {len(summaries)} | " + " | ".join(cells) + " |")
 
 
+def lloyd_section():
+    paths = sorted(glob.glob(os.path.join(ROOT, "*-lloyd", "summary.json")))
+    if not paths:
+        return
+    methods = ["uniform-nearest", "lloyd-nearest", "lloyd-stochastic"]
+    print("\n## Lloyd-Max levels against the uniform set\n")
+    print("Per method, the smallest bit width within 1 % of fp32 and the model's size there in bytes "
+          "(a Lloyd model carries its codebook, 4 bytes a level); then the weight MSE of uniform-nearest "
+          "over lloyd-nearest's at 1-4 bits (how many times larger the uniform set's error is).\n")
+    print("| run | fp32 | fp32 bytes | " + " | ".join(methods) + " | MSE ratio 1 / 2 / 3 / 4 bits |")
+    print("|---|---|---|" + "---|" * len(methods) + "---|")
+    for path in paths:
+        folder = os.path.basename(os.path.dirname(path))
+        with open(path) as f:
+            s = json.load(f)
+        best = s["smallest_bits_within_1pct"]["layer/all"]
+        at = {(x["method"], x["bits"]): x for x in s["settings"] if x["scope"] == "all" and x["granularity"] == "layer"}
+        cells = [f"{best[m]} ({at[(m, best[m])]['size_bytes']:,} B)" if best.get(m) is not None else "—" for m in methods]
+        ratios = " / ".join(f"{at[('uniform-nearest', b)]['weight_mse_mean'] / at[('lloyd-nearest', b)]['weight_mse_mean']:.1f}" for b in (1, 2, 3, 4))
+        print(f"| {folder} | {fmt(s['fp32_value'], s['metric'])} | {s['fp32_size_bytes']:,} | " + " | ".join(cells) + f" | {ratios} |")
+
+
 if __name__ == "__main__":
     main()
     seeds_section()
     mixed_section()
+    lloyd_section()

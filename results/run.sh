@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|seeds|cnn-fmnist|cnn-fmnist-bn|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|seeds|cnn-fmnist|cnn-fmnist-bn|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -40,6 +40,15 @@ if [[ $what == mixed || $what == all ]]; then
       run --model mlp-complex --dataset $d --seed $s --layer-bits first=8 --layer-bits first=fp32 --out $o
       gzip -f $o/results.csv
       rm -f $o/*.png $o/*.svg $o/report.html
+    done
+  done
+fi
+if [[ $what == lloyd || $what == all ]]; then
+  # Lloyd-Max levels against uniform-nearest, on the same checkpoints as the dense runs
+  for m in mlp-simple mlp-complex; do
+    for d in churn telescope california mv; do
+      run --model $m --dataset $d --methods uniform-nearest,lloyd-nearest,lloyd-stochastic \
+          --out results/$m-$d-lloyd
     done
   done
 fi
