@@ -166,6 +166,16 @@ def seed_runs():
     return out
 
 
+def bit_range(bits):
+    """Smallest bit widths over seeds (None: none within 1 %) as "min-max (n× —)"."""
+    known = [b for b in bits if b is not None]
+    if not known:
+        return "—"
+    none = len(bits) - len(known)
+    cell = f"{min(known)}" if min(known) == max(known) else f"{min(known)}-{max(known)}"
+    return cell + (f" ({none}× —)" if none else "")
+
+
 def seeds_section():
     by_run = defaultdict(list)
     for run, seed, s in seed_runs():
@@ -181,16 +191,7 @@ def seeds_section():
     for run, items in sorted(by_run.items()):
         items.sort(key=lambda x: x[0])
         fp32 = [100 * s["fp32_value"] for _, s in items]
-        cells = []
-        for m in METHODS:
-            bits = [s["smallest_bits_within_1pct"].get("layer/all", {}).get(m) for _, s in items]
-            known = [b for b in bits if b is not None]
-            none = len(bits) - len(known)
-            if not known:
-                cells.append("—")
-                continue
-            cell = f"{min(known)}" if min(known) == max(known) else f"{min(known)}-{max(known)}"
-            cells.append(cell + (f" ({none}× —)" if none else ""))
+        cells = [bit_range([s["smallest_bits_within_1pct"].get("layer/all", {}).get(m) for _, s in items]) for m in METHODS]
         seeds = ",".join(str(sd) for sd, _ in items)
         print(f"| {run} | {seeds} | {st.mean(fp32):.2f} ({min(fp32):.2f}-{max(fp32):.2f}) | " + " | ".join(cells) + " |")
 
@@ -234,13 +235,7 @@ def mixed_section():
         with open(os.path.join(ROOT, run, "summary.json")) as f:
             summaries.append(json.load(f))
         for key in summaries[-1]["smallest_bits_within_1pct"]:
-            cells = []
-            for m in METHODS:
-                bits = [x["smallest_bits_within_1pct"][key].get(m) for x in summaries]
-                known = [b for b in bits if b is not None]
-                none = len(bits) - len(known)
-                cell = "—" if not known else (f"{min(known)}" if min(known) == max(known) else f"{min(known)}-{max(known)}")
-                cells.append(cell + (f" ({none}× —)" if none and known else ""))
+            cells = [bit_range([x["smallest_bits_within_1pct"][key].get(m) for x in summaries]) for m in METHODS]
             print(f"| {run} | {key.split('/', 1)[1]} | {len(summaries)} | " + " | ".join(cells) + " |")
 
 
