@@ -262,10 +262,11 @@ impl Plan {
                     .clone();
                 for &b in bits {
                     self.params.entry((ti, g, b)).or_insert_with(|| reference::tensor_params(&stats, b));
-                    if lloyd {
-                        let data = &self.targets[ti].data;
-                        self.lloyd.entry((ti, g, b)).or_insert_with(|| reference::lloyd_table(data, grouping, &stats, b));
-                    }
+                }
+                let missing: Vec<u32> = bits.iter().copied().filter(|&b| lloyd && !self.lloyd.contains_key(&(ti, g, b))).collect();
+                let tables = reference::lloyd_tables(&self.targets[ti].data, grouping, &stats, &missing);
+                for (b, table) in missing.into_iter().zip(tables) {
+                    self.lloyd.insert((ti, g, b), table);
                 }
             }
         }

@@ -472,22 +472,41 @@ pub fn lloyd_levels(sorted: &[f32], k: usize) -> Vec<f32> {
 /// The Lloyd-Max tables of every group of `w` at `bits`: [`lloyd_entries`]
 /// levels per group, group after group (a degenerate group: copies of its lo).
 pub fn lloyd_table(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: u32) -> Vec<f32> {
-    let k = lloyd_entries(bits, grouping.group_len());
-    let per_group: Vec<Vec<f32>> = (0..grouping.groups)
+    lloyd_tables(w, grouping, stats, &[bits]).pop().expect("one bit width")
+}
+
+/// [`lloyd_table`] at each of `bits`, sorting each group once.
+pub fn lloyd_tables(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: &[u32]) -> Vec<Vec<f32>> {
+    if bits.is_empty() {
+        return Vec::new();
+    }
+    let sorted: Vec<Option<Vec<f32>>> = (0..grouping.groups)
         .into_par_iter()
         .map(|g| {
-            let s = &stats[g];
             // degenerate exactly when LevelParams::new says so (NaN range included)
-            let range = s.hi - s.lo;
+            let range = stats[g].hi - stats[g].lo;
             if range.is_nan() || range < min_range() {
-                return vec![s.lo; k];
+                return None;
             }
             let mut v: Vec<f32> = (0..grouping.group_len()).map(|i| flush(w[grouping.index(g, i)])).collect();
             v.sort_by(f32::total_cmp);
-            lloyd_levels(&v, 1 << bits)
+            Some(v)
         })
         .collect();
-    per_group.concat()
+    bits.par_iter()
+        .map(|&b| {
+            let k = lloyd_entries(b, grouping.group_len());
+            let per_group: Vec<Vec<f32>> = sorted
+                .par_iter()
+                .zip(stats)
+                .map(|(v, s)| match v {
+                    Some(v) => lloyd_levels(v, 1 << b),
+                    None => vec![s.lo; k],
+                })
+                .collect();
+            per_group.concat()
+        })
+        .collect()
 }
 
 /// Per-group level parameters of a tensor at one bit width.
