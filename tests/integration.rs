@@ -212,7 +212,7 @@ fn bad_flags_exit_non_zero_with_a_message() {
 fn help_documents_every_flag_with_its_default() {
     let out = sweep_gpu().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--model", "--dataset", "--data-dir", "--out", "--bits", "--methods", "--seed", "--device", "--adapter", "--epochs", "--batch-size", "--dropout", "--retrain"] {
+    for flag in ["--model", "--dataset", "--data-dir", "--out", "--bits", "--methods", "--seed", "--device", "--adapter", "--epochs", "--batch-size", "--dropout", "--retrain", "--layer-bits"] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
     assert!(help.contains("[default: 1..=16]") && help.contains("[default: auto]"), "{help}");
