@@ -115,6 +115,20 @@ pub fn run(cli: Cli) -> Result<()> {
                         println!("  {m:<22} {}", b.map_or("none".to_string(), |b| b.to_string()));
                     }
                 }
+                match s.smallest_models_within_1pct.first() {
+                    Some(m) => println!(
+                        "smallest model within 1 % of fp32: {} bytes, {:.1}x smaller than fp32 ({}, {} bits, {} granularity, scope {}; {} {:.4})",
+                        m.size_bytes,
+                        s.fp32_size_bytes as f64 / m.size_bytes as f64,
+                        m.method,
+                        m.bits,
+                        m.granularity,
+                        m.scope,
+                        s.metric,
+                        m.mean
+                    ),
+                    None => println!("no setting is within 1 % of fp32"),
+                }
                 println!("wrote {}/{{results.csv, summary.json, config.json, report.md, report.html, *.svg, *.png}}", outcome.out.display());
             }
             Ok(())

@@ -165,6 +165,22 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String, String)], hea
         }
         md.push('\n');
     }
+    let _ = writeln!(md, "## Smallest models within 1 % of fp32\n");
+    if s.smallest_models_within_1pct.is_empty() {
+        let _ = writeln!(md, "No setting's mean {} is within 1 % of fp32.\n", s.metric);
+    } else {
+        let _ = writeln!(
+            md,
+            "The settings whose mean {} is within 1 % (relative) of fp32, smallest first. Size: codes, level tables and the parameters left f32. Unlike the table above, a larger bit width of the same method may fall outside 1 %.\n",
+            s.metric
+        );
+        let _ = writeln!(md, "| bytes | fp32 / bytes | method | bits | granularity | scope | {} |\n|---|---|---|---|---|---|---|", s.metric);
+        for m in &s.smallest_models_within_1pct {
+            let ratio = s.fp32_size_bytes as f64 / m.size_bytes as f64;
+            let _ = writeln!(md, "| {} | {ratio:.1} | {} | {} | {} | {} | {} |", m.size_bytes, m.method, m.bits, m.granularity, m.scope, fmt_metric(m.mean, &s.metric));
+        }
+        md.push('\n');
+    }
     let _ = writeln!(md, "## {} by method and bits (mean over seeds, 95 % interval where there are several)\n", s.metric);
     let mut bits: Vec<u32> = s.settings.iter().map(|x| x.bits).collect();
     bits.sort();

@@ -296,6 +296,7 @@ mod tests {
             variants: means.len(),
             settings: means.iter().enumerate().map(|(i, &m)| setting(i as u32 + 1, m)).collect(),
             smallest_bits_within_1pct: Default::default(),
+            smallest_models_within_1pct: Vec::new(),
         }
     }
 

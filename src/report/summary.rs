@@ -1,6 +1,6 @@
 //! summary.json: statistics over seeds per (method, bits, granularity, scope),
-//! the fp32 baseline, and each method's smallest bit width within 1 % of fp32.
-//! Computed from results.csv rows alone.
+//! the fp32 baseline, each method's smallest bit width within 1 % of fp32, and
+//! the smallest models within 1 %. Computed from results.csv rows alone.
 
 use std::collections::BTreeMap;
 
@@ -48,6 +48,25 @@ pub struct Summary {
     /// (it and every larger bit width in the grid) the mean stays within 1 %
     /// (relative) of fp32; null when none does
     pub smallest_bits_within_1pct: BTreeMap<String, BTreeMap<String, Option<u32>>>,
+    /// the settings whose mean is within 1 % (relative) of fp32, smallest model
+    /// first (a better mean breaks a tie), at most [`SMALLEST_MODELS`]
+    #[serde(default)]
+    pub smallest_models_within_1pct: Vec<SmallModel>,
+}
+
+/// How many of the smallest models within 1 % the summary keeps.
+pub const SMALLEST_MODELS: usize = 5;
+
+/// A setting within 1 % of fp32 and what it weighs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SmallModel {
+    pub method: String,
+    pub bits: u32,
+    pub granularity: String,
+    pub scope: String,
+    pub size_bytes: usize,
+    /// the metric's mean over seeds
+    pub mean: f64,
 }
 
 /// Two-sided 95 % quantile of Student's t with `df` degrees of freedom.
@@ -124,6 +143,16 @@ pub fn summarize(rows: &[ResultRow], higher_is_better: bool) -> Option<Summary> 
             }
         }
     }
+    let mut small: Vec<&SettingStats> = settings.iter().filter(|s| within_1pct(s.mean, first.fp32_value, higher_is_better)).collect();
+    small.sort_by(|a, b| {
+        let better = if higher_is_better { b.mean.total_cmp(&a.mean) } else { a.mean.total_cmp(&b.mean) };
+        a.size_bytes.cmp(&b.size_bytes).then(better)
+    });
+    let smallest_models_within_1pct = small
+        .into_iter()
+        .take(SMALLEST_MODELS)
+        .map(|s| SmallModel { method: s.method.clone(), bits: s.bits, granularity: s.granularity.clone(), scope: s.scope.clone(), size_bytes: s.size_bytes, mean: s.mean })
+        .collect();
     Some(Summary {
         model: first.model.clone(),
         dataset: first.dataset.clone(),
@@ -138,6 +167,7 @@ pub fn summarize(rows: &[ResultRow], higher_is_better: bool) -> Option<Summary> 
         variants: rows.len(),
         settings,
         smallest_bits_within_1pct: smallest,
+        smallest_models_within_1pct,
     })
 }
 
@@ -150,6 +180,55 @@ mod tests {
         assert_eq!(t95(1), 12.706);
         assert!((t95(31) - 2.0395).abs() < 2e-3);
         assert!((t95(120) - 1.9799).abs() < 2e-3);
+    }
+
+    fn row(method: &str, bits: u32, seed: Option<u32>, value: f64, fp32: f64, size: usize) -> ResultRow {
+        ResultRow {
+            variant_id: format!("{method}:{bits}:layer:{}:all", seed.map_or("-".to_string(), |s| s.to_string())),
+            model: "m".into(),
+            dataset: "d".into(),
+            method: method.into(),
+            bits,
+            granularity: "layer".into(),
+            seed,
+            scope: "all".into(),
+            bias: "fp32".into(),
+            bn: String::new(),
+            metric: "mse".into(),
+            value,
+            fp32_value: fp32,
+            metric2: None,
+            value2: None,
+            fp32_value2: None,
+            weight_mse: 0.0,
+            sqnr_db: 0.0,
+            size_bytes: size,
+            fp32_size_bytes: 1000,
+            device: "cpu".into(),
+            adapter: "cpu".into(),
+            quantizer: "cpu-reference".into(),
+            eval_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn smallest_models_within_one_percent_are_the_smallest_first_by_their_mean() {
+        // MSE, fp32 100: within 1 % means at most 101
+        let rows = vec![
+            row("a", 2, None, 100.5, 100.0, 300),
+            row("a", 3, None, 102.0, 100.0, 400), // outside
+            row("b", 2, None, 99.0, 100.0, 300),  // same size, better: first
+            row("c", 1, None, 150.0, 100.0, 200), // outside
+            // stochastic: the mean of its seeds decides (100 and 102.5: 101.25, outside)
+            row("s", 1, Some(1), 100.0, 100.0, 100),
+            row("s", 1, Some(2), 102.5, 100.0, 100),
+            row("s", 2, Some(1), 100.0, 100.0, 350),
+            row("s", 2, Some(2), 101.0, 100.0, 350),
+        ];
+        let s = summarize(&rows, false).unwrap();
+        let got: Vec<(&str, u32, usize)> = s.smallest_models_within_1pct.iter().map(|m| (m.method.as_str(), m.bits, m.size_bytes)).collect();
+        assert_eq!(got, vec![("b", 2, 300), ("a", 2, 300), ("s", 2, 350)]);
+        assert_eq!(s.smallest_models_within_1pct[2].mean, 100.5);
     }
 
     #[test]
