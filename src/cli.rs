@@ -182,6 +182,12 @@ pub struct SweepArgs {
     #[arg(long, value_name = "LAYER=BITS,...")]
     pub layer_bits: Vec<String>,
 
+    /// Clip each group's range to its P-th percentile at both ends (e.g. 99.9)
+    /// before the levels are built; weights outside round to the end levels.
+    /// For the uniform, histogram, normal and midrise methods.
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub clip: Option<f64>,
+
     /// How biases meet the quantizer.
     #[arg(long, value_enum, default_value = "fp32")]
     pub bias: BiasMode,

@@ -29,6 +29,9 @@ pub struct Config {
     /// (`first=8,last=fp32`), layer names as given
     #[serde(default)]
     pub layer_bits: Vec<String>,
+    /// --clip: each group's range clipped to this percentile
+    #[serde(default)]
+    pub clip: Option<f64>,
     pub bias: BiasMode,
     #[serde(default = "default_bn")]
     pub bn: BnMode,
@@ -95,6 +98,14 @@ impl Config {
             .map(|t| parse_held(t).map(|h| held_text(&h)))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|m| Error::config("--layer-bits", m))?;
+        if let Some(p) = a.clip {
+            if !(p > 50.0 && p < 100.0) {
+                return Err(Error::config("--clip", format!("{p} is not a percentile in (50, 100), e.g. 99.9")));
+            }
+            if let Some(m) = methods.iter().find(|m| m.level_set() == crate::quant::LevelSet::Lloyd) {
+                return Err(Error::config("--clip", format!("{m} places its levels by k-means over the whole group; drop it from --methods or drop --clip")));
+            }
+        }
         let mut granularities = a.granularity.clone();
         granularities.sort();
         granularities.dedup();
@@ -169,6 +180,7 @@ impl Config {
             seeds: a.seeds,
             scope: a.scope,
             layer_bits,
+            clip: a.clip,
             bias: a.bias,
             bn: a.bn,
             device: a.device,

@@ -64,7 +64,7 @@ fn lloyd_tables(data: &[f32], grouping: Grouping, bits: &[u32]) -> Vec<Vec<f32>>
 fn upload(q: &GpuQuantizer, data: &[f32], grouping: Grouping, tensor: u32, bits: &[u32]) -> (sweep_gpu::quant::gpu::GpuTensor, Vec<Vec<f32>>) {
     let tables = lloyd_tables(data, grouping, bits);
     let refs: Vec<&[f32]> = tables.iter().map(Vec::as_slice).collect();
-    (q.upload_with_lloyd(data, grouping, tensor, bits, &refs).unwrap(), tables)
+    (q.upload_with(data, grouping, tensor, bits, &refs, None).unwrap(), tables)
 }
 
 /// Every method, every bit width: GPU codes and values equal the reference's.
@@ -138,6 +138,35 @@ fn parity_with_an_outlier() {
     let mut w = normalish(1000, 9, 0.05);
     w[517] = 40.0;
     check_parity("outlier", &w, &[100, 10], 1, &[3]);
+}
+
+/// With clipped ranges given by the host (--clip), the GPU's level parameters
+/// and codes are the reference's, outliers landing on the end levels.
+#[test]
+fn parity_with_clipped_ranges() {
+    let mut w = normalish(2000, 17, 0.05);
+    w[3] = 9.0;
+    w[1500] = -7.0;
+    let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
+    let bits: Vec<u32> = vec![2, 4, 8];
+    for (shape, axis, g) in [([200usize, 10usize], 1usize, Granularity::Layer), ([200, 10], 1, Granularity::Channel)] {
+        let grouping = Grouping::for_granularity(&shape, axis, g);
+        let clipped = reference::clip_stats(&w, grouping, &reference::group_stats(&w, grouping), 99.0);
+        let t = q.upload_with(&w, grouping, 1, &bits, &[], Some(&clipped)).unwrap();
+        assert_eq!(q.stats(&t).unwrap(), clipped);
+        let variants: Vec<GpuVariant> = all_variants(&bits, &[1, 2]).into_iter().filter(|v| Method::STUDY.contains(&v.method)).collect();
+        let got = q.quantize_to_host(&t, &variants).unwrap();
+        for (v, gq) in variants.iter().zip(&got) {
+            let params = reference::tensor_params(&clipped, v.bits);
+            let want = reference::quantize(&w, grouping, &params, &[], VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 1 });
+            assert_eq!(gq.codes, want.codes, "{g:?} {v:?}");
+            assert!(gq.values.iter().zip(&want.values).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?} {v:?}");
+            // the outlier sits on the top level, inside the clipped range
+            if v.method == Method::UniformNearest {
+                assert_eq!(gq.values[3], clipped[grouping.group_of(3)].hi, "{g:?} {v:?}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -312,6 +312,40 @@ fn mixed_precision_scopes_hold_their_layers_and_agree_with_the_other_scopes() {
 }
 
 #[test]
+fn clipping_is_checked_recorded_and_changes_the_levels() {
+    for p in ["50", "100", "NaN", "-3"] {
+        let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--clip", p]);
+        assert!(e.contains("--clip") && e.contains("not a percentile"), "{p}: {e}");
+    }
+    let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--clip", "99", "--methods", "uniform-nearest,lloyd-nearest"]);
+    assert!(e.contains("--clip") && e.contains("lloyd-nearest"), "{e}");
+
+    let data = tabular_dir(200);
+    let work = tempfile::tempdir().unwrap();
+    let run = |out: &str, clip: &[&str]| {
+        let dir = work.path().join(out);
+        let o = sweep_gpu()
+            .args(["--model", "mlp-complex", "--dataset", "churn", "--device", "cpu", "--epochs", "1", "--bits", "2,4", "--methods", "uniform-nearest,midrise"])
+            .args(["--data-dir", data.path().to_str().unwrap(), "--checkpoint-dir", work.path().join("ckpt").to_str().unwrap(), "--out", dir.to_str().unwrap()])
+            .args(clip)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (sweep_gpu::report::read_results(&dir.join("results.csv"), false).unwrap(), std::fs::read_to_string(dir.join("report.md")).unwrap())
+    };
+    let (plain, _) = run("plain", &[]);
+    let (clipped, report) = run("clipped", &["--clip", "95"]);
+    assert!(report.contains("clipped to its 95th percentile"), "{report}");
+    assert_eq!(plain.len(), clipped.len());
+    for (a, b) in plain.iter().zip(&clipped) {
+        assert_eq!(a.variant_id, b.variant_id);
+        // the same checkpoint, other levels: the weight error moves
+        assert_eq!(a.fp32_value, b.fp32_value);
+        assert_ne!(a.weight_mse, b.weight_mse, "{}", a.variant_id);
+    }
+}
+
+#[test]
 fn the_scoring_bench_reports_every_round_and_their_median() {
     let data = tabular_dir(200);
     let d = data.path().to_str().unwrap();

@@ -161,6 +161,8 @@ pub struct Plan {
     params: HashMap<(usize, Granularity, u32), Vec<LevelParams>>,
     /// Lloyd-Max levels, K per group (reference::lloyd_table), when the grid has a lloyd method
     lloyd: HashMap<(usize, Granularity, u32), Vec<f32>>,
+    /// --clip: each group's range clipped to this percentile
+    pub clip: Option<f64>,
 }
 
 impl Plan {
@@ -240,7 +242,7 @@ impl Plan {
             }
         }
         let sq_sums = targets.iter().map(|t| tree_sum(t.data.len(), |k| t.data[k] * t.data[k]) as f64).collect();
-        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new(), lloyd: HashMap::new() })
+        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new(), lloyd: HashMap::new(), clip: None })
     }
 
     pub fn grouping(&self, target: usize, g: Granularity) -> Grouping {
@@ -258,7 +260,14 @@ impl Plan {
                 let stats = self
                     .stats
                     .entry((ti, g))
-                    .or_insert_with(|| reference::group_stats(&self.targets[ti].data, grouping))
+                    .or_insert_with(|| {
+                        let data = &self.targets[ti].data;
+                        let stats = reference::group_stats(data, grouping);
+                        match self.clip {
+                            Some(p) => reference::clip_stats(data, grouping, &stats, p),
+                            None => stats,
+                        }
+                    })
                     .clone();
                 for &b in bits {
                     self.params.entry((ti, g, b)).or_insert_with(|| reference::tensor_params(&stats, b));
@@ -270,6 +279,11 @@ impl Plan {
                 }
             }
         }
+    }
+
+    /// Group statistics of a target (after [`Plan::prepare`]), clipped with --clip.
+    pub fn stats(&self, target: usize, g: Granularity) -> &[GroupStats] {
+        &self.stats[&(target, g)]
     }
 
     /// Level parameters of a target (after [`Plan::prepare`]).

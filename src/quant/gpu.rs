@@ -184,15 +184,46 @@ impl GpuQuantizer {
         src
     }
 
+    /// Encodes the group statistics kernels (lo, hi, mean, then std) into a new buffer.
+    fn group_stats(&self, enc: &mut wgpu::CommandEncoder, weights: &wgpu::Buffer, grouping: Grouping, blocks: usize) -> wgpu::Buffer {
+        let g = grouping.groups as u32;
+        let glen = grouping.group_len();
+        let stats = self.ctx.empty("stats", grouping.groups * 16);
+        let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[grouping.len as u32, grouping.groups as u32, grouping.stride as u32, blocks as u32]));
+        let partials = self.ctx.empty("partials", grouping.groups * blocks * 16);
+        self.pass(enc, Kernel::GroupPartials, &[weights.as_entire_binding(), partials.as_entire_binding(), shape.as_entire_binding()], (blocks as u32, g, 1));
+        let total = self.reduce(enc, partials, grouping.groups, blocks);
+        let finish = |mode: u32| self.ctx.storage("shape", bytemuck::cast_slice(&[g, glen as u32, mode, 0]));
+        let finish0 = finish(0);
+        self.pass(enc, Kernel::FinishStats, &[total.as_entire_binding(), stats.as_entire_binding(), finish0.as_entire_binding()], (g.div_ceil(64), 1, 1));
+
+        let partials = self.ctx.empty("partials", grouping.groups * blocks * 16);
+        self.pass(
+            enc,
+            Kernel::GroupSqdevPartials,
+            &[weights.as_entire_binding(), stats.as_entire_binding(), partials.as_entire_binding(), shape.as_entire_binding()],
+            (blocks as u32, g, 1),
+        );
+        let total = self.reduce(enc, partials, grouping.groups, blocks);
+        let finish1 = finish(1);
+        self.pass(enc, Kernel::FinishStats, &[total.as_entire_binding(), stats.as_entire_binding(), finish1.as_entire_binding()], (g.div_ceil(64), 1, 1));
+        stats
+    }
+
     /// Uploads a tensor and computes its statistics and level parameters for `bits`.
     pub fn upload(&self, data: &[f32], grouping: Grouping, tensor_index: u32, bits: &[u32]) -> Result<GpuTensor> {
-        self.upload_with_lloyd(data, grouping, tensor_index, bits, &[])
+        self.upload_with(data, grouping, tensor_index, bits, &[], None)
     }
 
     /// [`upload`](Self::upload), with the Lloyd-Max tables the lloyd methods
     /// round onto (reference::lloyd_table): one per bit width of `bits`, in its
-    /// order, or none at all.
-    pub fn upload_with_lloyd(&self, data: &[f32], grouping: Grouping, tensor_index: u32, bits: &[u32], lloyd: &[&[f32]]) -> Result<GpuTensor> {
+    /// order, or none at all; and with `stats` given (clipped ranges,
+    /// reference::clip_stats), the level parameters are built from those
+    /// instead of statistics computed on the device.
+    pub fn upload_with(&self, data: &[f32], grouping: Grouping, tensor_index: u32, bits: &[u32], lloyd: &[&[f32]], stats: Option<&[GroupStats]>) -> Result<GpuTensor> {
+        if stats.is_some_and(|s| s.len() != grouping.groups) {
+            return Err(Error::Quant("the given group statistics do not match the grouping".into()));
+        }
         if data.len() != grouping.len || data.is_empty() {
             return Err(Error::Quant(format!("tensor of {} elements does not match its grouping of {}", data.len(), grouping.len)));
         }
@@ -224,29 +255,13 @@ impl GpuQuantizer {
             return Err(Error::Quant(format!("a tensor of {} groups of {glen} exceeds the dispatch limits", grouping.groups)));
         }
         let weights = self.ctx.storage("weights", bytemuck::cast_slice(data));
-        let stats = self.ctx.empty("stats", grouping.groups * 16);
         let params = self.ctx.empty("params", bits.len() * grouping.groups * std::mem::size_of::<LevelParams>());
-        let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[grouping.len as u32, grouping.groups as u32, grouping.stride as u32, blocks as u32]));
         let g = grouping.groups as u32;
         let mut enc = self.encoder();
-
-        let partials = self.ctx.empty("partials", grouping.groups * blocks * 16);
-        self.pass(&mut enc, Kernel::GroupPartials, &[weights.as_entire_binding(), partials.as_entire_binding(), shape.as_entire_binding()], (blocks as u32, g, 1));
-        let total = self.reduce(&mut enc, partials, grouping.groups, blocks);
-        let finish = |mode: u32| self.ctx.storage("shape", bytemuck::cast_slice(&[g, glen as u32, mode, 0]));
-        let finish0 = finish(0);
-        self.pass(&mut enc, Kernel::FinishStats, &[total.as_entire_binding(), stats.as_entire_binding(), finish0.as_entire_binding()], (g.div_ceil(64), 1, 1));
-
-        let partials = self.ctx.empty("partials", grouping.groups * blocks * 16);
-        self.pass(
-            &mut enc,
-            Kernel::GroupSqdevPartials,
-            &[weights.as_entire_binding(), stats.as_entire_binding(), partials.as_entire_binding(), shape.as_entire_binding()],
-            (blocks as u32, g, 1),
-        );
-        let total = self.reduce(&mut enc, partials, grouping.groups, blocks);
-        let finish1 = finish(1);
-        self.pass(&mut enc, Kernel::FinishStats, &[total.as_entire_binding(), stats.as_entire_binding(), finish1.as_entire_binding()], (g.div_ceil(64), 1, 1));
+        let stats = match stats {
+            Some(given) => self.ctx.storage("stats", bytemuck::cast_slice(given)),
+            None => self.group_stats(&mut enc, &weights, grouping, blocks),
+        };
 
         let bit_list = self.ctx.storage("bits", bytemuck::cast_slice(bits));
         let pshape = self.ctx.storage("shape", bytemuck::cast_slice(&[g, bits.len() as u32, 0, 0]));

@@ -26,6 +26,9 @@
 //! - `stochastic`: j + 1 when u * (L(j+1) - L(j)) < w - L(j), else j, with u in [0, 1) from
 //!   `uniform_draw(seed, stream, tensor, element)`: P(j+1) = (w - L(j)) / (L(j+1) - L(j)).
 //!
+//! With `--clip P`, lo and hi are the group's P-th percentiles instead ([`clip_stats`]);
+//! weights outside round to the end levels by the same rules.
+//!
 //! A group whose range hi - lo is below 2^-100 (a constant tensor, say) is degenerate:
 //! every element gets code 0 and the value lo. Subnormal weights are read as zero,
 //! as GPUs that flush them do.
@@ -133,6 +136,23 @@ pub fn group_stats(w: &[f32], grouping: Grouping) -> Vec<GroupStats> {
                 count,
             );
             GroupStats { lo, hi, mean, std: sqrt(var) }
+        })
+        .collect()
+}
+
+/// Statistics with each group's range clipped to its `percentile` (in (50,
+/// 100)): lo and hi become the group's values of ranks r and n-1-r of the
+/// sorted group, r = floor((1 - percentile/100) (n - 1)) (order statistics, so
+/// no arithmetic on the weights); mean and std stay those of the whole group.
+pub fn clip_stats(w: &[f32], grouping: Grouping, stats: &[GroupStats], percentile: f64) -> Vec<GroupStats> {
+    let n = grouping.group_len();
+    let r = ((1.0 - percentile / 100.0) * (n - 1) as f64).floor().max(0.0) as usize;
+    (0..grouping.groups)
+        .into_par_iter()
+        .map(|g| {
+            let mut v: Vec<f32> = (0..n).map(|i| flush(w[grouping.index(g, i)])).collect();
+            v.sort_by(f32::total_cmp);
+            GroupStats { lo: v[r], hi: v[n - 1 - r], ..stats[g] }
         })
         .collect()
 }
@@ -802,6 +822,23 @@ mod tests {
             let scale: f64 = w.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().max(1e-30);
             prop_assert!(lloyd <= uniform + 1e-6 * scale, "lloyd {lloyd} uniform {uniform}");
         }
+    }
+
+    #[test]
+    fn clipping_takes_the_ranges_ends_from_the_sorted_group() {
+        // 101 values 0..=100 in shuffled order: the 99th percentile clips one value
+        // at each end (r = floor(0.01 * 100) = 1)
+        let w: Vec<f32> = (0..101).map(|i| ((i * 37) % 101) as f32).collect();
+        let g = Grouping::whole(w.len());
+        let stats = group_stats(&w, g);
+        let c = clip_stats(&w, g, &stats, 99.0)[0];
+        assert_eq!((c.lo, c.hi, c.mean, c.std), (1.0, 99.0, stats[0].mean, stats[0].std));
+        // uniform at 1 bit over [1, 99]: 0 and 100 round to the end levels
+        let p = LevelParams::new(&c, 1, z_table(1));
+        assert_eq!(p.code_value(Method::UniformNearest, 0.0, 0.0, z_table(1)), (0, 1.0));
+        assert_eq!(p.code_value(Method::UniformNearest, 100.0, 0.0, z_table(1)), (1, 99.0));
+        assert_eq!(p.code_value(Method::UniformStochastic, 100.0, 0.999, z_table(1)), (1, 99.0));
+        assert_eq!(clip_stats(&w, g, &stats, 99.999)[0], GroupStats { lo: 0.0, hi: 100.0, ..stats[0] }, "r = 0 keeps the range");
     }
 
     #[test]

@@ -336,6 +336,7 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     let folded = conv && config.bn == BnMode::Fold;
     let weights = if folded { crate::models::fold_batchnorm(&trained, crate::models::cnn::BN_EPSILON) } else { trained };
     let mut plan = Plan::new(weights.clone(), config.bias, config.bn)?;
+    plan.clip = config.clip;
     plan.prepare(&config.granularities, &config.quantized_bits(), &config.methods);
     let largest = plan.targets.iter().map(|t| t.data.len()).max().unwrap_or(1);
     let fits_kernel = crate::eval::fused_kernel_fits(&weights, table.len());

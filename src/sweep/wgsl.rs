@@ -33,7 +33,9 @@ impl WgslScorer {
             for &g in granularities {
                 let lloyd: Vec<&[f32]> = bits.iter().map(|&b| plan.lloyd_table(ti, g, b)).collect();
                 let lloyd = if lloyd.iter().all(|t| t.is_empty()) { Vec::new() } else { lloyd };
-                tensors.insert((ti, g), quantizer.upload_with_lloyd(&t.data, plan.grouping(ti, g), t.tensor_index, bits, &lloyd)?);
+                // clipped ranges come from the host (order statistics of the group)
+                let stats = plan.clip.map(|_| plan.stats(ti, g));
+                tensors.insert((ti, g), quantizer.upload_with(&t.data, plan.grouping(ti, g), t.tensor_index, bits, &lloyd, stats)?);
             }
         }
         let fp32 = (0..plan.weights.tensors.len()).map(|i| stack_tensor(&[&plan.weights], i, &ctx.burn)).collect();
