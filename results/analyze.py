@@ -28,9 +28,9 @@ def runs():
             (lambda: gzip.open(plain + ".gz", "rt", newline=""))
         with opener() as f:
             rows = list(csv.DictReader(f))
-        # the mixed-precision and Lloyd runs repeat their base run's variants:
-        # mixed_section and lloyd_section
-        if rows and not folder.endswith(("-mixed", "-lloyd")):
+        # the mixed-precision, Lloyd and clipping runs repeat their base run's
+        # variants: mixed_section, lloyd_section and clip_section
+        if rows and not folder.endswith(("-mixed", "-lloyd")) and "-clip" not in folder:
             yield folder, rows
 
 
@@ -261,8 +261,34 @@ def lloyd_section():
         print(f"| {folder} | {fmt(s['fp32_value'], s['metric'])} | {s['fp32_size_bytes']:,} | " + " | ".join(cells) + f" | {ratios} |")
 
 
+def clip_section():
+    paths = sorted(glob.glob(os.path.join(ROOT, "*-clip*", "summary.json")))
+    if not paths:
+        return
+    print("\n## Range clipping (--clip P) against the full range\n")
+    print("Per method, the smallest bit width within 1 % of fp32, whole net; then uniform-nearest's "
+          "weight MSE at 2 / 3 / 4 bits and its metric at 2 / 3 / 4 bits. The first row of each run "
+          "is the full range (the run without --clip).\n")
+    print("| run | clip | " + " | ".join(METHODS) + " | uniform-nearest weight MSE 2 / 3 / 4 | uniform-nearest metric 2 / 3 / 4 |")
+    print("|---|---|" + "---|" * len(METHODS) + "---|---|")
+    bases = sorted({os.path.basename(os.path.dirname(p)).split("-clip")[0] for p in paths})
+    for base in bases:
+        variants = [(base, "none")] + [(os.path.basename(os.path.dirname(p)), os.path.basename(os.path.dirname(p)).split("-clip")[1])
+                                        for p in paths if os.path.basename(os.path.dirname(p)).split("-clip")[0] == base]
+        for folder, clip in variants:
+            with open(os.path.join(ROOT, folder, "summary.json")) as f:
+                s = json.load(f)
+            best = s["smallest_bits_within_1pct"]["layer/all"]
+            at = {(x["method"], x["bits"]): x for x in s["settings"] if x["scope"] == "all" and x["granularity"] == "layer"}
+            cells = [str(best[m]) if best.get(m) is not None else "—" for m in METHODS]
+            mse = " / ".join(f"{at[('uniform-nearest', b)]['weight_mse_mean']:.3g}" for b in (2, 3, 4))
+            metric = " / ".join(fmt(at[('uniform-nearest', b)]["mean"], s["metric"]) for b in (2, 3, 4))
+            print(f"| {base} | {clip} | " + " | ".join(cells) + f" | {mse} | {metric} |")
+
+
 if __name__ == "__main__":
     main()
     seeds_section()
     mixed_section()
     lloyd_section()
+    clip_section()

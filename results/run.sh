@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|seeds|cnn-fmnist|cnn-fmnist-bn|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|clip|seeds|cnn-fmnist|cnn-fmnist-bn|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -49,6 +49,15 @@ if [[ $what == lloyd || $what == all ]]; then
     for d in churn telescope california mv; do
       run --model $m --dataset $d --methods uniform-nearest,lloyd-nearest,lloyd-stochastic \
           --out results/$m-$d-lloyd
+    done
+  done
+fi
+if [[ $what == clip || $what == all ]]; then
+  # each group's range clipped to its 99.9th and 99th percentiles, the study's seven
+  # methods, on the mlp-complex checkpoints
+  for d in churn telescope california mv; do
+    for p in 99.9 99; do
+      run --model mlp-complex --dataset $d --clip $p --out results/mlp-complex-$d-clip$p
     done
   done
 fi
