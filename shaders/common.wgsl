@@ -63,12 +63,19 @@ fn method_level_set(method: u32) -> u32 {
         case 2u, 3u: { return LEVEL_HISTOGRAM; }
         case 4u, 5u: { return LEVEL_NORMAL; }
         case 7u, 8u: { return LEVEL_LLOYD; }
+        case 9u, 10u: { return LEVEL_UNIFORM; }
         default: { return LEVEL_MIDRISE; }
     }
 }
 
+// Stochastic rounding (up with probability (w - L(j)) / (L(j+1) - L(j))).
 fn method_is_stochastic(method: u32) -> bool {
     return method == 1u || method == 3u || method == 5u || method == 8u;
+}
+
+// Triangular dither before nearest on the uniform set (9: kept, 10: subtracted).
+fn method_is_dither(method: u32) -> bool {
+    return method == 9u || method == 10u;
 }
 
 // Subnormals read as zero, on GPUs that keep them too.
@@ -216,9 +223,13 @@ fn pcg_hash(v: u32) -> u32 {
     return (word >> 22u) ^ word;
 }
 
-// Stream of a stochastic variant: level-set salt << 8 | bits (quant::stream_id).
+// Stream of a stochastic variant: level-set (or dither) salt << 8 | bits (quant::stream_id).
 fn stream_id(method: u32, bits: u32) -> u32 {
-    return ((method_level_set(method) + 1u) << 8u) | bits;
+    var salt = method_level_set(method) + 1u;
+    if method_is_dither(method) {
+        salt = method - 3u; // 6 and 7
+    }
+    return (salt << 8u) | bits;
 }
 
 fn uniform_draw(seed: u32, stream: u32, tensor: u32, element: u32) -> f32 {

@@ -2,11 +2,13 @@
 // one dispatch. Each invocation rounds one element for one variant: nearest
 // (the closest level, an exact tie to the larger), stochastic (up with
 // probability (w - L[j]) / (L[j+1] - L[j]), u from uniform_draw of (seed,
-// stream, tensor, element)) or midrise (floor, clamped to K codes); see
-// levels.wgsl and src/quant/reference.rs, which this matches bit for bit.
+// stream, tensor, element)), midrise (floor, clamped to K codes) or dither
+// (nearest after a triangular dither); see levels.wgsl and
+// src/quant/reference.rs, which this matches bit for bit.
 //
-// Lloyd-Max levels are not computed here: the host builds them (K per group,
-// reference::lloyd_table) and the kernel searches the group's table.
+// Lloyd-Max levels are not computed here: the host builds them (min(K, group
+// size) per group, reference::lloyd_table) and the kernel searches the
+// group's table.
 //
 // Specialisation: the pipeline-overridable constant METHOD fixes the method
 // (Method::code) when below 255, so the compiler drops every other level set's
@@ -58,6 +60,17 @@ struct Variant {
 @group(0) @binding(6) var<storage, read_write> shape: array<u32, 8>;
 @group(0) @binding(7) var<storage, read_write> lloyd: array<f32>;
 
+// Triangular dither t = u1 - u2 (u2 from the key hashed once more), nearest on
+// the uniform set; the subtractive method (10) takes t back off the level.
+fn round_dither(p: LevelParams, method: u32, w: f32, u: f32, key: u32, i: u32) -> Rounded {
+    let t = u - uniform_from_key(pcg_hash(key), i);
+    var r = round_weight(p, 0u, flush(madd(t, p.step, w)), 0.0);
+    if method == 10u && p.degenerate == 0u {
+        r.value = madd(-t, p.step, r.value);
+    }
+    return r;
+}
+
 // Rounding onto a group's Lloyd-Max table of `entries` levels at `base`: the
 // bracket by binary search (the largest t with L(t) <= w, 0 when none), then
 // round_between.
@@ -99,11 +112,13 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
         let method = select(v.method, METHOD, METHOD < 255u);
         let p = params[v.row + group];
         var u = 0.0;
-        if method_is_stochastic(method) {
+        if method_is_stochastic(method) || method_is_dither(method) {
             u = uniform_from_key(v.key, i);
         }
         var r: Rounded;
-        if method_level_set(method) == LEVEL_LLOYD {
+        if method_is_dither(method) {
+            r = round_dither(p, method, w, u, v.key, i);
+        } else if method_level_set(method) == LEVEL_LLOYD {
             let entries = min(1u << v.bits, n / shape[1]);
             r = round_lloyd(p, method, w, u, v.table + group * entries, entries);
         } else {

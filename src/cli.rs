@@ -78,7 +78,7 @@ pub enum Command {
         /// Skip the quantizer benchmark (it needs a GPU adapter).
         #[arg(long)]
         skip_quantizer: bool,
-        /// Methods of the quantizer benchmark [default: the study's seven; lloyd-* is refused].
+        /// Methods of the quantizer benchmark [default: the study's seven, the only ones it takes].
         #[arg(long, value_enum, value_delimiter = ',')]
         methods: Vec<Method>,
     },
@@ -155,7 +155,7 @@ pub struct SweepArgs {
     #[arg(long, default_value = "1..=16")]
     pub bits: String,
 
-    /// Methods, comma-separated [default: the study's seven, all but lloyd-*].
+    /// Methods, comma-separated [default: the study's seven, all but lloyd-* and uniform-dither*].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub methods: Vec<Method>,
 

@@ -48,7 +48,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 return Err(Error::config("--variants/--batch/--rounds", "must be at least 1"));
             }
             if let Some(m) = methods.iter().find(|m| !quant::Method::STUDY.contains(m)) {
-                return Err(Error::config("--methods", format!("the quantizer benchmark times the study's seven methods; {m} first builds a Lloyd-Max table per group on the host")));
+                return Err(Error::config("--methods", format!("the quantizer benchmark times the study's seven methods; {m} is beyond them")));
             }
             let quantizer = if skip_quantizer {
                 None

@@ -179,13 +179,13 @@ fn parity_on_a_conv_shaped_weight() {
 #[test]
 fn parity_with_thousands_of_variants_in_one_dispatch() {
     let w = normalish(777, 21, 0.2);
-    let seeds: Vec<u32> = (100..140).collect(); // 9 x 16 x ... = 16 x (5 + 4 x 40) = 2640 variants
+    let seeds: Vec<u32> = (100..140).collect(); // 11 methods x 16 bits: 16 x (5 + 6 x 40) = 3920 variants
     let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
     let bits: Vec<u32> = (1..=16).collect();
     let grouping = Grouping::whole(w.len());
     let (t, lloyd) = upload(&q, &w, grouping, 0, &bits);
     let mut variants = all_variants(&bits, &seeds);
-    assert_eq!(variants.len(), 2640);
+    assert_eq!(variants.len(), 3920);
     // methods interleaved, so that output slots do not follow the method order
     variants.sort_by_key(|v| (v.seed, v.bits));
     let got = q.quantize_to_host_with(&t, &variants, true).unwrap();
@@ -365,7 +365,7 @@ fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
             "--seeds",
             "2",
             "--methods",
-            "uniform-stochastic,normal-nearest,midrise,histogram-stochastic,lloyd-nearest,lloyd-stochastic",
+            "uniform-stochastic,normal-nearest,midrise,histogram-stochastic,lloyd-nearest,lloyd-stochastic,uniform-dither-subtractive",
             "--layer-bits",
             "first=4",
         ];
@@ -375,8 +375,8 @@ fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
     let cpu = run("cpu", &["--device", "cpu"]);
     let wgsl = run("wgsl", &["--device", "gpu"]);
     let reference = run("reference", &["--device", "gpu", "--quantizer", "reference"]);
-    assert_eq!(wgsl.len(), 2 * 2 * (3 + 3 * 2), "two scopes");
-    assert_eq!(wgsl.iter().filter(|r| r.scope == "all+layers.0=4").count(), 2 * (3 + 3 * 2));
+    assert_eq!(wgsl.len(), 2 * 2 * (3 + 4 * 2), "two scopes");
+    assert_eq!(wgsl.iter().filter(|r| r.scope == "all+layers.0=4").count(), 2 * (3 + 4 * 2));
     assert!(wgsl.iter().all(|r| r.quantizer == "wgsl" && r.device == "gpu"));
     assert!(reference.iter().all(|r| r.quantizer == "cpu-reference" && r.device == "gpu"));
     let n_test = 60.0; // 20 % of 300 rows

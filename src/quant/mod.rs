@@ -13,7 +13,8 @@ pub mod reference;
 use serde::{Deserialize, Serialize};
 
 /// The study's seven methods (three level sets x {nearest, stochastic}, plus
-/// midrise), and Lloyd-Max levels with either rounding.
+/// midrise), Lloyd-Max levels with either rounding, and the uniform set with
+/// triangular dither (non-subtractive and subtractive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
@@ -26,6 +27,8 @@ pub enum Method {
     Midrise,
     LloydNearest,
     LloydStochastic,
+    UniformDither,
+    UniformDitherSubtractive,
 }
 
 /// How a group's levels are placed.
@@ -45,7 +48,7 @@ pub enum LevelSet {
 
 impl Method {
     /// Every method, in the order of their kernel codes.
-    pub const ALL: [Method; 9] = [
+    pub const ALL: [Method; 11] = [
         Method::UniformNearest,
         Method::UniformStochastic,
         Method::HistogramNearest,
@@ -55,6 +58,8 @@ impl Method {
         Method::Midrise,
         Method::LloydNearest,
         Method::LloydStochastic,
+        Method::UniformDither,
+        Method::UniformDitherSubtractive,
     ];
 
     /// The 2020 study's seven, the first seven of [`Method::ALL`]: the default grid.
@@ -71,12 +76,14 @@ impl Method {
             Method::Midrise => "midrise",
             Method::LloydNearest => "lloyd-nearest",
             Method::LloydStochastic => "lloyd-stochastic",
+            Method::UniformDither => "uniform-dither",
+            Method::UniformDitherSubtractive => "uniform-dither-subtractive",
         }
     }
 
     pub fn level_set(self) -> LevelSet {
         match self {
-            Method::UniformNearest | Method::UniformStochastic => LevelSet::Uniform,
+            Method::UniformNearest | Method::UniformStochastic | Method::UniformDither | Method::UniformDitherSubtractive => LevelSet::Uniform,
             Method::HistogramNearest | Method::HistogramStochastic => LevelSet::Histogram,
             Method::NormalNearest | Method::NormalStochastic => LevelSet::Normal,
             Method::Midrise => LevelSet::Midrise,
@@ -84,8 +91,19 @@ impl Method {
         }
     }
 
+    /// Whether the method draws random numbers (and so is run for every seed).
     pub fn is_stochastic(self) -> bool {
-        matches!(self, Method::UniformStochastic | Method::HistogramStochastic | Method::NormalStochastic | Method::LloydStochastic)
+        matches!(self, Method::UniformStochastic | Method::HistogramStochastic | Method::NormalStochastic | Method::LloydStochastic) || self.is_dither()
+    }
+
+    /// Stochastic rounding: up with probability (w - L(j)) / (L(j+1) - L(j)).
+    pub fn rounds_stochastically(self) -> bool {
+        self.is_stochastic() && !self.is_dither()
+    }
+
+    /// Triangular dither added before nearest rounding on the uniform set.
+    pub fn is_dither(self) -> bool {
+        matches!(self, Method::UniformDither | Method::UniformDitherSubtractive)
     }
 
     /// The method's number in the kernels' variant table (shaders/quantize.wgsl).
@@ -184,9 +202,14 @@ pub fn pcg_hash(v: u32) -> u32 {
     (word >> 22) ^ word
 }
 
-/// The random stream of a stochastic variant: its level set and bit width.
+/// The random stream of a stochastic variant: its level set (or dither) and bit width.
 pub fn stream_id(method: Method, bits: u32) -> u32 {
-    (method.level_set().stream_salt() << 8) | bits
+    let salt = match method {
+        Method::UniformDither => 6,
+        Method::UniformDitherSubtractive => 7,
+        _ => method.level_set().stream_salt(),
+    };
+    (salt << 8) | bits
 }
 
 /// The uniform number in [0, 1) that stochastic rounding uses for one element:

@@ -26,6 +26,13 @@
 //! - `stochastic`: j + 1 when u * (L(j+1) - L(j)) < w - L(j), else j, with u in [0, 1) from
 //!   `uniform_draw(seed, stream, tensor, element)`: P(j+1) = (w - L(j)) / (L(j+1) - L(j)).
 //!
+//! - `dither` (uniform set): t = u1 - u2, two of the element's uniform draws (u2 from the
+//!   key hashed once more: `pcg_hash(key)`), so t has the triangular PDF on (-1, 1); the
+//!   weight w' = flush(madd(t, step, w)) is rounded `nearest`. `uniform-dither` keeps that
+//!   level; `uniform-dither-subtractive` returns madd(-t, step, level), the decoder
+//!   regenerating t from the seed (its values are not on the level grid). A degenerate
+//!   group gives lo for both.
+//!
 //! With `--clip P`, lo and hi are the group's P-th percentiles instead ([`clip_stats`]);
 //! weights outside round to the end levels by the same rules.
 //!
@@ -42,7 +49,7 @@ use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
 use super::exact::{div, inv_norm_cdf, madd, recip, sqrt};
-use super::{Grouping, LevelSet, Method, draw_key, stream_id, uniform_from_key};
+use super::{Grouping, LevelSet, Method, draw_key, pcg_hash, stream_id, uniform_from_key};
 
 /// Bit widths the quantizer accepts.
 pub const BITS: std::ops::RangeInclusive<u32> = 1..=16;
@@ -352,7 +359,7 @@ impl LevelParams {
             return (j, lj);
         }
         let lk = memo.level(j + 1);
-        let up = if method.is_stochastic() {
+        let up = if method.rounds_stochastically() {
             w > lj && u * (lk - lj) < w - lj
         } else {
             (w - lj) >= (lk - w)
@@ -560,10 +567,17 @@ pub fn quantize(w: &[f32], grouping: Grouping, params: &[LevelParams], lloyd: &[
     assert!(!is_lloyd || lloyd.len() == k * grouping.groups, "lloyd methods need the tensor's Lloyd table at {} bits", key.bits);
     let z = z_table(key.bits);
     let draw = draw_key(key.seed, stream_id(key.method, key.bits), key.tensor);
+    let dither2 = pcg_hash(draw);
     let one = |(i, &w): (usize, &f32)| {
         let g = grouping.group_of(i);
         let p = &params[g];
         let u = if key.method.is_stochastic() { uniform_from_key(draw, i as u32) } else { 0.0 };
+        if key.method.is_dither() {
+            let t = u - uniform_from_key(dither2, i as u32);
+            let (code, level) = p.code_value(Method::UniformNearest, flush(madd(t, p.step, flush(w))), 0.0, z);
+            let subtract = key.method == Method::UniformDitherSubtractive && p.degenerate == 0;
+            return (code, if subtract { madd(-t, p.step, level) } else { level });
+        }
         let table = if is_lloyd { &lloyd[g * k..(g + 1) * k] } else { z };
         p.code_value(key.method, flush(w), u, table)
     };
@@ -739,8 +753,9 @@ mod tests {
         }
 
         #[test]
-        fn a_code_stands_for_the_level_of_that_code(w in finite_weights(), bits in 1u32..=16, m in 0usize..9, seed in any::<u32>()) {
+        fn a_code_stands_for_the_level_of_that_code(w in finite_weights(), bits in 1u32..=16, m in 0usize..10, seed in any::<u32>()) {
             // quantize reads each level once (Memo): its values must be the levels
+            // (all methods but the last, subtractive dither, whose values are off the grid)
             let method = Method::ALL[m];
             let g = Grouping::whole(w.len());
             let stats = group_stats(&w, g);
@@ -754,12 +769,15 @@ mod tests {
         }
 
         #[test]
-        fn codes_are_in_range_with_at_most_k_distinct_finite_values(w in finite_weights(), bits in 1u32..=16, m in 0usize..9, seed in any::<u32>()) {
+        fn codes_are_in_range_with_at_most_k_distinct_finite_values(w in finite_weights(), bits in 1u32..=16, m in 0usize..11, seed in any::<u32>()) {
             let method = Method::ALL[m];
             let r = quantize_tensor(&w, Grouping::whole(w.len()), VariantKey { method, bits, seed, tensor: 1 });
             let k = 1u32 << bits;
             prop_assert!(r.codes.iter().all(|&c| c < k));
             prop_assert!(r.values.iter().all(|v| v.is_finite()));
+            if method == Method::UniformDitherSubtractive {
+                return Ok(()); // its values are level minus dither: off the grid by design
+            }
             let mut distinct: Vec<u32> = r.values.iter().map(|v| v.to_bits()).collect();
             distinct.sort();
             distinct.dedup();
@@ -839,6 +857,37 @@ mod tests {
         assert_eq!(p.code_value(Method::UniformNearest, 100.0, 0.0, z_table(1)), (1, 99.0));
         assert_eq!(p.code_value(Method::UniformStochastic, 100.0, 0.999, z_table(1)), (1, 99.0));
         assert_eq!(clip_stats(&w, g, &stats, 99.999)[0], GroupStats { lo: 0.0, hi: 100.0, ..stats[0] }, "r = 0 keeps the range");
+    }
+
+    #[test]
+    fn triangular_dither_is_unbiased_and_subtractive_dither_leaves_a_uniform_error() {
+        // 4 bits over [0, 15]: step 1. w = 7.3 never leaves the range once dithered
+        // (|t| < 1), so TPDF dither makes the mean of q(w + d) equal w; the
+        // error's variance is step²/12 + step²/6 = 1/4 without subtraction and
+        // step²/12 with it. 64 seeds x 4094 elements: the bounds are > 5 SE.
+        let mut w = vec![7.3f32; 4096];
+        w[0] = 0.0;
+        w[1] = 15.0;
+        for (m, var_want) in [(Method::UniformDither, 0.25), (Method::UniformDitherSubtractive, 1.0 / 12.0)] {
+            let (mut sum, mut sq, mut n) = (0.0f64, 0.0f64, 0.0f64);
+            for seed in 0..64 {
+                let r = quantize_tensor(&w, Grouping::whole(w.len()), VariantKey { method: m, bits: 4, seed, tensor: 3 });
+                for &v in &r.values[2..] {
+                    let e = f64::from(v) - 7.3f32 as f64;
+                    sum += e;
+                    sq += e * e;
+                    n += 1.0;
+                }
+            }
+            let (mean, var) = (sum / n, sq / n - (sum / n).powi(2));
+            assert!(mean.abs() < 0.005, "{m}: mean error {mean}");
+            assert!((var - var_want).abs() < 0.01, "{m}: error variance {var}, want {var_want}");
+        }
+        // the ends are levels, and the same seed gives the same draws
+        let a = quantize_tensor(&w, Grouping::whole(w.len()), VariantKey { method: Method::UniformDither, bits: 4, seed: 5, tensor: 3 });
+        let b = quantize_tensor(&w, Grouping::whole(w.len()), VariantKey { method: Method::UniformDither, bits: 4, seed: 5, tensor: 3 });
+        assert_eq!(a, b);
+        assert!(a.values.iter().all(|v| v.fract() == 0.0));
     }
 
     #[test]
