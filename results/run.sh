@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|clip|seeds|cnn-fmnist|cnn-fmnist-bn|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -59,6 +59,15 @@ if [[ $what == clip || $what == all ]]; then
     for p in 99.9 99; do
       run --model mlp-complex --dataset $d --clip $p --out results/mlp-complex-$d-clip$p
     done
+  done
+fi
+if [[ $what == dither || $what == all ]]; then
+  # triangular dither against nearest and stochastic rounding on the uniform set,
+  # 32 seeds, on the mlp-complex checkpoints
+  for d in churn telescope california mv; do
+    run --model mlp-complex --dataset $d \
+        --methods uniform-nearest,uniform-stochastic,uniform-dither,uniform-dither-subtractive \
+        --out results/mlp-complex-$d-dither
   done
 fi
 if [[ $what == seeds || $what == all ]]; then
