@@ -54,7 +54,8 @@ const LEVEL_UNIFORM: u32 = 0u;
 const LEVEL_HISTOGRAM: u32 = 1u;
 const LEVEL_NORMAL: u32 = 2u;
 const LEVEL_MIDRISE: u32 = 3u;
-const LEVEL_LLOYD: u32 = 4u;
+// a table of levels built on the host: lloyd and kde
+const LEVEL_TABLE: u32 = 4u;
 
 // Method numbers are the positions in Method::ALL (src/quant/mod.rs).
 fn method_level_set(method: u32) -> u32 {
@@ -62,7 +63,7 @@ fn method_level_set(method: u32) -> u32 {
         case 0u, 1u: { return LEVEL_UNIFORM; }
         case 2u, 3u: { return LEVEL_HISTOGRAM; }
         case 4u, 5u: { return LEVEL_NORMAL; }
-        case 7u, 8u: { return LEVEL_LLOYD; }
+        case 7u, 8u, 11u, 12u: { return LEVEL_TABLE; }
         case 9u, 10u: { return LEVEL_UNIFORM; }
         default: { return LEVEL_MIDRISE; }
     }
@@ -70,7 +71,7 @@ fn method_level_set(method: u32) -> u32 {
 
 // Stochastic rounding (up with probability (w - L(j)) / (L(j+1) - L(j))).
 fn method_is_stochastic(method: u32) -> bool {
-    return method == 1u || method == 3u || method == 5u || method == 8u;
+    return method == 1u || method == 3u || method == 5u || method == 8u || method == 12u;
 }
 
 // Triangular dither before nearest on the uniform set (9: kept, 10: subtracted).
@@ -228,6 +229,9 @@ fn stream_id(method: u32, bits: u32) -> u32 {
     var salt = method_level_set(method) + 1u;
     if method_is_dither(method) {
         salt = method - 3u; // 6 and 7
+    }
+    if method >= 11u {
+        salt = 8u; // kde
     }
     return (salt << 8u) | bits;
 }

@@ -6,9 +6,9 @@
 // (nearest after a triangular dither); see levels.wgsl and
 // src/quant/reference.rs, which this matches bit for bit.
 //
-// Lloyd-Max levels are not computed here: the host builds them (min(K, group
-// size) per group, reference::lloyd_table) and the kernel searches the
-// group's table.
+// Lloyd-Max and kernel-density levels are not computed here: the host builds
+// them (min(K, group size) per group, reference::level_table) and the kernel
+// searches the group's table.
 //
 // Specialisation: the pipeline-overridable constant METHOD fixes the method
 // (Method::code) when below 255, so the compiler drops every other level set's
@@ -19,7 +19,7 @@ override METHOD: u32 = 255u;
 
 // One entry of the variant table: the method, bit width and seed, the row of
 // the level parameters (bits row * groups), the output slot, the key of the
-// random stream and, for lloyd, where its bit width's tables start.
+// random stream and, for lloyd and kde, where its bit width's tables start.
 struct Variant {
     method: u32,
     bits: u32,
@@ -28,8 +28,8 @@ struct Variant {
     slot: u32,
     // quant::draw_key(seed, stream, tensor) of a stochastic method
     key: u32,
-    // lloyd: the offset of group 0's levels in `lloyd`; group g's min(K, group
-    // size) levels follow at g times that
+    // lloyd, kde: the offset of group 0's levels in `tables`; group g's
+    // min(K, group size) levels follow at g times that
     table: u32,
     pad: u32,
 }
@@ -44,8 +44,8 @@ struct Variant {
 //   6 shape:    array<u32, 8>       n, groups, stride, write codes, tensor index,
 //                                   x workgroups, table entries, entries per
 //                                   invocation
-//   7 lloyd:    array<f32>          Lloyd-Max levels [bits row][group][min(K, n /
-//                                   groups)] (lloyd methods; a dummy otherwise)
+//   7 tables:   array<f32>          level tables [set][bits row][group][min(K, n /
+//                                   groups)] (lloyd, kde; a dummy otherwise)
 // Dispatch: (x workgroups, y, ceil(entries / per invocation)) with
 // x * y * 256 >= n, workgroup 256: the element is (y * x workgroups + x) * 256
 // + local; the invocation rounds it for entries z * per .. (z + 1) * per, so
@@ -58,7 +58,7 @@ struct Variant {
 @group(0) @binding(4) var<storage, read_write> values: array<f32>;
 @group(0) @binding(5) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(6) var<storage, read_write> shape: array<u32, 8>;
-@group(0) @binding(7) var<storage, read_write> lloyd: array<f32>;
+@group(0) @binding(7) var<storage, read_write> tables: array<f32>;
 
 // Triangular dither t = u1 - u2 (u2 from the key hashed once more), nearest on
 // the uniform set; the subtractive method (10) takes t back off the level.
@@ -71,10 +71,10 @@ fn round_dither(p: LevelParams, method: u32, w: f32, u: f32, key: u32, i: u32) -
     return r;
 }
 
-// Rounding onto a group's Lloyd-Max table of `entries` levels at `base`: the
-// bracket by binary search (the largest t with L(t) <= w, 0 when none), then
+// Rounding onto a group's table of `entries` levels at `base`: the bracket by
+// binary search (the largest t with L(t) <= w, 0 when none), then
 // round_between.
-fn round_lloyd(p: LevelParams, method: u32, w: f32, u: f32, base: u32, entries: u32) -> Rounded {
+fn round_table(p: LevelParams, method: u32, w: f32, u: f32, base: u32, entries: u32) -> Rounded {
     if p.degenerate != 0u {
         return Rounded(0u, p.lo);
     }
@@ -83,17 +83,17 @@ fn round_lloyd(p: LevelParams, method: u32, w: f32, u: f32, base: u32, entries: 
     var hi = last;
     while lo < hi {
         let mid = lo + (hi - lo) / 2u;
-        if lloyd[base + mid + 1u] <= w {
+        if tables[base + mid + 1u] <= w {
             lo = mid + 1u;
         } else {
             hi = mid;
         }
     }
-    let lj = lloyd[base + lo];
+    let lj = tables[base + lo];
     if lo == last {
         return Rounded(lo, lj);
     }
-    return round_between(method, w, u, lo, lj, lloyd[base + lo + 1u]);
+    return round_between(method, w, u, lo, lj, tables[base + lo + 1u]);
 }
 
 @compute @workgroup_size(256)
@@ -118,9 +118,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
         var r: Rounded;
         if method_is_dither(method) {
             r = round_dither(p, method, w, u, v.key, i);
-        } else if method_level_set(method) == LEVEL_LLOYD {
+        } else if method_level_set(method) == LEVEL_TABLE {
             let entries = min(1u << v.bits, n / shape[1]);
-            r = round_lloyd(p, method, w, u, v.table + group * entries, entries);
+            r = round_table(p, method, w, u, v.table + group * entries, entries);
         } else {
             r = round_weight(p, method, w, u);
         }

@@ -155,7 +155,7 @@ pub struct SweepArgs {
     #[arg(long, default_value = "1..=16")]
     pub bits: String,
 
-    /// Methods, comma-separated [default: the study's seven, all but lloyd-* and uniform-dither*].
+    /// Methods, comma-separated [default: the study's seven: not lloyd-*, kde-* or uniform-dither*].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub methods: Vec<Method>,
 

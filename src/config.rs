@@ -102,8 +102,8 @@ impl Config {
             if !(p > 50.0 && p < 100.0) {
                 return Err(Error::config("--clip", format!("{p} is not a percentile in (50, 100), e.g. 99.9")));
             }
-            if let Some(m) = methods.iter().find(|m| m.level_set() == crate::quant::LevelSet::Lloyd) {
-                return Err(Error::config("--clip", format!("{m} places its levels by k-means over the whole group; drop it from --methods or drop --clip")));
+            if let Some(m) = methods.iter().find(|m| m.level_set().is_table()) {
+                return Err(Error::config("--clip", format!("{m} builds its levels from the whole group's values; drop it from --methods or drop --clip")));
             }
         }
         let mut granularities = a.granularity.clone();

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sweep_gpu::gpu::GpuContext;
 use sweep_gpu::quant::gpu::{GpuQuantizer, GpuVariant};
 use sweep_gpu::quant::reference::{self, VariantKey};
-use sweep_gpu::quant::{Granularity, Grouping, Method};
+use sweep_gpu::quant::{Granularity, Grouping, LevelSet, Method};
 
 /// The shared quantizer; the Mutex serialises tests on the one device.
 fn quantizer() -> &'static Mutex<GpuQuantizer> {
@@ -54,17 +54,25 @@ fn all_variants(bits: &[u32], seeds: &[u32]) -> Vec<GpuVariant> {
     v
 }
 
-/// The Lloyd-Max tables of a tensor at each of `bits`, by the reference.
-fn lloyd_tables(data: &[f32], grouping: Grouping, bits: &[u32]) -> Vec<Vec<f32>> {
+/// The level tables of a tensor at each of `bits`, by the reference, for
+/// both table level sets.
+fn level_tables(data: &[f32], grouping: Grouping, bits: &[u32]) -> Vec<(LevelSet, Vec<Vec<f32>>)> {
     let stats = reference::group_stats(data, grouping);
-    bits.iter().map(|&b| reference::lloyd_table(data, grouping, &stats, b)).collect()
+    [LevelSet::Lloyd, LevelSet::Kde].into_iter().map(|set| (set, reference::level_tables(set, data, grouping, &stats, bits))).collect()
 }
 
-/// A tensor on the GPU with its Lloyd-Max tables.
-fn upload(q: &GpuQuantizer, data: &[f32], grouping: Grouping, tensor: u32, bits: &[u32]) -> (sweep_gpu::quant::gpu::GpuTensor, Vec<Vec<f32>>) {
-    let tables = lloyd_tables(data, grouping, bits);
-    let refs: Vec<&[f32]> = tables.iter().map(Vec::as_slice).collect();
-    (q.upload_with(data, grouping, tensor, bits, &refs, None).unwrap(), tables)
+/// A tensor on the GPU with its level tables; the reference's table of a
+/// method at a bit width (empty for the parametric level sets) from them.
+fn upload(q: &GpuQuantizer, data: &[f32], grouping: Grouping, tensor: u32, bits: &[u32]) -> (sweep_gpu::quant::gpu::GpuTensor, impl Fn(Method, u32) -> Vec<f32>) {
+    let tables = level_tables(data, grouping, bits);
+    let refs: Vec<(LevelSet, Vec<&[f32]>)> = tables.iter().map(|(set, rows)| (*set, rows.iter().map(Vec::as_slice).collect())).collect();
+    let t = q.upload_with(data, grouping, tensor, bits, &refs, None).unwrap();
+    let bits = bits.to_vec();
+    let table_of = move |m: Method, b: u32| {
+        let row = bits.iter().position(|&x| x == b).unwrap();
+        tables.iter().find(|(set, _)| *set == m.level_set()).map_or_else(Vec::new, |(_, rows)| rows[row].clone())
+    };
+    (t, table_of)
 }
 
 /// Every method, every bit width: GPU codes and values equal the reference's.
@@ -73,7 +81,7 @@ fn check_parity(name: &str, data: &[f32], shape: &[usize], channel_axis: usize, 
     let bits: Vec<u32> = (1..=16).collect();
     for g in [Granularity::Layer, Granularity::Channel] {
         let grouping = Grouping::for_granularity(shape, channel_axis, g);
-        let (t, lloyd) = upload(&q, data, grouping, 3, &bits);
+        let (t, table_of) = upload(&q, data, grouping, 3, &bits);
         let stats = reference::group_stats(data, grouping);
         let gpu_stats = q.stats(&t).unwrap();
         assert_eq!(gpu_stats, stats, "{name} {g:?}: group statistics");
@@ -92,7 +100,7 @@ fn check_parity(name: &str, data: &[f32], shape: &[usize], channel_axis: usize, 
         let params: Vec<Vec<_>> = bits.iter().map(|&b| reference::tensor_params(&stats, b)).collect();
         for (v, gq) in variants.iter().zip(&got) {
             let key = VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 3 };
-            let want = reference::quantize(data, grouping, &params[v.bits as usize - 1], &lloyd[v.bits as usize - 1], key);
+            let want = reference::quantize(data, grouping, &params[v.bits as usize - 1], &table_of(v.method, v.bits), key);
             if gq.codes != want.codes {
                 let i = gq.codes.iter().zip(&want.codes).position(|(a, b)| a != b).unwrap();
                 panic!("{name} {g:?} {v:?}: element {i} (w = {}) has GPU code {} and reference code {}", data[i], gq.codes[i], want.codes[i]);
@@ -179,13 +187,13 @@ fn parity_on_a_conv_shaped_weight() {
 #[test]
 fn parity_with_thousands_of_variants_in_one_dispatch() {
     let w = normalish(777, 21, 0.2);
-    let seeds: Vec<u32> = (100..140).collect(); // 11 methods x 16 bits: 16 x (5 + 6 x 40) = 3920 variants
+    let seeds: Vec<u32> = (100..140).collect(); // 13 methods x 16 bits: 16 x (6 + 7 x 40) = 4576 variants
     let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
     let bits: Vec<u32> = (1..=16).collect();
     let grouping = Grouping::whole(w.len());
-    let (t, lloyd) = upload(&q, &w, grouping, 0, &bits);
+    let (t, table_of) = upload(&q, &w, grouping, 0, &bits);
     let mut variants = all_variants(&bits, &seeds);
-    assert_eq!(variants.len(), 3920);
+    assert_eq!(variants.len(), 4576);
     // methods interleaved, so that output slots do not follow the method order
     variants.sort_by_key(|v| (v.seed, v.bits));
     let got = q.quantize_to_host_with(&t, &variants, true).unwrap();
@@ -194,7 +202,7 @@ fn parity_with_thousands_of_variants_in_one_dispatch() {
     let stats = reference::group_stats(&w, grouping);
     for (v, gq) in variants.iter().zip(&got) {
         let params = reference::tensor_params(&stats, v.bits);
-        let want = reference::quantize(&w, grouping, &params, &lloyd[v.bits as usize - 1], VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 0 });
+        let want = reference::quantize(&w, grouping, &params, &table_of(v.method, v.bits), VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 0 });
         assert_eq!(gq.codes, want.codes, "{v:?}");
     }
 }
@@ -365,7 +373,7 @@ fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
             "--seeds",
             "2",
             "--methods",
-            "uniform-stochastic,normal-nearest,midrise,histogram-stochastic,lloyd-nearest,lloyd-stochastic,uniform-dither-subtractive",
+            "uniform-stochastic,normal-nearest,midrise,histogram-stochastic,lloyd-nearest,lloyd-stochastic,uniform-dither-subtractive,kde-stochastic",
             "--layer-bits",
             "first=4",
         ];
@@ -375,8 +383,8 @@ fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
     let cpu = run("cpu", &["--device", "cpu"]);
     let wgsl = run("wgsl", &["--device", "gpu"]);
     let reference = run("reference", &["--device", "gpu", "--quantizer", "reference"]);
-    assert_eq!(wgsl.len(), 2 * 2 * (3 + 4 * 2), "two scopes");
-    assert_eq!(wgsl.iter().filter(|r| r.scope == "all+layers.0=4").count(), 2 * (3 + 4 * 2));
+    assert_eq!(wgsl.len(), 2 * 2 * (3 + 5 * 2), "two scopes");
+    assert_eq!(wgsl.iter().filter(|r| r.scope == "all+layers.0=4").count(), 2 * (3 + 5 * 2));
     assert!(wgsl.iter().all(|r| r.quantizer == "wgsl" && r.device == "gpu"));
     assert!(reference.iter().all(|r| r.quantizer == "cpu-reference" && r.device == "gpu"));
     let n_test = 60.0; // 20 % of 300 rows

@@ -120,11 +120,11 @@ impl Target {
 /// Bytes a group's level table costs in a deployed model: (lo, step) for evenly
 /// spaced levels, (lo, hi, mean, std) for the normal prior (its levels follow
 /// from those and the shared standard-normal table), and every level, f32, for
-/// Lloyd-Max's codebook (min(K, group size) of them).
+/// the table level sets' codebooks (lloyd, kde: min(K, group size) levels).
 fn table_bytes(method: Method, bits: u32, group_len: usize) -> usize {
     match method.level_set() {
         LevelSet::Normal => 16,
-        LevelSet::Lloyd => 4 * reference::lloyd_entries(bits, group_len),
+        LevelSet::Lloyd | LevelSet::Kde => 4 * reference::table_entries(bits, group_len),
         _ => 8,
     }
 }
@@ -159,8 +159,8 @@ pub struct Plan {
     sq_sums: Vec<f64>,
     stats: HashMap<(usize, Granularity), Vec<GroupStats>>,
     params: HashMap<(usize, Granularity, u32), Vec<LevelParams>>,
-    /// Lloyd-Max levels, K per group (reference::lloyd_table), when the grid has a lloyd method
-    lloyd: HashMap<(usize, Granularity, u32), Vec<f32>>,
+    /// level tables (reference::level_table) of the table level sets the grid uses
+    tables: HashMap<(usize, Granularity, u32, LevelSet), Vec<f32>>,
     /// --clip: each group's range clipped to this percentile
     pub clip: Option<f64>,
 }
@@ -242,7 +242,7 @@ impl Plan {
             }
         }
         let sq_sums = targets.iter().map(|t| tree_sum(t.data.len(), |k| t.data[k] * t.data[k]) as f64).collect();
-        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new(), lloyd: HashMap::new(), clip: None })
+        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new(), tables: HashMap::new(), clip: None })
     }
 
     pub fn grouping(&self, target: usize, g: Granularity) -> Grouping {
@@ -251,9 +251,14 @@ impl Plan {
     }
 
     /// Computes statistics and level parameters for every granularity and bit
-    /// width the grid uses, and the Lloyd-Max tables when `methods` has a lloyd one.
+    /// width the grid uses, and the level tables of the table level sets in `methods`.
     pub fn prepare(&mut self, granularities: &[Granularity], bits: &[u32], methods: &[Method]) {
-        let lloyd = methods.iter().any(|m| m.level_set() == LevelSet::Lloyd);
+        let mut table_sets: Vec<LevelSet> = Vec::new();
+        for set in methods.iter().map(|m| m.level_set()).filter(|s| s.is_table()) {
+            if !table_sets.contains(&set) {
+                table_sets.push(set);
+            }
+        }
         for ti in 0..self.targets.len() {
             for &g in granularities {
                 let grouping = self.grouping(ti, g);
@@ -272,10 +277,12 @@ impl Plan {
                 for &b in bits {
                     self.params.entry((ti, g, b)).or_insert_with(|| reference::tensor_params(&stats, b));
                 }
-                let missing: Vec<u32> = bits.iter().copied().filter(|&b| lloyd && !self.lloyd.contains_key(&(ti, g, b))).collect();
-                let tables = reference::lloyd_tables(&self.targets[ti].data, grouping, &stats, &missing);
-                for (b, table) in missing.into_iter().zip(tables) {
-                    self.lloyd.insert((ti, g, b), table);
+                for &set in &table_sets {
+                    let missing: Vec<u32> = bits.iter().copied().filter(|&b| !self.tables.contains_key(&(ti, g, b, set))).collect();
+                    let tables = reference::level_tables(set, &self.targets[ti].data, grouping, &stats, &missing);
+                    for (b, table) in missing.into_iter().zip(tables) {
+                        self.tables.insert((ti, g, b, set), table);
+                    }
                 }
             }
         }
@@ -291,9 +298,10 @@ impl Plan {
         &self.params[&(target, g, bits)]
     }
 
-    /// The Lloyd-Max table of a target (empty unless [`Plan::prepare`] had a lloyd method).
-    pub fn lloyd_table(&self, target: usize, g: Granularity, bits: u32) -> &[f32] {
-        self.lloyd.get(&(target, g, bits)).map_or(&[], Vec::as_slice)
+    /// The level table of a target for a table level set (empty unless
+    /// [`Plan::prepare`] had a method of that set).
+    pub fn table(&self, target: usize, g: Granularity, bits: u32, set: LevelSet) -> &[f32] {
+        self.tables.get(&(target, g, bits, set)).map_or(&[], Vec::as_slice)
     }
 
     /// The targets a variant quantizes, each with its bit width (the
@@ -336,7 +344,7 @@ impl Plan {
         for (ti, bits) in self.targets_in(v) {
             let t = &self.targets[ti];
             let key = VariantKey { method: v.method, bits, seed: v.seed.unwrap_or(0), tensor: t.tensor_index };
-            let q = reference::quantize(&t.data, self.grouping(ti, v.granularity), self.params(ti, v.granularity, bits), self.lloyd_table(ti, v.granularity, bits), key);
+            let q = reference::quantize(&t.data, self.grouping(ti, v.granularity), self.params(ti, v.granularity, bits), self.table(ti, v.granularity, bits, v.method.level_set()), key);
             for m in &t.members {
                 t.scatter(m, &q.values, &mut out.tensors[m.tensor].data);
             }

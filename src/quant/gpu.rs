@@ -14,7 +14,7 @@ use burn::tensor::wgpu::wgpu;
 use wgpu::util::DeviceExt;
 
 use super::reference::{GroupStats, LevelParams, Quantized, REDUCE_BLOCK};
-use super::{Grouping, Method};
+use super::{Grouping, LevelSet, Method};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::gpu::bridge::Region;
@@ -61,11 +61,16 @@ pub struct GpuTensor {
     weights: wgpu::Buffer,
     stats: wgpu::Buffer,
     params: wgpu::Buffer,
-    /// Lloyd-Max tables of every bits row, one after another (None: not uploaded)
-    lloyd: Option<wgpu::Buffer>,
-    /// where each bits row's Lloyd tables start in `lloyd`, in f32s
-    lloyd_rows: Vec<u32>,
+    /// the level tables of the table level sets (lloyd, kde), every bits row
+    /// of each, one after another (None: none uploaded)
+    tables: Option<wgpu::Buffer>,
+    /// per level set, where each bits row's tables start in `tables`, in f32s
+    table_rows: Vec<(LevelSet, Vec<u32>)>,
 }
+
+/// The level tables of one table level set for [`GpuQuantizer::upload_with`]:
+/// one per bit width of the upload, in its order.
+pub type Tables<'a> = (LevelSet, Vec<&'a [f32]>);
 
 impl GpuTensor {
     pub fn len(&self) -> usize {
@@ -81,8 +86,8 @@ pub struct GpuQuantizer {
     pipelines: Pipelines,
     z_table: wgpu::Buffer,
     dummy: wgpu::Buffer,
-    /// bound as the Lloyd-Max tables of a tensor that has none
-    no_lloyd: wgpu::Buffer,
+    /// bound as the level tables of a tensor that has none
+    no_tables: wgpu::Buffer,
     /// quant::exact::CONSTANTS, bound as group 1 of the kernels that use them
     constants: wgpu::Buffer,
 }
@@ -108,8 +113,8 @@ impl GpuQuantizer {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let no_lloyd = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("no lloyd tables"),
+        let no_tables = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("no level tables"),
             size: 16,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
@@ -119,7 +124,7 @@ impl GpuQuantizer {
             contents: bytemuck::cast_slice(&crate::quant::exact::constants_buffer()),
             usage: wgpu::BufferUsages::STORAGE,
         });
-        let q = GpuQuantizer { ctx, pipelines: Pipelines::default(), z_table, dummy, no_lloyd, constants };
+        let q = GpuQuantizer { ctx, pipelines: Pipelines::default(), z_table, dummy, no_tables, constants };
         let mut enc = q.encoder();
         q.pass(&mut enc, Kernel::ZTable, &[q.z_table.as_entire_binding()], (Z_ENTRIES.div_ceil(256) as u32, 1, 1));
         q.ctx.queue.submit([enc.finish()]);
@@ -215,39 +220,43 @@ impl GpuQuantizer {
         self.upload_with(data, grouping, tensor_index, bits, &[], None)
     }
 
-    /// [`upload`](Self::upload), with the Lloyd-Max tables the lloyd methods
-    /// round onto (reference::lloyd_table): one per bit width of `bits`, in its
-    /// order, or none at all; and with `stats` given (clipped ranges,
-    /// reference::clip_stats), the level parameters are built from those
-    /// instead of statistics computed on the device.
-    pub fn upload_with(&self, data: &[f32], grouping: Grouping, tensor_index: u32, bits: &[u32], lloyd: &[&[f32]], stats: Option<&[GroupStats]>) -> Result<GpuTensor> {
+    /// [`upload`](Self::upload), with the level tables the lloyd and kde methods
+    /// round onto (reference::level_table), per level set one per bit width of
+    /// `bits`; and with `stats` given (clipped ranges, reference::clip_stats),
+    /// the level parameters are built from those instead of statistics
+    /// computed on the device.
+    pub fn upload_with(&self, data: &[f32], grouping: Grouping, tensor_index: u32, bits: &[u32], tables: &[Tables<'_>], stats: Option<&[GroupStats]>) -> Result<GpuTensor> {
         if stats.is_some_and(|s| s.len() != grouping.groups) {
             return Err(Error::Quant("the given group statistics do not match the grouping".into()));
         }
         if data.len() != grouping.len || data.is_empty() {
             return Err(Error::Quant(format!("tensor of {} elements does not match its grouping of {}", data.len(), grouping.len)));
         }
-        let entries = |b: u32| grouping.groups * super::reference::lloyd_entries(b, grouping.group_len());
-        if !lloyd.is_empty() && (lloyd.len() != bits.len() || bits.iter().zip(lloyd).any(|(&b, t)| t.len() != entries(b))) {
-            return Err(Error::Quant("the Lloyd-Max tables do not match the bit widths and groups".into()));
+        let entries = |b: u32| grouping.groups * super::reference::table_entries(b, grouping.group_len());
+        let mut table_rows = Vec::with_capacity(tables.len());
+        let mut flat: Vec<f32> = Vec::new();
+        for (set, rows) in tables {
+            if !set.is_table() || rows.len() != bits.len() || bits.iter().zip(rows).any(|(&b, t)| t.len() != entries(b)) {
+                return Err(Error::Quant(format!("the {set:?} level tables do not match the bit widths and groups")));
+            }
+            let mut starts = Vec::with_capacity(rows.len());
+            for t in rows {
+                starts.push(flat.len() as u32);
+                flat.extend_from_slice(t);
+            }
+            table_rows.push((*set, starts));
         }
-        let mut lloyd_rows = Vec::with_capacity(lloyd.len());
-        let mut at = 0usize;
-        for t in lloyd {
-            lloyd_rows.push(at as u32);
-            at += t.len();
-        }
-        let lloyd_bytes = (at * 4) as u64;
-        if lloyd_bytes > self.ctx.limits().max_storage_buffer_binding_size {
+        let table_bytes = (flat.len() * 4) as u64;
+        if table_bytes > self.ctx.limits().max_storage_buffer_binding_size {
             return Err(Error::Quant(format!(
-                "the Lloyd-Max tables of a tensor of {} groups need {} MiB at bits {:?}, over the adapter's {} MiB per binding: fewer or smaller bit widths, or --granularity layer",
+                "the level tables of a tensor of {} groups need {} MiB at bits {:?}, over the adapter's {} MiB per binding: fewer or smaller bit widths, or --granularity layer",
                 grouping.groups,
-                lloyd_bytes >> 20,
+                table_bytes >> 20,
                 bits,
                 self.ctx.limits().max_storage_buffer_binding_size >> 20
             )));
         }
-        let lloyd = (!lloyd.is_empty()).then(|| self.ctx.storage("lloyd", bytemuck::cast_slice(&lloyd.concat())));
+        let tables = (!flat.is_empty()).then(|| self.ctx.storage("level tables", bytemuck::cast_slice(&flat)));
         let limits = self.ctx.limits();
         let glen = grouping.group_len();
         let blocks = glen.div_ceil(REDUCE_BLOCK);
@@ -272,7 +281,7 @@ impl GpuQuantizer {
             (g.div_ceil(64), bits.len() as u32, 1),
         );
         self.ctx.queue.submit([enc.finish()]);
-        Ok(GpuTensor { grouping, tensor_index, bits: bits.to_vec(), weights, stats, params, lloyd, lloyd_rows })
+        Ok(GpuTensor { grouping, tensor_index, bits: bits.to_vec(), weights, stats, params, tables, table_rows })
     }
 
     /// The quantize kernel's table for `variants` (output slots in order).
@@ -281,12 +290,17 @@ impl GpuQuantizer {
         for (slot, v) in variants {
             let row = t.bits.iter().position(|&b| b == v.bits).ok_or_else(|| Error::Quant(format!("{} bits were not prepared for this tensor", v.bits)))?;
             let key = super::draw_key(v.seed, super::stream_id(v.method, v.bits), t.tensor_index);
-            let lloyd = if v.method.level_set() == super::LevelSet::Lloyd {
-                *t.lloyd_rows.get(row).ok_or_else(|| Error::Quant(format!("{}: the tensor was uploaded without its Lloyd-Max tables", v.method)))?
+            let set = v.method.level_set();
+            let start = if set.is_table() {
+                t.table_rows
+                    .iter()
+                    .find(|(s, _)| *s == set)
+                    .map(|(_, starts)| starts[row])
+                    .ok_or_else(|| Error::Quant(format!("{}: the tensor was uploaded without its level tables", v.method)))?
             } else {
                 0
             };
-            table.extend_from_slice(&[v.method.code(), v.bits, v.seed, (row * t.grouping.groups) as u32, *slot as u32, key, lloyd, 0]);
+            table.extend_from_slice(&[v.method.code(), v.bits, v.seed, (row * t.grouping.groups) as u32, *slot as u32, key, start, 0]);
         }
         Ok(self.ctx.storage("variants", bytemuck::cast_slice(&table)))
     }
@@ -354,7 +368,7 @@ impl GpuQuantizer {
                     out.binding(),
                     codes.as_entire_binding(),
                     shape.as_entire_binding(),
-                    t.lloyd.as_ref().unwrap_or(&self.no_lloyd).as_entire_binding(),
+                    t.tables.as_ref().unwrap_or(&self.no_tables).as_entire_binding(),
                 ],
                 (x, y, list.len().div_ceil(per) as u32),
             );

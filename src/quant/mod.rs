@@ -13,8 +13,8 @@ pub mod reference;
 use serde::{Deserialize, Serialize};
 
 /// The study's seven methods (three level sets x {nearest, stochastic}, plus
-/// midrise), Lloyd-Max levels with either rounding, and the uniform set with
-/// triangular dither (non-subtractive and subtractive).
+/// midrise), Lloyd-Max and kernel-density levels with either rounding, and the
+/// uniform set with triangular dither (non-subtractive and subtractive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
@@ -29,6 +29,8 @@ pub enum Method {
     LloydStochastic,
     UniformDither,
     UniformDitherSubtractive,
+    KdeNearest,
+    KdeStochastic,
 }
 
 /// How a group's levels are placed.
@@ -44,11 +46,13 @@ pub enum LevelSet {
     Midrise,
     /// K levels from Lloyd-Max (1-D k-means) on the group, from the uniform set.
     Lloyd,
+    /// lo, hi and K-2 quantiles of a Gaussian kernel density estimate of the group.
+    Kde,
 }
 
 impl Method {
     /// Every method, in the order of their kernel codes.
-    pub const ALL: [Method; 11] = [
+    pub const ALL: [Method; 13] = [
         Method::UniformNearest,
         Method::UniformStochastic,
         Method::HistogramNearest,
@@ -60,6 +64,8 @@ impl Method {
         Method::LloydStochastic,
         Method::UniformDither,
         Method::UniformDitherSubtractive,
+        Method::KdeNearest,
+        Method::KdeStochastic,
     ];
 
     /// The 2020 study's seven, the first seven of [`Method::ALL`]: the default grid.
@@ -78,6 +84,8 @@ impl Method {
             Method::LloydStochastic => "lloyd-stochastic",
             Method::UniformDither => "uniform-dither",
             Method::UniformDitherSubtractive => "uniform-dither-subtractive",
+            Method::KdeNearest => "kde-nearest",
+            Method::KdeStochastic => "kde-stochastic",
         }
     }
 
@@ -88,12 +96,13 @@ impl Method {
             Method::NormalNearest | Method::NormalStochastic => LevelSet::Normal,
             Method::Midrise => LevelSet::Midrise,
             Method::LloydNearest | Method::LloydStochastic => LevelSet::Lloyd,
+            Method::KdeNearest | Method::KdeStochastic => LevelSet::Kde,
         }
     }
 
     /// Whether the method draws random numbers (and so is run for every seed).
     pub fn is_stochastic(self) -> bool {
-        matches!(self, Method::UniformStochastic | Method::HistogramStochastic | Method::NormalStochastic | Method::LloydStochastic) || self.is_dither()
+        matches!(self, Method::UniformStochastic | Method::HistogramStochastic | Method::NormalStochastic | Method::LloydStochastic | Method::KdeStochastic) || self.is_dither()
     }
 
     /// Stochastic rounding: up with probability (w - L(j)) / (L(j+1) - L(j)).
@@ -128,7 +137,13 @@ impl LevelSet {
             LevelSet::Normal => 3,
             LevelSet::Midrise => 4,
             LevelSet::Lloyd => 5,
+            LevelSet::Kde => 8,
         }
+    }
+
+    /// Whether the levels are a table built on the host (reference::level_tables).
+    pub fn is_table(self) -> bool {
+        matches!(self, LevelSet::Lloyd | LevelSet::Kde)
     }
 }
 

@@ -19,6 +19,11 @@
 //!   repeated to fill the table). The table, min(K, group size) f32 per group, is the
 //!   level set: it is sorted, and a level that appears twice is harmless to the
 //!   rounding rules below.
+//! - `kde`: lo, hi and the quantiles at i/(E-1), i = 1..E-2, of a Gaussian kernel density
+//!   estimate of the group (bandwidth 1.06·σ·n^(-1/5), Silverman's rule), E = min(K, group
+//!   size) levels in f64 ([`kde_levels`]), clamped to [lo, hi] and rounded to f32: the normal
+//!   set's construction with the data's own smoothed density in place of N(mean, std).
+//!   Like lloyd, a table of E levels per group built on the host.
 //!
 //! Rounding onto L, with j = the largest index with L(j) <= w (0 when none):
 //! - `nearest`: j + 1 when (w - L(j)) >= (L(j+1) - w), else j: the closest level, an exact
@@ -235,7 +240,7 @@ impl LevelParams {
 
     /// Level `t` of the level set (not used by midrise, whose values are
     /// `midrise_value`). `z` is the z table of this bit width for the normal set,
-    /// and the group's own levels for lloyd ([`lloyd_table`]).
+    /// and the group's own levels for lloyd and kde ([`level_table`]).
     #[inline]
     pub fn level(&self, set: LevelSet, t: u32, z: &[f32]) -> f32 {
         let k = self.levels();
@@ -260,7 +265,7 @@ impl LevelParams {
                 }
             }
             LevelSet::Midrise => self.midrise_value(t),
-            LevelSet::Lloyd => z[t as usize],
+            LevelSet::Lloyd | LevelSet::Kde => z[t as usize],
         }
     }
 
@@ -288,7 +293,7 @@ impl LevelParams {
         };
         match guess {
             // a table of levels: binary search
-            None if set == LevelSet::Lloyd => count_while(last, |t| at(t + 1) <= w),
+            None if set.is_table() => count_while(last, |t| at(t + 1) <= w),
             // Evenly spaced levels: an arithmetic guess, then exact steps to the
             // bracket. The guess only saves time; the steps decide the answer.
             Some(g) => {
@@ -333,7 +338,7 @@ impl LevelParams {
     /// The largest code: K - 1, or the last entry of a lloyd group's table.
     #[inline]
     fn last_code(&self, set: LevelSet, z: &[f32]) -> u32 {
-        if set == LevelSet::Lloyd { z.len() as u32 - 1 } else { self.levels() - 1 }
+        if set.is_table() { z.len() as u32 - 1 } else { self.levels() - 1 }
     }
 
     /// The code of `w` under `method` and the weight it stands for (the same
@@ -438,8 +443,8 @@ fn count_while(n: u32, mut pred: impl FnMut(u32) -> bool) -> u32 {
 /// Rounds of Lloyd-Max at most (each costs a pass over the group's sorted values).
 pub const LLOYD_ITERATIONS: usize = 64;
 
-/// Entries of a lloyd group's table: min(K, group size).
-pub fn lloyd_entries(bits: u32, group_len: usize) -> usize {
+/// Entries of a table level set's group (lloyd, kde): min(K, group size).
+pub fn table_entries(bits: u32, group_len: usize) -> usize {
     (1usize << bits).min(group_len)
 }
 
@@ -496,14 +501,65 @@ pub fn lloyd_levels(sorted: &[f32], k: usize) -> Vec<f32> {
     levels.into_iter().map(|l| l as f32).collect()
 }
 
-/// The Lloyd-Max tables of every group of `w` at `bits`: [`lloyd_entries`]
-/// levels per group, group after group (a degenerate group: copies of its lo).
-pub fn lloyd_table(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: u32) -> Vec<f32> {
-    lloyd_tables(w, grouping, stats, &[bits]).pop().expect("one bit width")
+/// Gaussian kernel-density levels for `sorted` (the group's values, ascending,
+/// not all equal): the specification in this module's header, `entries` levels.
+pub fn kde_levels(sorted: &[f32], entries: usize) -> Vec<f32> {
+    /// CDF intervals over [lo, hi]; quantiles are interpolated between them.
+    const GRID: usize = 2048;
+    let x: Vec<f64> = sorted.iter().map(|&v| f64::from(v)).collect();
+    let n = x.len() as f64;
+    let (lo, hi) = (x[0], x[x.len() - 1]);
+    let mean = x.iter().sum::<f64>() / n;
+    let sd = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let h = 1.06 * sd * n.powf(-0.2);
+    // Φ by Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7)
+    let phi = |z: f64| {
+        let a = z.abs() / std::f64::consts::SQRT_2;
+        let t = 1.0 / (1.0 + 0.327_591_1 * a);
+        let erfc = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429)))) * (-a * a).exp();
+        if z < 0.0 { 0.5 * erfc } else { 1.0 - 0.5 * erfc }
+    };
+    // the CDF on the grid: values more than 8 bandwidths below count whole, above not at all
+    let step = (hi - lo) / GRID as f64;
+    let cdf: Vec<f64> = (0..=GRID)
+        .map(|g| {
+            let at = lo + g as f64 * step;
+            let below = x.partition_point(|&v| v < at - 8.0 * h);
+            let above = x.partition_point(|&v| v <= at + 8.0 * h);
+            (below as f64 + x[below..above].iter().map(|&v| phi((at - v) / h)).sum::<f64>()) / n
+        })
+        .collect();
+    let quantile = |p: f64| {
+        if p <= cdf[0] {
+            return lo;
+        }
+        if p >= cdf[GRID] {
+            return hi;
+        }
+        let g = cdf.partition_point(|&c| c <= p) - 1;
+        let (c0, c1) = (cdf[g], cdf[g + 1]);
+        let frac = if c1 > c0 { (p - c0) / (c1 - c0) } else { 0.0 };
+        (lo + (g as f64 + frac) * step).clamp(lo, hi)
+    };
+    (0..entries)
+        .map(|i| {
+            let level = if i == 0 {
+                lo
+            } else if i == entries - 1 {
+                hi
+            } else {
+                quantile(i as f64 / (entries - 1) as f64)
+            };
+            level as f32
+        })
+        .collect()
 }
 
-/// [`lloyd_table`] at each of `bits`, sorting each group once.
-pub fn lloyd_tables(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: &[u32]) -> Vec<Vec<f32>> {
+/// The level tables of a table level set (lloyd, kde) for every group of `w`
+/// at each of `bits`: [`table_entries`] levels per group, group after group (a
+/// degenerate group: copies of its lo). Each group is sorted once.
+pub fn level_tables(set: LevelSet, w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: &[u32]) -> Vec<Vec<f32>> {
+    assert!(set.is_table(), "{set:?} has no table");
     if bits.is_empty() {
         return Vec::new();
     }
@@ -522,18 +578,24 @@ pub fn lloyd_tables(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: &
         .collect();
     bits.par_iter()
         .map(|&b| {
-            let k = lloyd_entries(b, grouping.group_len());
+            let k = table_entries(b, grouping.group_len());
             let per_group: Vec<Vec<f32>> = sorted
                 .par_iter()
                 .zip(stats)
-                .map(|(v, s)| match v {
-                    Some(v) => lloyd_levels(v, 1 << b),
-                    None => vec![s.lo; k],
+                .map(|(v, s)| match (v, set) {
+                    (Some(v), LevelSet::Lloyd) => lloyd_levels(v, 1 << b),
+                    (Some(v), _) => kde_levels(v, k),
+                    (None, _) => vec![s.lo; k],
                 })
                 .collect();
             per_group.concat()
         })
         .collect()
+}
+
+/// [`level_tables`] at one bit width.
+pub fn level_table(set: LevelSet, w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: u32) -> Vec<f32> {
+    level_tables(set, w, grouping, stats, &[bits]).pop().expect("one bit width")
 }
 
 /// Per-group level parameters of a tensor at one bit width.
@@ -559,12 +621,12 @@ pub struct VariantKey {
 }
 
 /// Quantizes `w` (grouped by `grouping`, with `params` from [`tensor_params`];
-/// `lloyd` is [`lloyd_table`] at the key's bits for the lloyd methods, and may
-/// be empty for the others).
-pub fn quantize(w: &[f32], grouping: Grouping, params: &[LevelParams], lloyd: &[f32], key: VariantKey) -> Quantized {
-    let k = lloyd_entries(key.bits, grouping.group_len());
-    let is_lloyd = key.method.level_set() == LevelSet::Lloyd;
-    assert!(!is_lloyd || lloyd.len() == k * grouping.groups, "lloyd methods need the tensor's Lloyd table at {} bits", key.bits);
+/// `table` is [`level_table`] of the method's level set at the key's bits for
+/// the lloyd and kde methods, and may be empty for the others).
+pub fn quantize(w: &[f32], grouping: Grouping, params: &[LevelParams], table: &[f32], key: VariantKey) -> Quantized {
+    let k = table_entries(key.bits, grouping.group_len());
+    let is_table = key.method.level_set().is_table();
+    assert!(!is_table || table.len() == k * grouping.groups, "{} needs the tensor's level table at {} bits", key.method, key.bits);
     let z = z_table(key.bits);
     let draw = draw_key(key.seed, stream_id(key.method, key.bits), key.tensor);
     let dither2 = pcg_hash(draw);
@@ -578,19 +640,20 @@ pub fn quantize(w: &[f32], grouping: Grouping, params: &[LevelParams], lloyd: &[
             let subtract = key.method == Method::UniformDitherSubtractive && p.degenerate == 0;
             return (code, if subtract { madd(-t, p.step, level) } else { level });
         }
-        let table = if is_lloyd { &lloyd[g * k..(g + 1) * k] } else { z };
-        p.code_value(key.method, flush(w), u, table)
+        let levels = if is_table { &table[g * k..(g + 1) * k] } else { z };
+        p.code_value(key.method, flush(w), u, levels)
     };
     // a tensor below 4,096 weights is one task anyway: skip rayon's collection
     let (codes, values) = if w.len() <= 4096 { w.iter().enumerate().map(one).unzip() } else { w.par_iter().enumerate().with_min_len(4096).map(one).unzip() };
     Quantized { codes, values }
 }
 
-/// Convenience: statistics, parameters (and the Lloyd table) and codes in one call.
+/// Convenience: statistics, parameters (and the level table) and codes in one call.
 pub fn quantize_tensor(w: &[f32], grouping: Grouping, key: VariantKey) -> Quantized {
     let stats = group_stats(w, grouping);
-    let lloyd = if key.method.level_set() == LevelSet::Lloyd { lloyd_table(w, grouping, &stats, key.bits) } else { Vec::new() };
-    quantize(w, grouping, &tensor_params(&stats, key.bits), &lloyd, key)
+    let set = key.method.level_set();
+    let table = if set.is_table() { level_table(set, w, grouping, &stats, key.bits) } else { Vec::new() };
+    quantize(w, grouping, &tensor_params(&stats, key.bits), &table, key)
 }
 
 #[cfg(test)]
@@ -753,23 +816,25 @@ mod tests {
         }
 
         #[test]
-        fn a_code_stands_for_the_level_of_that_code(w in finite_weights(), bits in 1u32..=16, m in 0usize..10, seed in any::<u32>()) {
+        fn a_code_stands_for_the_level_of_that_code(w in finite_weights(), bits in 1u32..=16, m in 0usize..13, seed in any::<u32>()) {
             // quantize reads each level once (Memo): its values must be the levels
-            // (all methods but the last, subtractive dither, whose values are off the grid)
+            // (all methods but subtractive dither, whose values are off the grid)
             let method = Method::ALL[m];
+            prop_assume!(method != Method::UniformDitherSubtractive);
             let g = Grouping::whole(w.len());
             let stats = group_stats(&w, g);
             let p = tensor_params(&stats, bits)[0];
-            let lloyd = lloyd_table(&w, g, &stats, bits);
-            let z = if method.level_set() == LevelSet::Lloyd { &lloyd[..] } else { z_table(bits) };
-            let r = quantize(&w, g, &[p], &lloyd, VariantKey { method, bits, seed, tensor: 2 });
+            let set = method.level_set();
+            let table = if set.is_table() { level_table(set, &w, g, &stats, bits) } else { Vec::new() };
+            let z = if set.is_table() { &table[..] } else { z_table(bits) };
+            let r = quantize(&w, g, &[p], &table, VariantKey { method, bits, seed, tensor: 2 });
             for (&c, &v) in r.codes.iter().zip(&r.values) {
                 prop_assert_eq!(p.value(method, c, z).to_bits(), v.to_bits(), "code {}", c);
             }
         }
 
         #[test]
-        fn codes_are_in_range_with_at_most_k_distinct_finite_values(w in finite_weights(), bits in 1u32..=16, m in 0usize..11, seed in any::<u32>()) {
+        fn codes_are_in_range_with_at_most_k_distinct_finite_values(w in finite_weights(), bits in 1u32..=16, m in 0usize..13, seed in any::<u32>()) {
             let method = Method::ALL[m];
             let r = quantize_tensor(&w, Grouping::whole(w.len()), VariantKey { method, bits, seed, tensor: 1 });
             let k = 1u32 << bits;
@@ -796,7 +861,7 @@ mod tests {
             let g = Grouping::whole(w.len());
             let stats = group_stats(&w, g);
             let p = tensor_params(&stats, bits)[0];
-            let lloyd = lloyd_table(&w, g, &stats, bits);
+            let lloyd = level_table(LevelSet::Lloyd, &w, g, &stats, bits);
             let z = if method == Method::LloydNearest { &lloyd[..] } else { z_table(bits) };
             let r = quantize(&w, g, &[p], &lloyd, VariantKey { method, bits, seed: 0, tensor: 0 });
             if p.degenerate == 0 {
@@ -829,7 +894,7 @@ mod tests {
             // squared error (up to the final rounding of the levels to f32)
             let g = Grouping::whole(w.len());
             let stats = group_stats(&w, g);
-            let table = lloyd_table(&w, g, &stats, bits);
+            let table = level_table(LevelSet::Lloyd, &w, g, &stats, bits);
             prop_assert_eq!(table.len(), (1usize << bits).min(w.len()));
             prop_assert!(table.windows(2).all(|p| p[0] <= p[1]));
             let sq = |m: Method| {
@@ -891,6 +956,38 @@ mod tests {
     }
 
     #[test]
+    fn kde_levels_follow_the_datas_own_density() {
+        // a large normal-ish sample: the KDE's quantiles sit near the normal set's
+        // (its density is the data's smoothed by a narrow kernel); the ends are lo
+        // and hi; the table is sorted
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let w: Vec<f32> = (0..20_000).map(|_| (0..12).map(|_| next()).sum::<f32>() - 6.0).collect();
+        let g = Grouping::whole(w.len());
+        let stats = group_stats(&w, g);
+        let kde = level_table(LevelSet::Kde, &w, g, &stats, 3);
+        let p = LevelParams::new(&stats[0], 3, z_table(3));
+        let normal: Vec<f32> = (0..8).map(|t| p.level(LevelSet::Normal, t, z_table(3))).collect();
+        assert_eq!((kde[0], kde[7]), (stats[0].lo, stats[0].hi));
+        assert!(kde.windows(2).all(|p| p[0] <= p[1]), "{kde:?}");
+        for (k, n) in kde.iter().zip(&normal).skip(1).take(6) {
+            assert!((k - n).abs() < 0.05 * stats[0].std, "kde {kde:?} normal {normal:?}");
+        }
+        // two far clusters: the normal prior puts its middle quantiles in the gap,
+        // the KDE keeps them in the clusters
+        let w: Vec<f32> = (0..1000).map(|i| if i % 2 == 0 { -5.0 + (i % 7) as f32 * 0.01 } else { 5.0 + (i % 5) as f32 * 0.01 }).collect();
+        let g = Grouping::whole(w.len());
+        let stats = group_stats(&w, g);
+        let kde = level_table(LevelSet::Kde, &w, g, &stats, 2);
+        assert!(kde.iter().all(|l| l.abs() > 4.0), "{kde:?}");
+    }
+
+    #[test]
     fn lloyd_by_hand() {
         // two clusters, 1 bit: the levels are the clusters' means
         let w = [0.0f32, 1.0, 2.0, 10.0, 11.0, 12.0];
@@ -900,13 +997,13 @@ mod tests {
         // at most K distinct values are kept exactly, the top one filling the table
         let g = Grouping::whole(3);
         let v = [3.0f32, -1.0, 3.0];
-        assert_eq!(lloyd_table(&v, g, &group_stats(&v, g), 2), vec![-1.0, 3.0, 3.0], "min(K, 3) entries");
-        assert_eq!(lloyd_table(&v, g, &group_stats(&v, g), 1), vec![-1.0, 3.0]);
+        assert_eq!(level_table(LevelSet::Lloyd, &v, g, &group_stats(&v, g), 2), vec![-1.0, 3.0, 3.0], "min(K, 3) entries");
+        assert_eq!(level_table(LevelSet::Lloyd, &v, g, &group_stats(&v, g), 1), vec![-1.0, 3.0]);
         assert_eq!(q(&v, Method::LloydNearest, 2).values, v.to_vec());
         // 2 bits over 0, 1, 2, 3, 4, 100: k-means keeps the outlier alone
         let w = [0.0f32, 1.0, 2.0, 3.0, 4.0, 100.0];
         let g = Grouping::whole(6);
-        let t = lloyd_table(&w, g, &group_stats(&w, g), 1);
+        let t = level_table(LevelSet::Lloyd, &w, g, &group_stats(&w, g), 1);
         assert_eq!(t, vec![2.0, 100.0]);
     }
 }

@@ -13,9 +13,9 @@ use crate::error::{Error, Result};
 use crate::eval::{Evaluator, Scores, stack_tensor};
 use crate::gpu::GpuContext;
 use crate::gpu::bridge;
-use crate::quant::Granularity;
+use crate::quant::{Granularity, LevelSet};
 use crate::quant::apply::{Layout, Plan, QuantReport};
-use crate::quant::gpu::{GpuQuantizer, GpuTensor, GpuVariant};
+use crate::quant::gpu::{GpuQuantizer, GpuTensor, GpuVariant, Tables};
 use crate::sweep::grid::Variant;
 
 pub struct WgslScorer {
@@ -31,11 +31,15 @@ impl WgslScorer {
         let mut tensors = HashMap::new();
         for (ti, t) in plan.targets.iter().enumerate() {
             for &g in granularities {
-                let lloyd: Vec<&[f32]> = bits.iter().map(|&b| plan.lloyd_table(ti, g, b)).collect();
-                let lloyd = if lloyd.iter().all(|t| t.is_empty()) { Vec::new() } else { lloyd };
+                // the level tables of the table level sets the plan prepared (lloyd, kde)
+                let tables: Vec<Tables<'_>> = [LevelSet::Lloyd, LevelSet::Kde]
+                    .into_iter()
+                    .map(|set| (set, bits.iter().map(|&b| plan.table(ti, g, b, set)).collect::<Vec<_>>()))
+                    .filter(|(_, rows)| rows.iter().all(|t| !t.is_empty()))
+                    .collect();
                 // clipped ranges come from the host (order statistics of the group)
                 let stats = plan.clip.map(|_| plan.stats(ti, g));
-                tensors.insert((ti, g), quantizer.upload_with(&t.data, plan.grouping(ti, g), t.tensor_index, bits, &lloyd, stats)?);
+                tensors.insert((ti, g), quantizer.upload_with(&t.data, plan.grouping(ti, g), t.tensor_index, bits, &tables, stats)?);
             }
         }
         let fp32 = (0..plan.weights.tensors.len()).map(|i| stack_tensor(&[&plan.weights], i, &ctx.burn)).collect();
