@@ -28,9 +28,9 @@ def runs(include_variants=False):
             (lambda: gzip.open(plain + ".gz", "rt", newline=""))
         with opener() as f:
             rows = list(csv.DictReader(f))
-        # the mixed-precision, Lloyd, clipping and dither runs repeat their base
-        # run's variants: mixed_section, lloyd_section, clip_section, dither_section
-        variant_run = folder.endswith(("-mixed", "-lloyd", "-dither")) or "-clip" in folder
+        # the mixed-precision, Lloyd, KDE, clipping and dither runs repeat their
+        # base run's variants: the sections after main()
+        variant_run = folder.endswith(("-mixed", "-lloyd", "-kde", "-dither")) or "-clip" in folder
         if rows and (include_variants or not variant_run):
             yield folder, rows
 
@@ -262,6 +262,27 @@ def lloyd_section():
         print(f"| {folder} | {fmt(s['fp32_value'], s['metric'])} | {s['fp32_size_bytes']:,} | " + " | ".join(cells) + f" | {ratios} |")
 
 
+def kde_section():
+    paths = sorted(glob.glob(os.path.join(ROOT, "*-kde", "summary.json")))
+    if not paths:
+        return
+    methods = ["uniform-nearest", "normal-nearest", "kde-nearest", "kde-stochastic"]
+    print("\n## Kernel-density levels against the uniform and normal sets\n")
+    print("Per method, the smallest bit width within 1 % of fp32 (whole net); then the weight MSE of "
+          "uniform-nearest / normal-nearest / kde-nearest at 2, 4 and 8 bits.\n")
+    print("| run | fp32 | " + " | ".join(methods) + " | weight MSE 2 bits | 4 bits | 8 bits |")
+    print("|---|---|" + "---|" * len(methods) + "---|---|---|")
+    for path in paths:
+        folder = os.path.basename(os.path.dirname(path))
+        with open(path) as f:
+            s = json.load(f)
+        best = s["smallest_bits_within_1pct"]["layer/all"]
+        at = {(x["method"], x["bits"]): x for x in s["settings"] if x["scope"] == "all" and x["granularity"] == "layer"}
+        cells = [str(best[m]) if best.get(m) is not None else "—" for m in methods]
+        mse = [" / ".join(f"{at[(m, b)]['weight_mse_mean']:.2g}" for m in methods[:3]) for b in (2, 4, 8)]
+        print(f"| {folder} | {fmt(s['fp32_value'], s['metric'])} | " + " | ".join(cells) + " | " + " | ".join(mse) + " |")
+
+
 def clip_section():
     paths = sorted(glob.glob(os.path.join(ROOT, "*-clip*", "summary.json")))
     if not paths:
@@ -325,5 +346,6 @@ if __name__ == "__main__":
     seeds_section()
     mixed_section()
     lloyd_section()
+    kde_section()
     clip_section()
     dither_section()

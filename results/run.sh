@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -50,6 +50,13 @@ if [[ $what == lloyd || $what == all ]]; then
       run --model $m --dataset $d --methods uniform-nearest,lloyd-nearest,lloyd-stochastic \
           --out results/$m-$d-lloyd
     done
+  done
+fi
+if [[ $what == kde || $what == all ]]; then
+  # kernel-density levels against the uniform and normal sets, on the mlp-complex checkpoints
+  for d in churn telescope california mv; do
+    run --model mlp-complex --dataset $d --methods uniform-nearest,normal-nearest,kde-nearest,kde-stochastic \
+        --out results/mlp-complex-$d-kde
   done
 fi
 if [[ $what == clip || $what == all ]]; then
