@@ -112,7 +112,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 for (key, methods) in &s.smallest_bits_within_1pct {
                     println!("smallest bits within 1 % of fp32 ({key}):");
                     for (m, b) in methods {
-                        println!("  {m:<22} {}", b.map_or("none".to_string(), |b| b.to_string()));
+                        println!("  {m:<26} {}", b.map_or("none".to_string(), |b| b.to_string()));
                     }
                 }
                 match s.smallest_models_within_1pct.first() {
