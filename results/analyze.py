@@ -30,7 +30,7 @@ def runs(include_variants=False):
             rows = list(csv.DictReader(f))
         # the mixed-precision, Lloyd, KDE, clipping and dither runs repeat their
         # base run's variants: the sections after main()
-        variant_run = folder.endswith(("-mixed", "-lloyd", "-kde", "-dither")) or "-clip" in folder
+        variant_run = folder.endswith(("-mixed", "-lloyd", "-kde", "-dither", "-levels")) or "-clip" in folder
         if rows and (include_variants or not variant_run):
             yield folder, rows
 
@@ -283,6 +283,30 @@ def kde_section():
         print(f"| {folder} | {fmt(s['fp32_value'], s['metric'])} | " + " | ".join(cells) + " | " + " | ".join(mse) + " |")
 
 
+def levels_section():
+    paths = sorted(glob.glob(os.path.join(ROOT, "*-levels", "summary.json")))
+    if not paths:
+        return
+    print("\n## Level sets on the CNN: uniform, normal, Lloyd-Max and KDE (nearest rounding)\n")
+    print("Top-1 accuracy in % by bit width (weight MSE in brackets); the model's bytes at 4 bits.\n")
+    for path in paths:
+        folder = os.path.basename(os.path.dirname(path))
+        with open(path) as f:
+            s = json.load(f)
+        at = {(x["method"], x["bits"]): x for x in s["settings"] if x["scope"] == "all" and x["granularity"] == "layer"}
+        bits = sorted({b for _, b in at})
+        methods = [m for m in ("uniform-nearest", "normal-nearest", "lloyd-nearest", "kde-nearest") if (m, bits[0]) in at]
+        best = s["smallest_bits_within_1pct"]["layer/all"]
+        print(f"**{folder}** (fp32 {100 * s['fp32_value']:.1f} %)\n")
+        print("| method | smallest bits within 1 % | " + " | ".join(f"{b} bits" for b in bits) + " | bytes at 4 bits |")
+        print("|---|---|" + "---|" * len(bits) + "---|")
+        for m in methods:
+            cells = [f"{100 * at[(m, b)]['mean']:.1f} ({at[(m, b)]['weight_mse_mean']:.2g})" for b in bits]
+            size = at[(m, 4)]["size_bytes"] if (m, 4) in at else "—"
+            print(f"| {m} | {best.get(m) if best.get(m) is not None else '—'} | " + " | ".join(cells) + f" | {size:,} |")
+        print()
+
+
 def clip_section():
     paths = sorted(glob.glob(os.path.join(ROOT, "*-clip*", "summary.json")))
     if not paths:
@@ -347,5 +371,6 @@ if __name__ == "__main__":
     mixed_section()
     lloyd_section()
     kde_section()
+    levels_section()
     clip_section()
     dither_section()
