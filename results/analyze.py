@@ -201,10 +201,10 @@ def mixed_section():
     paths = sorted(glob.glob(os.path.join(ROOT, "*-mixed", "summary.json")))
     if not paths:
         return
-    print("\n## Mixed precision: the first layer held, the other layers at the bit width\n")
+    print("\n## Mixed precision: layers held at their own width, the others at the bit width\n")
     print("Per method, the smallest bit width of the other layers within 1 % of fp32 (as in the first "
           "table) and the model's size there in bytes (codes, level tables and the f32 biases); "
-          "\"—\": no bit width stays within 1 %. `all` is the whole net at that width.\n")
+          "\"—\": no bit width stays within 1 %; blank: the method was not run. `all` is the whole net at that width.\n")
     print("| run | scope | fp32 bytes | " + " | ".join(METHODS) + " |")
     print("|---|---|---|" + "---|" * len(METHODS))
     for path in paths:
@@ -216,7 +216,8 @@ def mixed_section():
             granularity, scope = key.split("/", 1)
             if granularity != "layer":
                 continue
-            cells = [f"{best[m]} ({size[(scope, m, best[m])]:,} B)" if best.get(m) is not None else "—" for m in METHODS]
+            # blank: the method was not in the run
+            cells = [f"{best[m]} ({size[(scope, m, best[m])]:,} B)" if best.get(m) is not None else ("—" if m in best else "") for m in METHODS]
             print(f"| {folder} | {scope} | {s['fp32_size_bytes']:,} | " + " | ".join(cells) + " |")
 
     # the classifiers at seeds 1-8: seed 1 above, seeds 2-8 in seeds/<run>-s<seed>/

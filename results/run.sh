@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -110,6 +110,12 @@ if [[ $what == cnn-fmnist-levels || $what == all ]]; then
   run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
       --methods uniform-nearest,normal-nearest,lloyd-nearest,kde-nearest --bits 2,3,4,5,6,8 \
       --out results/cnn-fashion-mnist-reduced-levels
+fi
+if [[ $what == cnn-fmnist-mixed || $what == all ]]; then
+  # the same checkpoint, the first and last layers held at 8 bits
+  run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+      --methods uniform-nearest,lloyd-nearest --bits 2,3,4,5 --layer-bits first=8,last=8 \
+      --out results/cnn-fashion-mnist-reduced-mixed
 fi
 if [[ $what == resnet9 || $what == all ]]; then
   # reduced to fit a 2-core CPU: 2,000 training images, 2 epochs, 200 test images
