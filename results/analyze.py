@@ -18,21 +18,45 @@ METHODS = ["uniform-nearest", "uniform-stochastic", "histogram-nearest", "histog
            "normal-nearest", "normal-stochastic", "midrise"]
 
 
-def runs(include_variants=False):
-    # runs over 2 MB keep results.csv gzipped in git (results.csv.gz)
-    folders = sorted({os.path.dirname(p) for p in glob.glob(os.path.join(ROOT, "*", "results.csv*"))})
-    for folder_path in folders:
-        folder = os.path.basename(folder_path)
-        plain = os.path.join(folder_path, "results.csv")
-        opener = (lambda: open(plain, newline="")) if os.path.exists(plain) else \
-            (lambda: gzip.open(plain + ".gz", "rt", newline=""))
-        with opener() as f:
-            rows = list(csv.DictReader(f))
-        # the mixed-precision, Lloyd, KDE, clipping and dither runs repeat their
-        # base run's variants: the sections after main()
-        variant_run = folder.endswith(("-mixed", "-lloyd", "-kde", "-dither", "-levels")) or "-clip" in folder
-        if rows and (include_variants or not variant_run):
+def read_rows(folder):
+    """A run's results.csv rows (runs over 2 MB keep it gzipped in git)."""
+    plain = os.path.join(ROOT, folder, "results.csv")
+    if os.path.exists(plain):
+        with open(plain, newline="") as f:
+            return list(csv.DictReader(f))
+    with gzip.open(plain + ".gz", "rt", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def runs():
+    """The runs of the whole-net tables. The mixed-precision, Lloyd, KDE, level-set,
+    clipping and dither runs repeat their base run's variants: the sections after
+    main() read them."""
+    folders = sorted({os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(ROOT, "*", "results.csv*"))})
+    for folder in folders:
+        if folder.endswith(("-mixed", "-lloyd", "-kde", "-dither", "-levels")) or "-clip" in folder:
+            continue
+        rows = read_rows(folder)
+        if rows:
             yield folder, rows
+
+
+def summary_of(folder):
+    """A run's summary.json, its smallest bits within 1 % (whole net, layer
+    granularity) and its whole-net settings by (method, bits)."""
+    with open(os.path.join(ROOT, folder, "summary.json")) as f:
+        s = json.load(f)
+    at = {(x["method"], x["bits"]): x for x in s["settings"] if x["scope"] == "all" and x["granularity"] == "layer"}
+    return s, s["smallest_bits_within_1pct"].get("layer/all", {}), at
+
+
+def folders_like(pattern):
+    """The run folders in results/ whose name matches `pattern` and that hold a summary.json."""
+    return [os.path.basename(os.path.dirname(p)) for p in sorted(glob.glob(os.path.join(ROOT, pattern, "summary.json")))]
+
+
+def bits_cell(b):
+    return str(b) if b is not None else "—"
 
 
 def better(metric):
@@ -41,13 +65,6 @@ def better(metric):
 
 def fmt(v, metric):
     return f"{100 * v:.2f}" if metric == "accuracy" else f"{v:.4g}"
-
-
-def smallest_bits(folder):
-    """summary.json's smallest bit width within 1 % of fp32, scope all."""
-    with open(os.path.join(ROOT, folder, "summary.json")) as f:
-        s = json.load(f)
-    return s["smallest_bits_within_1pct"].get("layer/all", {})
 
 
 def main():
@@ -59,8 +76,8 @@ def main():
     print("|---|---|---|" + "---|" * len(METHODS))
     for folder, rows in all_runs:
         metric = rows[0]["metric"]
-        sb = smallest_bits(folder)
-        cells = [str(sb.get(m)) if sb.get(m) is not None else "—" for m in METHODS]
+        _, sb, _ = summary_of(folder)
+        cells = [bits_cell(sb.get(m)) for m in METHODS]
         print(f"| {folder} | {metric} | {fmt(float(rows[0]['fp32_value']), metric)} | " + " | ".join(cells) + " |")
 
     print("\n## Stochastic against nearest rounding (same level set and bit width, whole net)\n")
@@ -162,8 +179,7 @@ def seed_runs():
         with open(path) as f:
             out.append((run, int(seed), json.load(f)))
     for run in sorted({r for r, _, _ in out}):
-        with open(os.path.join(ROOT, run, "summary.json")) as f:
-            out.append((run, 1, json.load(f)))
+        out.append((run, 1, summary_of(run)[0]))
     return out
 
 
@@ -198,8 +214,8 @@ def seeds_section():
 
 
 def mixed_section():
-    paths = sorted(glob.glob(os.path.join(ROOT, "*-mixed", "summary.json")))
-    if not paths:
+    found = folders_like("*-mixed")
+    if not found:
         return
     print("\n## Mixed precision: layers held at their own width, the others at the bit width\n")
     print("Per method, the smallest bit width of the other layers within 1 % of fp32 (as in the first "
@@ -207,10 +223,8 @@ def mixed_section():
           "\"—\": no bit width stays within 1 %; blank: the method was not run. `all` is the whole net at that width.\n")
     print("| run | scope | fp32 bytes | " + " | ".join(METHODS) + " |")
     print("|---|---|---|" + "---|" * len(METHODS))
-    for path in paths:
-        folder = os.path.basename(os.path.dirname(path))
-        with open(path) as f:
-            s = json.load(f)
+    for folder in found:
+        s, _, _ = summary_of(folder)
         size = {(x["scope"], x["method"], x["bits"]): x["size_bytes"] for x in s["settings"] if x["granularity"] == "layer"}
         for key, best in s["smallest_bits_within_1pct"].items():
             granularity, scope = key.split("/", 1)
@@ -234,16 +248,15 @@ def mixed_section():
     print("| run | scope | seeds | " + " | ".join(METHODS) + " |")
     print("|---|---|---|" + "---|" * len(METHODS))
     for run, summaries in sorted(by_run.items()):
-        with open(os.path.join(ROOT, run, "summary.json")) as f:
-            summaries.append(json.load(f))
+        summaries.append(summary_of(run)[0])
         for key in summaries[-1]["smallest_bits_within_1pct"]:
             cells = [bit_range([x["smallest_bits_within_1pct"][key].get(m) for x in summaries]) for m in METHODS]
             print(f"| {run} | {key.split('/', 1)[1]} | {len(summaries)} | " + " | ".join(cells) + " |")
 
 
 def lloyd_section():
-    paths = sorted(glob.glob(os.path.join(ROOT, "*-lloyd", "summary.json")))
-    if not paths:
+    found = folders_like("*-lloyd")
+    if not found:
         return
     methods = ["uniform-nearest", "lloyd-nearest", "lloyd-stochastic"]
     print("\n## Lloyd-Max levels against the uniform set\n")
@@ -252,20 +265,16 @@ def lloyd_section():
           "over lloyd-nearest's at 1-4 bits (how many times larger the uniform set's error is).\n")
     print("| run | fp32 | fp32 bytes | " + " | ".join(methods) + " | MSE ratio 1 / 2 / 3 / 4 bits |")
     print("|---|---|---|" + "---|" * len(methods) + "---|")
-    for path in paths:
-        folder = os.path.basename(os.path.dirname(path))
-        with open(path) as f:
-            s = json.load(f)
-        best = s["smallest_bits_within_1pct"]["layer/all"]
-        at = {(x["method"], x["bits"]): x for x in s["settings"] if x["scope"] == "all" and x["granularity"] == "layer"}
+    for folder in found:
+        s, best, at = summary_of(folder)
         cells = [f"{best[m]} ({at[(m, best[m])]['size_bytes']:,} B)" if best.get(m) is not None else "—" for m in methods]
         ratios = " / ".join(f"{at[('uniform-nearest', b)]['weight_mse_mean'] / at[('lloyd-nearest', b)]['weight_mse_mean']:.1f}" for b in (1, 2, 3, 4))
         print(f"| {folder} | {fmt(s['fp32_value'], s['metric'])} | {s['fp32_size_bytes']:,} | " + " | ".join(cells) + f" | {ratios} |")
 
 
 def kde_section():
-    paths = sorted(glob.glob(os.path.join(ROOT, "*-kde", "summary.json")))
-    if not paths:
+    found = folders_like("*-kde")
+    if not found:
         return
     methods = ["uniform-nearest", "normal-nearest", "kde-nearest", "kde-stochastic"]
     print("\n## Kernel-density levels against the uniform and normal sets\n")
@@ -273,44 +282,36 @@ def kde_section():
           "uniform-nearest / normal-nearest / kde-nearest at 2, 4 and 8 bits.\n")
     print("| run | fp32 | " + " | ".join(methods) + " | weight MSE 2 bits | 4 bits | 8 bits |")
     print("|---|---|" + "---|" * len(methods) + "---|---|---|")
-    for path in paths:
-        folder = os.path.basename(os.path.dirname(path))
-        with open(path) as f:
-            s = json.load(f)
-        best = s["smallest_bits_within_1pct"]["layer/all"]
-        at = {(x["method"], x["bits"]): x for x in s["settings"] if x["scope"] == "all" and x["granularity"] == "layer"}
-        cells = [str(best[m]) if best.get(m) is not None else "—" for m in methods]
+    for folder in found:
+        s, best, at = summary_of(folder)
+        cells = [bits_cell(best.get(m)) for m in methods]
         mse = [" / ".join(f"{at[(m, b)]['weight_mse_mean']:.2g}" for m in methods[:3]) for b in (2, 4, 8)]
         print(f"| {folder} | {fmt(s['fp32_value'], s['metric'])} | " + " | ".join(cells) + " | " + " | ".join(mse) + " |")
 
 
 def levels_section():
-    paths = sorted(glob.glob(os.path.join(ROOT, "*-levels", "summary.json")))
-    if not paths:
+    found = folders_like("*-levels")
+    if not found:
         return
     print("\n## Level sets on the CNN: uniform, normal, Lloyd-Max and KDE (nearest rounding)\n")
     print("Top-1 accuracy in % by bit width (weight MSE in brackets); the model's bytes at 4 bits.\n")
-    for path in paths:
-        folder = os.path.basename(os.path.dirname(path))
-        with open(path) as f:
-            s = json.load(f)
-        at = {(x["method"], x["bits"]): x for x in s["settings"] if x["scope"] == "all" and x["granularity"] == "layer"}
+    for folder in found:
+        s, best, at = summary_of(folder)
         bits = sorted({b for _, b in at})
         methods = [m for m in ("uniform-nearest", "normal-nearest", "lloyd-nearest", "kde-nearest") if (m, bits[0]) in at]
-        best = s["smallest_bits_within_1pct"]["layer/all"]
         print(f"**{folder}** (fp32 {100 * s['fp32_value']:.1f} %)\n")
         print("| method | smallest bits within 1 % | " + " | ".join(f"{b} bits" for b in bits) + " | bytes at 4 bits |")
         print("|---|---|" + "---|" * len(bits) + "---|")
         for m in methods:
             cells = [f"{100 * at[(m, b)]['mean']:.1f} ({at[(m, b)]['weight_mse_mean']:.2g})" for b in bits]
             size = at[(m, 4)]["size_bytes"] if (m, 4) in at else "—"
-            print(f"| {m} | {best.get(m) if best.get(m) is not None else '—'} | " + " | ".join(cells) + f" | {size:,} |")
+            print(f"| {m} | {bits_cell(best.get(m))} | " + " | ".join(cells) + f" | {size:,} |")
         print()
 
 
 def clip_section():
-    paths = sorted(glob.glob(os.path.join(ROOT, "*-clip*", "summary.json")))
-    if not paths:
+    found = folders_like("*-clip*")
+    if not found:
         return
     print("\n## Range clipping (--clip P) against the full range\n")
     print("Per method, the smallest bit width within 1 % of fp32, whole net; then uniform-nearest's "
@@ -318,23 +319,18 @@ def clip_section():
           "is the full range (the run without --clip).\n")
     print("| run | clip | " + " | ".join(METHODS) + " | uniform-nearest weight MSE 2 / 3 / 4 | uniform-nearest metric 2 / 3 / 4 |")
     print("|---|---|" + "---|" * len(METHODS) + "---|---|")
-    bases = sorted({os.path.basename(os.path.dirname(p)).split("-clip")[0] for p in paths})
-    for base in bases:
-        variants = [(base, "none")] + [(os.path.basename(os.path.dirname(p)), os.path.basename(os.path.dirname(p)).split("-clip")[1])
-                                        for p in paths if os.path.basename(os.path.dirname(p)).split("-clip")[0] == base]
+    for base in sorted({f.split("-clip")[0] for f in found}):
+        variants = [(base, "none")] + [(f, f.split("-clip")[1]) for f in found if f.split("-clip")[0] == base]
         for folder, clip in variants:
-            with open(os.path.join(ROOT, folder, "summary.json")) as f:
-                s = json.load(f)
-            best = s["smallest_bits_within_1pct"]["layer/all"]
-            at = {(x["method"], x["bits"]): x for x in s["settings"] if x["scope"] == "all" and x["granularity"] == "layer"}
-            cells = [str(best[m]) if best.get(m) is not None else "—" for m in METHODS]
+            s, best, at = summary_of(folder)
+            cells = [bits_cell(best.get(m)) for m in METHODS]
             mse = " / ".join(f"{at[('uniform-nearest', b)]['weight_mse_mean']:.3g}" for b in (2, 3, 4))
             metric = " / ".join(fmt(at[('uniform-nearest', b)]["mean"], s["metric"]) for b in (2, 3, 4))
             print(f"| {base} | {clip} | " + " | ".join(cells) + f" | {mse} | {metric} |")
 
 
 def dither_section():
-    found = [(f, r) for f, r in runs(include_variants=True) if f.endswith("-dither")]
+    found = folders_like("*-dither")
     if not found:
         return
     methods = ["uniform-nearest", "uniform-stochastic", "uniform-dither", "uniform-dither-subtractive"]
@@ -344,13 +340,11 @@ def dither_section():
           "than uniform-nearest at the same bits (the rest tie). Accuracy in %.\n")
     print("| run | method | smallest bits | mean 2 / 3 / 4 bits | weight MSE / nearest's (2 bits) | draws better / worse |")
     print("|---|---|---|---|---|---|")
-    for folder, rows in found:
+    for folder in found:
+        rows = read_rows(folder)
         metric = rows[0]["metric"]
         gt = better(metric)
-        with open(os.path.join(ROOT, folder, "summary.json")) as f:
-            s = json.load(f)
-        best = s["smallest_bits_within_1pct"]["layer/all"]
-        at = {(x["method"], x["bits"]): x for x in s["settings"] if x["scope"] == "all" and x["granularity"] == "layer"}
+        s, best, at = summary_of(folder)
         near = {int(r["bits"]): float(r["value"]) for r in rows if r["method"] == "uniform-nearest"}
         for m in methods:
             means = " / ".join(fmt(at[(m, b)]["mean"], metric) for b in (2, 3, 4))
@@ -362,8 +356,7 @@ def dither_section():
                 w = sum(gt(v, near[b]) for b, v in draws)
                 l = sum(gt(near[b], v) for b, v in draws)
                 share = f"{100 * w / len(draws):.0f} % / {100 * l / len(draws):.0f} %"
-            bits = best.get(m)
-            print(f"| {folder} | {m} | {bits if bits is not None else '—'} | {means} | {ratio:.2f} | {share} |")
+            print(f"| {folder} | {m} | {bits_cell(best.get(m))} | {means} | {ratio:.2f} | {share} |")
 
 
 if __name__ == "__main__":

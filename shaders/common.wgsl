@@ -224,18 +224,8 @@ fn pcg_hash(v: u32) -> u32 {
     return (word >> 22u) ^ word;
 }
 
-// Stream of a stochastic variant: level-set (or dither) salt << 8 | bits (quant::stream_id).
-fn stream_id(method: u32, bits: u32) -> u32 {
-    var salt = method_level_set(method) + 1u;
-    if method_is_dither(method) {
-        salt = method - 3u; // 6 and 7
-    }
-    if method >= 11u {
-        salt = 8u; // kde
-    }
-    return (salt << 8u) | bits;
-}
-
+// The stream (quant::stream_id: the method's salt and the bit width) is built on
+// the host, which hands the kernel each variant's key.
 fn uniform_draw(seed: u32, stream: u32, tensor: u32, element: u32) -> f32 {
     return uniform_from_key(pcg_hash(tensor ^ pcg_hash(stream ^ pcg_hash(seed))), element);
 }

@@ -58,7 +58,7 @@ fn all_variants(bits: &[u32], seeds: &[u32]) -> Vec<GpuVariant> {
 /// both table level sets.
 fn level_tables(data: &[f32], grouping: Grouping, bits: &[u32]) -> Vec<(LevelSet, Vec<Vec<f32>>)> {
     let stats = reference::group_stats(data, grouping);
-    [LevelSet::Lloyd, LevelSet::Kde].into_iter().map(|set| (set, reference::level_tables(set, data, grouping, &stats, bits))).collect()
+    LevelSet::TABLES.into_iter().map(|set| (set, reference::level_tables(set, data, grouping, &stats, bits))).collect()
 }
 
 /// A tensor on the GPU with its level tables; the reference's table of a

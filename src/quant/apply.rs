@@ -124,7 +124,7 @@ impl Target {
 fn table_bytes(method: Method, bits: u32, group_len: usize) -> usize {
     match method.level_set() {
         LevelSet::Normal => 16,
-        LevelSet::Lloyd | LevelSet::Kde => 4 * reference::table_entries(bits, group_len),
+        s if s.is_table() => 4 * reference::table_entries(bits, group_len),
         _ => 8,
     }
 }
@@ -253,12 +253,7 @@ impl Plan {
     /// Computes statistics and level parameters for every granularity and bit
     /// width the grid uses, and the level tables of the table level sets in `methods`.
     pub fn prepare(&mut self, granularities: &[Granularity], bits: &[u32], methods: &[Method]) {
-        let mut table_sets: Vec<LevelSet> = Vec::new();
-        for set in methods.iter().map(|m| m.level_set()).filter(|s| s.is_table()) {
-            if !table_sets.contains(&set) {
-                table_sets.push(set);
-            }
-        }
+        let table_sets: Vec<LevelSet> = LevelSet::TABLES.into_iter().filter(|&s| methods.iter().any(|m| m.level_set() == s)).collect();
         for ti in 0..self.targets.len() {
             for &g in granularities {
                 let grouping = self.grouping(ti, g);

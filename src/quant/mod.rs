@@ -115,6 +115,22 @@ impl Method {
         matches!(self, Method::UniformDither | Method::UniformDitherSubtractive)
     }
 
+    /// Salt of the random stream, so that two stochastic methods with the same
+    /// seed draw independent numbers (the two roundings of a level set share
+    /// one: only one of them draws).
+    fn stream_salt(self) -> u32 {
+        match self {
+            Method::UniformNearest | Method::UniformStochastic => 1,
+            Method::HistogramNearest | Method::HistogramStochastic => 2,
+            Method::NormalNearest | Method::NormalStochastic => 3,
+            Method::Midrise => 4,
+            Method::LloydNearest | Method::LloydStochastic => 5,
+            Method::UniformDither => 6,
+            Method::UniformDitherSubtractive => 7,
+            Method::KdeNearest | Method::KdeStochastic => 8,
+        }
+    }
+
     /// The method's number in the kernels' variant table (shaders/quantize.wgsl).
     pub fn code(self) -> u32 {
         Method::ALL.iter().position(|m| *m == self).expect("Method::ALL lists every method") as u32
@@ -128,22 +144,11 @@ impl std::fmt::Display for Method {
 }
 
 impl LevelSet {
-    /// Salt of the random stream, so that two stochastic methods with the same
-    /// seed draw independent numbers.
-    fn stream_salt(self) -> u32 {
-        match self {
-            LevelSet::Uniform => 1,
-            LevelSet::Histogram => 2,
-            LevelSet::Normal => 3,
-            LevelSet::Midrise => 4,
-            LevelSet::Lloyd => 5,
-            LevelSet::Kde => 8,
-        }
-    }
+    /// The level sets whose levels are a table built on the host (reference::level_tables).
+    pub const TABLES: [LevelSet; 2] = [LevelSet::Lloyd, LevelSet::Kde];
 
-    /// Whether the levels are a table built on the host (reference::level_tables).
     pub fn is_table(self) -> bool {
-        matches!(self, LevelSet::Lloyd | LevelSet::Kde)
+        LevelSet::TABLES.contains(&self)
     }
 }
 
@@ -217,14 +222,9 @@ pub fn pcg_hash(v: u32) -> u32 {
     (word >> 22) ^ word
 }
 
-/// The random stream of a stochastic variant: its level set (or dither) and bit width.
+/// The random stream of a stochastic variant: its method's salt and bit width.
 pub fn stream_id(method: Method, bits: u32) -> u32 {
-    let salt = match method {
-        Method::UniformDither => 6,
-        Method::UniformDitherSubtractive => 7,
-        _ => method.level_set().stream_salt(),
-    };
-    (salt << 8) | bits
+    (method.stream_salt() << 8) | bits
 }
 
 /// The uniform number in [0, 1) that stochastic rounding uses for one element:

@@ -126,6 +126,14 @@ pub struct GroupStats {
     pub std: f32,
 }
 
+impl GroupStats {
+    /// A range below 2^-100 (or NaN): one level, every weight lo.
+    pub fn is_degenerate(&self) -> bool {
+        let range = self.hi - self.lo;
+        range.is_nan() || range < min_range()
+    }
+}
+
 /// Statistics of every group of `w`.
 pub fn group_stats(w: &[f32], grouping: Grouping) -> Vec<GroupStats> {
     (0..grouping.groups)
@@ -217,7 +225,7 @@ impl LevelParams {
         let k = 1u32 << bits;
         let range = s.hi - s.lo;
         let mut p = LevelParams { lo: s.lo, hi: s.hi, mean: s.mean, std: s.std, bits, ..LevelParams::zeroed() };
-        if range.is_nan() || range < min_range() {
+        if s.is_degenerate() {
             p.degenerate = 1;
             return p;
         }
@@ -566,9 +574,7 @@ pub fn level_tables(set: LevelSet, w: &[f32], grouping: Grouping, stats: &[Group
     let sorted: Vec<Option<Vec<f32>>> = (0..grouping.groups)
         .into_par_iter()
         .map(|g| {
-            // degenerate exactly when LevelParams::new says so (NaN range included)
-            let range = stats[g].hi - stats[g].lo;
-            if range.is_nan() || range < min_range() {
+            if stats[g].is_degenerate() {
                 return None;
             }
             let mut v: Vec<f32> = (0..grouping.group_len()).map(|i| flush(w[grouping.index(g, i)])).collect();
@@ -583,7 +589,7 @@ pub fn level_tables(set: LevelSet, w: &[f32], grouping: Grouping, stats: &[Group
                 .par_iter()
                 .zip(stats)
                 .map(|(v, s)| match (v, set) {
-                    (Some(v), LevelSet::Lloyd) => lloyd_levels(v, 1 << b),
+                    (Some(v), LevelSet::Lloyd) => lloyd_levels(v, k),
                     (Some(v), _) => kde_levels(v, k),
                     (None, _) => vec![s.lo; k],
                 })
@@ -856,14 +862,13 @@ mod tests {
 
         #[test]
         fn nearest_error_is_at_most_half_the_local_step(w in finite_weights(), bits in 1u32..=16, m in 0usize..3) {
-            // (not lloyd: its end levels are cell means, inside [lo, hi])
+            // (the parametric sets; the table sets, lloyd and kde, have tests of their own)
             let method = [Method::UniformNearest, Method::HistogramNearest, Method::NormalNearest][m];
             let g = Grouping::whole(w.len());
             let stats = group_stats(&w, g);
             let p = tensor_params(&stats, bits)[0];
-            let lloyd = level_table(LevelSet::Lloyd, &w, g, &stats, bits);
-            let z = if method == Method::LloydNearest { &lloyd[..] } else { z_table(bits) };
-            let r = quantize(&w, g, &[p], &lloyd, VariantKey { method, bits, seed: 0, tensor: 0 });
+            let z = z_table(bits);
+            let r = quantize(&w, g, &[p], &[], VariantKey { method, bits, seed: 0, tensor: 0 });
             if p.degenerate == 0 {
                 for (&x, &c) in w.iter().zip(&r.codes) {
                     let x = flush(x);

@@ -13,6 +13,7 @@ pub use results::{ResultRow, ResultsWriter, read_results, write_atomic};
 pub use summary::{Summary, summarize};
 
 use crate::error::{Error, Result};
+use crate::sweep::grid::Scope;
 use crate::sweep::{RunInfo, metric_higher_is_better};
 
 /// Files as a message lists them: `a, b`.
@@ -47,7 +48,7 @@ pub fn write_all(dir: &Path) -> Result<Option<Summary>> {
         plot::metric_vs_bits(dir, &stem, &summary, g.name(), "all")?;
         plots.push((g.name().to_string(), "all".to_string(), stem));
         // one plot per mixed-precision scope (all+LAYER=BITS...)
-        let mut mixed: Vec<&str> = summary.settings.iter().filter(|s| s.granularity == g.name() && s.scope.starts_with("all+")).map(|s| s.scope.as_str()).collect();
+        let mut mixed: Vec<&str> = summary.settings.iter().filter(|s| s.granularity == g.name() && Scope::held_in_name(&s.scope).is_some()).map(|s| s.scope.as_str()).collect();
         mixed.sort();
         mixed.dedup();
         for scope in mixed {
@@ -72,7 +73,7 @@ pub fn write_all(dir: &Path) -> Result<Option<Summary>> {
 
 /// The mixed-precision scopes of a run, for its grid line: "" when none.
 fn mixed_scopes(info: &RunInfo) -> String {
-    let names: Vec<String> = info.grid.scopes.iter().filter(|s| matches!(s, crate::sweep::grid::Scope::Mixed(_))).map(|s| s.name()).collect();
+    let names: Vec<String> = info.grid.scopes.iter().filter(|s| matches!(s, Scope::Mixed(_))).map(|s| s.name()).collect();
     if names.is_empty() { String::new() } else { format!(" and mixed precision {}", names.join(", ")) }
 }
 
@@ -145,7 +146,7 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String, String)], hea
         let _ = writeln!(md, "| {k} | {} |", v.replace('|', "\\|"));
     }
     for (g, scope, stem) in plots {
-        let held = match scope.strip_prefix("all+") {
+        let held = match Scope::held_in_name(scope) {
             Some(h) => format!(", {} held, the other layers at the bits shown", h.replace('+', ", ")),
             None => String::new(),
         };

@@ -95,7 +95,7 @@ where
         .map_err(|x| e(&x))?;
     chart
         .configure_mesh()
-        .x_desc(if scope.starts_with("all+") { "bits per weight of the layers not held" } else { "bits per weight" })
+        .x_desc(if crate::sweep::grid::Scope::held_in_name(scope).is_some() { "bits per weight of the layers not held" } else { "bits per weight" })
         .y_desc(y_desc)
         .x_labels((bmax - bmin + 1).min(16) as usize)
         .x_label_formatter(&|x| format!("{}", x.round() as i64))

@@ -52,6 +52,12 @@ impl Scope {
         }
     }
 
+    /// The held layers of a mixed scope's name (`layers.0=8+layers.4=fp32` of
+    /// `all+layers.0=8+layers.4=fp32`); None for the other scopes.
+    pub fn held_in_name(name: &str) -> Option<&str> {
+        name.strip_prefix("all+")
+    }
+
     /// The bit width this scope gives `layer` in a variant of `bits`; None: the
     /// layer stays fp32.
     pub fn bits_for(&self, layer: &str, bits: u32) -> Option<u32> {

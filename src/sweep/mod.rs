@@ -424,8 +424,10 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         spec.dropout = p;
     }
 
-    // the layer names do not depend on the weights: check --layer-bits before training
-    let scopes = scopes(config, &untrained_weights(&spec, config.seed)?.layers())?;
+    // the layer names do not depend on the weights: check --layer-bits before
+    // training, building an untrained model only when a scope names layers
+    let layers = if config.scope == ScopeChoice::EachLayer || !config.layer_bits.is_empty() { untrained_weights(&spec, config.seed)?.layers() } else { Vec::new() };
+    let scopes = scopes(config, &layers)?;
     let grid = GridSpec {
         methods: config.methods.clone(),
         bits: config.bits.clone(),

@@ -32,7 +32,7 @@ impl WgslScorer {
         for (ti, t) in plan.targets.iter().enumerate() {
             for &g in granularities {
                 // the level tables of the table level sets the plan prepared (lloyd, kde)
-                let tables: Vec<Tables<'_>> = [LevelSet::Lloyd, LevelSet::Kde]
+                let tables: Vec<Tables<'_>> = LevelSet::TABLES
                     .into_iter()
                     .map(|set| (set, bits.iter().map(|&b| plan.table(ti, g, b, set)).collect::<Vec<_>>()))
                     .filter(|(_, rows)| rows.iter().all(|t| !t.is_empty()))
