@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::data::DatasetId;
 use crate::models::ModelKind;
 use crate::quant::apply::{BiasMode, BnMode};
-use crate::quant::{Granularity, Method};
+use crate::quant::{Clip, Granularity, Method};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -182,11 +182,13 @@ pub struct SweepArgs {
     #[arg(long, value_name = "LAYER=BITS,...")]
     pub layer_bits: Vec<String>,
 
-    /// Clip each group's range to its P-th percentile at both ends (e.g. 99.9)
-    /// before the levels are built; weights outside round to the end levels.
+    /// Clip each group's range before the levels are built; weights outside
+    /// round to the end levels. P (e.g. 99.9): to the group's P-th percentile
+    /// at both ends. mse: at each bit width, to the range (of 64 depths) whose
+    /// uniform nearest rounding has the least squared error over the group.
     /// For the uniform, histogram, normal and midrise methods.
-    #[arg(long, value_name = "P", allow_negative_numbers = true)]
-    pub clip: Option<f64>,
+    #[arg(long, value_name = "P|mse", allow_negative_numbers = true)]
+    pub clip: Option<Clip>,
 
     /// How biases meet the quantizer.
     #[arg(long, value_enum, default_value = "fp32")]

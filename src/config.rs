@@ -9,7 +9,7 @@ use crate::data::DatasetId;
 use crate::error::{Error, Result};
 use crate::models::ModelKind;
 use crate::quant::apply::{BiasMode, BnMode};
-use crate::quant::{Granularity, Method};
+use crate::quant::{Clip, Granularity, Method};
 use crate::sweep::grid::{Held, held_text, parse_held};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,9 +29,9 @@ pub struct Config {
     /// (`first=8,last=fp32`), layer names as given
     #[serde(default)]
     pub layer_bits: Vec<String>,
-    /// --clip: each group's range clipped to this percentile
+    /// --clip: a percentile (written as a number) or `mse`
     #[serde(default)]
-    pub clip: Option<f64>,
+    pub clip: Option<Clip>,
     pub bias: BiasMode,
     #[serde(default = "default_bn")]
     pub bn: BnMode,
@@ -98,9 +98,11 @@ impl Config {
             .map(|t| parse_held(t).map(|h| held_text(&h)))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|m| Error::config("--layer-bits", m))?;
-        if let Some(p) = a.clip {
-            if !(p > 50.0 && p < 100.0) {
-                return Err(Error::config("--clip", format!("{p} is not a percentile in (50, 100), e.g. 99.9")));
+        if let Some(clip) = a.clip {
+            if let Clip::Percentile(p) = clip
+                && !(p > 50.0 && p < 100.0)
+            {
+                return Err(Error::config("--clip", format!("{p} is not a percentile in (50, 100), e.g. 99.9, nor mse")));
             }
             if let Some(m) = methods.iter().find(|m| m.level_set().is_table()) {
                 return Err(Error::config("--clip", format!("{m} builds its levels from the whole group's values; drop it from --methods or drop --clip")));

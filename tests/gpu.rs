@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use sweep_gpu::gpu::GpuContext;
 use sweep_gpu::quant::gpu::{GpuQuantizer, GpuVariant};
-use sweep_gpu::quant::reference::{self, VariantKey};
-use sweep_gpu::quant::{Granularity, Grouping, LevelSet, Method};
+use sweep_gpu::quant::reference::{self, GroupStats, VariantKey};
+use sweep_gpu::quant::{Clip, Granularity, Grouping, LevelSet, Method};
 
 /// The shared quantizer; the Mutex serialises tests on the one device.
 fn quantizer() -> &'static Mutex<GpuQuantizer> {
@@ -148,8 +148,9 @@ fn parity_with_an_outlier() {
     check_parity("outlier", &w, &[100, 10], 1, &[3]);
 }
 
-/// With clipped ranges given by the host (--clip), the GPU's level parameters
-/// and codes are the reference's, outliers landing on the end levels.
+/// With clipped ranges given by the host (--clip P: one range per group; --clip
+/// mse: one per group and bit width), the GPU's level parameters and codes are
+/// the reference's, outliers landing on the end levels.
 #[test]
 fn parity_with_clipped_ranges() {
     let mut w = normalish(2000, 17, 0.05);
@@ -159,19 +160,36 @@ fn parity_with_clipped_ranges() {
     let bits: Vec<u32> = vec![2, 4, 8];
     for (shape, axis, g) in [([200usize, 10usize], 1usize, Granularity::Layer), ([200, 10], 1, Granularity::Channel)] {
         let grouping = Grouping::for_granularity(&shape, axis, g);
-        let clipped = reference::clip_stats(&w, grouping, &reference::group_stats(&w, grouping), 99.0);
-        let t = q.upload_with(&w, grouping, 1, &bits, &[], Some(&clipped)).unwrap();
-        assert_eq!(q.stats(&t).unwrap(), clipped);
-        let variants: Vec<GpuVariant> = all_variants(&bits, &[1, 2]).into_iter().filter(|v| Method::STUDY.contains(&v.method)).collect();
-        let got = q.quantize_to_host(&t, &variants).unwrap();
-        for (v, gq) in variants.iter().zip(&got) {
-            let params = reference::tensor_params(&clipped, v.bits);
-            let want = reference::quantize(&w, grouping, &params, &[], VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 1 });
-            assert_eq!(gq.codes, want.codes, "{g:?} {v:?}");
-            assert!(gq.values.iter().zip(&want.values).all(|(a, b)| a.to_bits() == b.to_bits()), "{g:?} {v:?}");
-            // the outlier sits on the top level, inside the clipped range
-            if v.method == Method::UniformNearest {
-                assert_eq!(gq.values[3], clipped[grouping.group_of(3)].hi, "{g:?} {v:?}");
+        let whole = reference::group_stats(&w, grouping);
+        for clip in [Clip::Percentile(99.0), Clip::Mse] {
+            let ranges: Vec<Vec<GroupStats>> = match clip {
+                Clip::Percentile(p) => vec![reference::clip_stats(&w, grouping, &whole, p); bits.len()],
+                Clip::Mse => bits.iter().map(|&b| reference::mse_clip_stats(&w, grouping, &whole, b)).collect(),
+            };
+            let given: Vec<GroupStats> = match clip {
+                Clip::Percentile(_) => ranges[0].clone(),
+                Clip::Mse => ranges.concat(),
+            };
+            let t = q.upload_with(&w, grouping, 1, &bits, &[], Some(&given)).unwrap();
+            assert_eq!(q.stats(&t).unwrap(), ranges[0]);
+            let outlier_group = grouping.group_of(3);
+            // over the whole layer the 2-bit levels would miss the 1,998 small weights;
+            // in a channel of 200, clipping the one outlier costs more than it saves
+            if g == Granularity::Layer || matches!(clip, Clip::Percentile(_)) {
+                assert!(ranges[0][outlier_group].hi < 9.0, "{clip} {g:?}: the outlier is clipped at 2 bits");
+            }
+            let variants: Vec<GpuVariant> = all_variants(&bits, &[1, 2]).into_iter().filter(|v| !v.method.level_set().is_table()).collect();
+            let got = q.quantize_to_host(&t, &variants).unwrap();
+            for (v, gq) in variants.iter().zip(&got) {
+                let row = bits.iter().position(|&b| b == v.bits).unwrap();
+                let params = reference::tensor_params(&ranges[row], v.bits);
+                let want = reference::quantize(&w, grouping, &params, &[], VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 1 });
+                assert_eq!(gq.codes, want.codes, "{clip} {g:?} {v:?}");
+                assert!(gq.values.iter().zip(&want.values).all(|(a, b)| a.to_bits() == b.to_bits()), "{clip} {g:?} {v:?}");
+                // the outlier sits on the top level, inside the clipped range
+                if v.method == Method::UniformNearest {
+                    assert_eq!(gq.values[3], ranges[row][outlier_group].hi, "{clip} {g:?} {v:?}");
+                }
             }
         }
     }
@@ -395,6 +413,28 @@ fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
         // whose logits tie to float precision
         assert_eq!(w.weight_mse.to_bits(), c.weight_mse.to_bits(), "{}", w.variant_id);
         assert!((w.value - c.value).abs() <= 1.0 / n_test + 1e-12, "{}: {} vs {}", w.variant_id, w.value, c.value);
+    }
+}
+
+/// With --clip mse (ranges chosen on the host, one per group and bit width),
+/// the WGSL quantizer gives the CPU run's weights.
+#[test]
+fn gpu_sweep_with_mse_clipping_matches_the_cpu_run() {
+    drop(quantizer().lock().unwrap_or_else(|e| e.into_inner())); // open the shared device first
+    let data = common::tabular_dir(300);
+    let work = tempfile::tempdir().unwrap();
+    let run = |name: &str, device: &str| {
+        let args = ["--epochs", "1", "--bits", "1,2,3,8", "--seeds", "2", "--methods", "uniform-nearest,normal-stochastic,midrise,uniform-dither", "--clip", "mse", "--device", device];
+        sweep_in(work.path(), data.path(), name, &args)
+    };
+    let cpu = run("cpu", "cpu");
+    let gpu = run("gpu", "gpu");
+    assert_eq!(gpu.len(), 4 * (2 + 2 * 2));
+    assert!(gpu.iter().all(|r| r.quantizer == "wgsl"));
+    for (g, c) in gpu.iter().zip(&cpu) {
+        assert_eq!(g.variant_id, c.variant_id);
+        assert_eq!((g.weight_mse.to_bits(), g.size_bytes), (c.weight_mse.to_bits(), c.size_bytes), "{}", g.variant_id);
+        assert!((g.value - c.value).abs() <= 1.0 / 60.0 + 1e-12, "{}: {} vs {}", g.variant_id, g.value, c.value);
     }
 }
 

@@ -343,6 +343,24 @@ fn clipping_is_checked_recorded_and_changes_the_levels() {
         assert_eq!(a.fp32_value, b.fp32_value);
         assert_ne!(a.weight_mse, b.weight_mse, "{}", a.variant_id);
     }
+    let config = |out: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(work.path().join(out).join("config.json")).unwrap()).unwrap() };
+    assert_eq!(config("clipped")["config"]["clip"], 95.0, "a percentile is written as a number, as before --clip mse");
+
+    // --clip mse: per bit width, the range of least uniform-nearest error
+    let (mse, report) = run("mse", &["--clip", "mse"]);
+    assert!(report.contains("least squared error"), "{report}");
+    assert_eq!(config("mse")["config"]["clip"], "mse");
+    let mut lower = 0;
+    for (a, b) in plain.iter().zip(&mse) {
+        assert_eq!((&a.variant_id, a.fp32_value), (&b.variant_id, b.fp32_value));
+        if a.method == "uniform-nearest" {
+            assert!(b.weight_mse <= a.weight_mse * (1.0 + 1e-6), "{}: {} against {}", a.variant_id, b.weight_mse, a.weight_mse);
+            lower += usize::from(b.weight_mse < a.weight_mse);
+        }
+    }
+    assert!(lower > 0, "mse clipping moved no uniform-nearest range");
+    let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--clip", "msq"]);
+    assert!(e.contains("--clip") && e.contains("nor 'mse'"), "{e}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::reference::{self, GroupStats, LevelParams, VariantKey, tree_sum};
-use super::{Granularity, Grouping, LevelSet, Method};
+use super::{Clip, Granularity, Grouping, LevelSet, Method};
 use crate::error::{Error, Result};
 use crate::models::{ParamRole, Weights};
 use crate::sweep::grid::Variant;
@@ -157,12 +157,15 @@ pub struct Plan {
     pub bias: BiasMode,
     /// Σ w² of each target (canonical f32 sum), the signal of SQNR
     sq_sums: Vec<f64>,
-    stats: HashMap<(usize, Granularity), Vec<GroupStats>>,
+    /// statistics of each group over all its values
+    whole: HashMap<(usize, Granularity), Vec<GroupStats>>,
+    /// the statistics each bit width's levels are built from (clipped with --clip)
+    stats: HashMap<(usize, Granularity, u32), Vec<GroupStats>>,
     params: HashMap<(usize, Granularity, u32), Vec<LevelParams>>,
     /// level tables (reference::level_table) of the table level sets the grid uses
     tables: HashMap<(usize, Granularity, u32, LevelSet), Vec<f32>>,
-    /// --clip: each group's range clipped to this percentile
-    pub clip: Option<f64>,
+    /// --clip: how each group's range is narrowed
+    pub clip: Option<Clip>,
 }
 
 impl Plan {
@@ -242,7 +245,7 @@ impl Plan {
             }
         }
         let sq_sums = targets.iter().map(|t| tree_sum(t.data.len(), |k| t.data[k] * t.data[k]) as f64).collect();
-        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new(), tables: HashMap::new(), clip: None })
+        Ok(Plan { weights, targets, bias, sq_sums, whole: HashMap::new(), stats: HashMap::new(), params: HashMap::new(), tables: HashMap::new(), clip: None })
     }
 
     pub fn grouping(&self, target: usize, g: Granularity) -> Grouping {
@@ -257,24 +260,25 @@ impl Plan {
         for ti in 0..self.targets.len() {
             for &g in granularities {
                 let grouping = self.grouping(ti, g);
-                let stats = self
-                    .stats
-                    .entry((ti, g))
-                    .or_insert_with(|| {
-                        let data = &self.targets[ti].data;
-                        let stats = reference::group_stats(data, grouping);
-                        match self.clip {
-                            Some(p) => reference::clip_stats(data, grouping, &stats, p),
-                            None => stats,
-                        }
-                    })
-                    .clone();
+                let data = &self.targets[ti].data;
+                let whole = self.whole.entry((ti, g)).or_insert_with(|| reference::group_stats(data, grouping)).clone();
+                // a percentile's range is the same at every bit width: sort once
+                let percentile = match self.clip {
+                    Some(Clip::Percentile(p)) if bits.iter().any(|&b| !self.stats.contains_key(&(ti, g, b))) => Some(reference::clip_stats(data, grouping, &whole, p)),
+                    _ => None,
+                };
                 for &b in bits {
-                    self.params.entry((ti, g, b)).or_insert_with(|| reference::tensor_params(&stats, b));
+                    let ranges = self.stats.entry((ti, g, b)).or_insert_with(|| match self.clip {
+                        None => whole.clone(),
+                        Some(Clip::Percentile(_)) => percentile.clone().expect("computed above for a missing bit width"),
+                        Some(Clip::Mse) => reference::mse_clip_stats(data, grouping, &whole, b),
+                    });
+                    let ranges = &*ranges;
+                    self.params.entry((ti, g, b)).or_insert_with(|| reference::tensor_params(ranges, b));
                 }
                 for &set in &table_sets {
                     let missing: Vec<u32> = bits.iter().copied().filter(|&b| !self.tables.contains_key(&(ti, g, b, set))).collect();
-                    let tables = reference::level_tables(set, &self.targets[ti].data, grouping, &stats, &missing);
+                    let tables = reference::level_tables(set, data, grouping, &whole, &missing);
                     for (b, table) in missing.into_iter().zip(tables) {
                         self.tables.insert((ti, g, b, set), table);
                     }
@@ -283,9 +287,16 @@ impl Plan {
         }
     }
 
-    /// Group statistics of a target (after [`Plan::prepare`]), clipped with --clip.
-    pub fn stats(&self, target: usize, g: Granularity) -> &[GroupStats] {
-        &self.stats[&(target, g)]
+    /// Group statistics of a target at a bit width (after [`Plan::prepare`]):
+    /// lo and hi clipped as --clip says.
+    pub fn stats(&self, target: usize, g: Granularity, bits: u32) -> &[GroupStats] {
+        &self.stats[&(target, g, bits)]
+    }
+
+    /// With --clip, the clipped ranges of a target at each of `bits` in turn (the
+    /// GPU quantizer's per-bit-width statistics); None without.
+    pub fn clipped_stats(&self, target: usize, g: Granularity, bits: &[u32]) -> Option<Vec<GroupStats>> {
+        self.clip.map(|_| bits.iter().flat_map(|&b| self.stats(target, g, b).iter().copied()).collect())
     }
 
     /// Level parameters of a target (after [`Plan::prepare`]).

@@ -222,13 +222,15 @@ impl GpuQuantizer {
 
     /// [`upload`](Self::upload), with the level tables the lloyd and kde methods
     /// round onto (reference::level_table), per level set one per bit width of
-    /// `bits`; and with `stats` given (clipped ranges, reference::clip_stats),
-    /// the level parameters are built from those instead of statistics
-    /// computed on the device.
+    /// `bits`; and with `stats` given (clipped ranges, reference::clip_stats and
+    /// reference::mse_clip_stats), the level parameters are built from those
+    /// instead of statistics computed on the device: one per group, or one per
+    /// group for each of `bits` in turn ([bits row][group]).
     pub fn upload_with(&self, data: &[f32], grouping: Grouping, tensor_index: u32, bits: &[u32], tables: &[Tables<'_>], stats: Option<&[GroupStats]>) -> Result<GpuTensor> {
-        if stats.is_some_and(|s| s.len() != grouping.groups) {
-            return Err(Error::Quant("the given group statistics do not match the grouping".into()));
+        if stats.is_some_and(|s| s.len() != grouping.groups && s.len() != grouping.groups * bits.len()) {
+            return Err(Error::Quant("the given group statistics do not match the grouping and bit widths".into()));
         }
+        let per_bits = stats.is_some_and(|s| s.len() != grouping.groups) as u32;
         if data.len() != grouping.len || data.is_empty() {
             return Err(Error::Quant(format!("tensor of {} elements does not match its grouping of {}", data.len(), grouping.len)));
         }
@@ -273,7 +275,7 @@ impl GpuQuantizer {
         };
 
         let bit_list = self.ctx.storage("bits", bytemuck::cast_slice(bits));
-        let pshape = self.ctx.storage("shape", bytemuck::cast_slice(&[g, bits.len() as u32, 0, 0]));
+        let pshape = self.ctx.storage("shape", bytemuck::cast_slice(&[g, bits.len() as u32, per_bits, 0]));
         self.pass(
             &mut enc,
             Kernel::LevelParams,
@@ -401,7 +403,8 @@ impl GpuQuantizer {
         self.ctx.read(buffer, bytes)
     }
 
-    /// Group statistics as computed on the device (for parity tests).
+    /// Group statistics as computed on the device or given (for parity tests;
+    /// of given per-bit-width statistics, the first bit width's).
     pub fn stats(&self, t: &GpuTensor) -> Result<Vec<GroupStats>> {
         self.read(&t.stats, t.grouping.groups * 16)
     }

@@ -152,6 +152,75 @@ impl LevelSet {
     }
 }
 
+/// --clip: how each group's range [lo, hi] is narrowed before its levels are built.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "ClipText", try_from = "ClipText")]
+pub enum Clip {
+    /// lo and hi are the group's P-th percentiles (P in (50, 100)), the same for every bit width.
+    Percentile(f64),
+    /// At each bit width, the range whose uniform nearest rounding has the least
+    /// squared error over the group (reference::mse_clip_stats).
+    Mse,
+}
+
+/// How config.json spells a [`Clip`]: the percentile as a number (as before
+/// `mse` existed), or the text `mse`.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum ClipText {
+    Number(f64),
+    Text(String),
+}
+
+impl From<Clip> for ClipText {
+    fn from(c: Clip) -> ClipText {
+        match c {
+            Clip::Percentile(p) => ClipText::Number(p),
+            Clip::Mse => ClipText::Text("mse".into()),
+        }
+    }
+}
+
+impl TryFrom<ClipText> for Clip {
+    type Error = String;
+    fn try_from(t: ClipText) -> Result<Clip, String> {
+        match t {
+            ClipText::Number(p) => Ok(Clip::Percentile(p)),
+            ClipText::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl std::str::FromStr for Clip {
+    type Err = String;
+    /// A percentile such as `99.9`, or `mse`; the percentile's range is checked by the config.
+    fn from_str(s: &str) -> Result<Clip, String> {
+        if s.eq_ignore_ascii_case("mse") {
+            return Ok(Clip::Mse);
+        }
+        s.trim().parse::<f64>().map(Clip::Percentile).map_err(|_| format!("'{s}' is neither a percentile (e.g. 99.9) nor 'mse'"))
+    }
+}
+
+impl std::fmt::Display for Clip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Clip::Percentile(p) => write!(f, "{p}"),
+            Clip::Mse => f.write_str("mse"),
+        }
+    }
+}
+
+impl Clip {
+    /// How the report says it.
+    pub fn describe(self) -> String {
+        match self {
+            Clip::Percentile(p) => format!("each group's range clipped to its {p}th percentile"),
+            Clip::Mse => "each group's range clipped, per bit width, to the one with the least squared error under uniform nearest rounding".into(),
+        }
+    }
+}
+
 /// Whole tensor or one group per output channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]

@@ -39,7 +39,9 @@
 //!   group gives lo for both.
 //!
 //! With `--clip P`, lo and hi are the group's P-th percentiles instead ([`clip_stats`]);
-//! weights outside round to the end levels by the same rules.
+//! with `--clip mse`, at each bit width the range of least uniform-nearest squared
+//! error among 64 clipping depths ([`mse_clip_stats`]). Weights outside round to the
+//! end levels by the same rules.
 //!
 //! A group whose range hi - lo is below 2^-100 (a constant tensor, say) is degenerate:
 //! every element gets code 0 and the value lo. Subnormal weights are read as zero,
@@ -173,6 +175,51 @@ pub fn clip_stats(w: &[f32], grouping: Grouping, stats: &[GroupStats], percentil
             let mut v: Vec<f32> = (0..n).map(|i| flush(w[grouping.index(g, i)])).collect();
             v.sort_by(f32::total_cmp);
             GroupStats { lo: v[r], hi: v[n - 1 - r], ..stats[g] }
+        })
+        .collect()
+}
+
+/// How many clipping depths [`mse_clip_stats`] tries per group and bit width.
+pub const MSE_CLIP_CANDIDATES: usize = 64;
+
+/// Statistics with each group's range clipped, for `bits`, to the one whose
+/// uniform nearest rounding has the least squared error over the group
+/// (--clip mse). The candidates are the ranges [v_r, v_(n-1-r)] of the sorted
+/// group v for r = floor(m (j/64)^2), m = floor((n-1)/2), j = 0..63: order
+/// statistics, as [`clip_stats`] takes, packed densely near r = 0 (no
+/// clipping), where the optimum lies at high bit widths. Each candidate's error
+/// is the sum in f64, in group order, of (w - q(w))^2 with q exactly the
+/// reference's `uniform-nearest` on that range, so the chosen range is never
+/// worse than the whole range by that measure; a tie keeps the shallower clip.
+/// mean and std stay those of the whole group.
+pub fn mse_clip_stats(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: u32) -> Vec<GroupStats> {
+    let n = grouping.group_len();
+    let z = z_table(bits);
+    let m = (n.max(1) - 1) / 2;
+    let mut depths: Vec<usize> = (0..MSE_CLIP_CANDIDATES).map(|j| m * j * j / (MSE_CLIP_CANDIDATES * MSE_CLIP_CANDIDATES)).collect();
+    depths.dedup();
+    (0..grouping.groups)
+        .into_par_iter()
+        .map(|g| {
+            let values: Vec<f32> = (0..n).map(|i| flush(w[grouping.index(g, i)])).collect();
+            let mut sorted = values.clone();
+            sorted.sort_by(f32::total_cmp);
+            let range = |r: usize| GroupStats { lo: sorted[r], hi: sorted[n - 1 - r], ..stats[g] };
+            let sq_err = |r: usize| {
+                let p = LevelParams::new(&range(r), bits, z);
+                values
+                    .iter()
+                    .map(|&x| {
+                        let (_, q) = p.code_value(Method::UniformNearest, x, 0.0, z);
+                        (f64::from(x) - f64::from(q)).powi(2)
+                    })
+                    .sum::<f64>()
+            };
+            // a NaN error (NaN weights) never wins
+            let errs: Vec<f64> = depths.par_iter().map(|&r| sq_err(r)).map(|e| if e.is_nan() { f64::INFINITY } else { e }).collect();
+            // the first least error: depths ascend, so a tie keeps the shallower clip
+            let best = (0..depths.len()).fold(0, |b, i| if errs[i].total_cmp(&errs[b]).is_lt() { i } else { b });
+            range(depths[best])
         })
         .collect()
 }
@@ -927,6 +974,54 @@ mod tests {
         assert_eq!(p.code_value(Method::UniformNearest, 100.0, 0.0, z_table(1)), (1, 99.0));
         assert_eq!(p.code_value(Method::UniformStochastic, 100.0, 0.999, z_table(1)), (1, 99.0));
         assert_eq!(clip_stats(&w, g, &stats, 99.999)[0], GroupStats { lo: 0.0, hi: 100.0, ..stats[0] }, "r = 0 keeps the range");
+    }
+
+    /// Squared error of uniform-nearest over [`GroupStats`] given per group.
+    fn uniform_sq_err(w: &[f32], g: Grouping, stats: &[GroupStats], bits: u32) -> f64 {
+        let r = quantize(w, g, &tensor_params(stats, bits), &[], VariantKey { method: Method::UniformNearest, bits, seed: 0, tensor: 0 });
+        w.iter().zip(&r.values).map(|(&x, &v)| (f64::from(flush(x)) - f64::from(v)).powi(2)).sum()
+    }
+
+    #[test]
+    fn mse_clipping_cuts_an_outlier_at_low_bits_and_keeps_the_range_at_high_bits() {
+        // 0..=99 and outliers at -300 and 300, per channel with a second, plain
+        // channel. At 2 bits the whole range puts levels at -100 and 100 next to
+        // the data (error ~ 338,000); clipping one value at each end to [0, 99]
+        // costs the outliers 130,401 and leaves the rest ~ 9,000
+        let mut w: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        w.extend([-300.0, 300.0]);
+        w.extend((0..102).map(|i| (i as f32) * 0.5));
+        let g = Grouping::per_channel(&[2, 102], 0);
+        let stats = group_stats(&w, g);
+        let two = mse_clip_stats(&w, g, &stats, 2);
+        assert_eq!((two[0].lo, two[0].hi), (0.0, 99.0), "the outliers are clipped at 2 bits");
+        assert_eq!((two[0].mean, two[0].std), (stats[0].mean, stats[0].std));
+        assert!(uniform_sq_err(&w, g, &two, 2) < 0.5 * uniform_sq_err(&w, g, &stats, 2));
+        // at 12 bits a step is 0.15: clipping would cost far more than it saves
+        assert_eq!(mse_clip_stats(&w, g, &stats, 12)[0], stats[0]);
+        // one far outlier costs more clipped than it saves the rest: kept even at 2 bits
+        let mut far: Vec<f32> = (0..100).map(|i| i as f32).collect();
+        far.push(1000.0);
+        let fg = Grouping::whole(far.len());
+        let fs = group_stats(&far, fg);
+        assert_eq!(mse_clip_stats(&far, fg, &fs, 2), fs);
+        // a group whose every weight is the same has nothing to choose
+        let flat = vec![3.0f32; 10];
+        let fg = Grouping::whole(10);
+        let fs = group_stats(&flat, fg);
+        assert_eq!(mse_clip_stats(&flat, fg, &fs, 1), fs);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn mse_clipping_never_rounds_worse_than_the_whole_range(w in finite_weights(), bits in 1u32..=8) {
+            let g = Grouping::whole(w.len());
+            let stats = group_stats(&w, g);
+            let clipped = mse_clip_stats(&w, g, &stats, bits);
+            prop_assert!(clipped[0].lo >= stats[0].lo && clipped[0].hi <= stats[0].hi && clipped[0].lo <= clipped[0].hi);
+            prop_assert!(uniform_sq_err(&w, g, &clipped, bits) <= uniform_sq_err(&w, g, &stats, bits));
+        }
     }
 
     #[test]

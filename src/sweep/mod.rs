@@ -23,6 +23,8 @@ use crate::gpu::{self, AdapterSummary, GpuContext};
 use crate::models::{ModelSpec, Weights};
 use crate::progress::Progress;
 use crate::quant::apply::{BnMode, Plan, QuantReport};
+use crate::quant::Clip;
+use crate::quant::reference::MSE_CLIP_CANDIDATES;
 use clap::Parser;
 use crate::report::{self, ResultRow, ResultsWriter};
 use crate::train::{self, TrainSettings, TrainSummary, checkpoint};
@@ -207,6 +209,8 @@ fn estimate_seconds_per_variant(spec: &ModelSpec, dataset: &Dataset, compute: &C
     let conv = spec.kind.is_conv();
     let rows = if conv { dataset.test.len().min(32) } else { dataset.test.len() };
     let table = head(&dataset.test, rows);
+    // the scoring time does not depend on the ranges: skip --clip mse's search
+    let config = &Config { clip: config.clip.filter(|c| *c != Clip::Mse), ..config.clone() };
     let prepared = prepare_on(config, spec, dataset, &table, weights, compute)?;
     let plan = &prepared.plan;
     let evaluator = &prepared.evaluator;
@@ -320,8 +324,9 @@ pub struct Prepared {
     pub evaluator: Evaluator,
     /// variants per scoring launch
     pub per_batch: usize,
-    /// why `--variants-per-batch` was lowered, when it was
-    pub batch_note: Option<String>,
+    /// for the log: why `--variants-per-batch` was lowered, when it was, and
+    /// how long the levels took, when that was long
+    pub notes: Vec<String>,
 }
 
 /// Folds BatchNorm when asked, builds the quantization plan (statistics and
@@ -337,7 +342,9 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     let weights = if folded { crate::models::fold_batchnorm(&trained, crate::models::cnn::BN_EPSILON) } else { trained };
     let mut plan = Plan::new(weights.clone(), config.bias, config.bn)?;
     plan.clip = config.clip;
+    let start = Instant::now();
     plan.prepare(&config.granularities, &config.quantized_bits(), &config.methods);
+    let prepare_seconds = start.elapsed().as_secs_f64();
     let largest = plan.targets.iter().map(|t| t.data.len()).max().unwrap_or(1);
     let fits_kernel = crate::eval::fused_kernel_fits(&weights, table.len());
     let fused = match (compute, config.scorer) {
@@ -379,12 +386,18 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
         (None, Compute::Gpu { .. }) => 256,
     };
     let per_batch = wanted.min(fits);
-    let batch_note = (config.variants_per_batch.is_some() && per_batch < wanted).then(|| {
-        format!(
+    let mut notes = Vec::new();
+    if config.variants_per_batch.is_some() && per_batch < wanted {
+        notes.push(format!(
             "--variants-per-batch {wanted} would not fit the adapter's {} MiB storage bindings: scoring {per_batch} variants per launch",
             limit >> 20
-        )
-    });
+        ));
+    }
+    if prepare_seconds >= 1.0 {
+        let bits = config.quantized_bits().len();
+        let weights: usize = plan.targets.iter().map(|t| t.data.len()).sum();
+        notes.push(format!("group ranges and levels for {weights} weights x {bits} bit widths prepared in {prepare_seconds:.1} s"));
+    }
     let ops = if conv { Some(crate::models::cnn::program(spec.kind, &weights, folded)?) } else { None };
     // conv activations [rows, V * channels, 32, 32] within a quarter of a binding
     let rows = match compute {
@@ -400,7 +413,7 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     if let (Compute::Cpu { .. }, ScorerChoice::Auto) = (compute, config.scorer) {
         evaluator.use_cpu_kernel(true)?;
     }
-    Ok(Prepared { weights, plan, evaluator, per_batch, batch_note })
+    Ok(Prepared { weights, plan, evaluator, per_batch, notes })
 }
 
 /// Runs a whole sweep.
@@ -508,8 +521,11 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         report::write_atomic(&config_json, serde_json::to_string_pretty(&info).expect("RunInfo serialises").as_bytes())?;
     }
 
-    let Prepared { weights, plan, evaluator, per_batch, batch_note } = prepare(config, &spec, &dataset, weights, &compute)?;
-    if let Some(note) = batch_note {
+    if config.clip == Some(Clip::Mse) {
+        progress.log(&format!("--clip mse: trying {MSE_CLIP_CANDIDATES} ranges per group at each bit width"));
+    }
+    let Prepared { weights, plan, evaluator, per_batch, notes } = prepare(config, &spec, &dataset, weights, &compute)?;
+    for note in notes {
         progress.log(&note);
     }
     let fp32 = evaluator.score(&[&weights])?[0];
@@ -688,7 +704,7 @@ pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std
             (Compute::Cpu { .. }, None) => 32,
             _ => prepared.per_batch,
         };
-        if let Some(note) = &prepared.batch_note {
+        for note in &prepared.notes {
             eprintln!("{note}");
         }
         if variants.is_empty() {
