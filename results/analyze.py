@@ -313,20 +313,40 @@ def clip_section():
     found = folders_like("*-clip*")
     if not found:
         return
-    print("\n## Range clipping (--clip P) against the full range\n")
+    print("\n## Range clipping (--clip P or mse) against the full range\n")
     print("Per method, the smallest bit width within 1 % of fp32, whole net; then uniform-nearest's "
           "weight MSE at 2 / 3 / 4 bits and its metric at 2 / 3 / 4 bits. The first row of each run "
-          "is the full range (the run without --clip).\n")
+          "is the full range (the run without --clip). The CNN's grid has only the nearest methods "
+          "and bits 2-6 and 8.\n")
     print("| run | clip | " + " | ".join(METHODS) + " | uniform-nearest weight MSE 2 / 3 / 4 | uniform-nearest metric 2 / 3 / 4 |")
     print("|---|---|" + "---|" * len(METHODS) + "---|---|")
     for base in sorted({f.split("-clip")[0] for f in found}):
-        variants = [(base, "none")] + [(f, f.split("-clip")[1]) for f in found if f.split("-clip")[0] == base]
+        variants = [(f, f.split("-clip")[1]) for f in found if f.split("-clip")[0] == base]
+        # the full range is the base run, unless a -clipnone run repeats it with the same grid
+        if "none" not in [c for _, c in variants]:
+            variants.insert(0, (base, "none"))
+        variants.sort(key=lambda v: ["none", "99.9", "99", "mse"].index(v[1]) if v[1] in ("none", "99.9", "99", "mse") else 9)
         for folder, clip in variants:
             s, best, at = summary_of(folder)
             cells = [bits_cell(best.get(m)) for m in METHODS]
             mse = " / ".join(f"{at[('uniform-nearest', b)]['weight_mse_mean']:.3g}" for b in (2, 3, 4))
             metric = " / ".join(fmt(at[('uniform-nearest', b)]["mean"], s["metric"]) for b in (2, 3, 4))
             print(f"| {base} | {clip} | " + " | ".join(cells) + f" | {mse} | {metric} |")
+
+    layers = sorted(glob.glob(os.path.join(ROOT, "*-clip-layers", "*", "results.csv")))
+    if layers:
+        print("\nuniform-nearest at 2 bits, the whole net and each layer alone (the rest fp32): "
+              "accuracy % (weight MSE of the quantized part).\n")
+        runs_ = {os.path.basename(os.path.dirname(p)): read_rows(os.path.relpath(os.path.dirname(p), ROOT)) for p in layers}
+        scopes = [r["scope"] for r in next(iter(runs_.values()))]
+        print("| scope | " + " | ".join(f"clip {c}" for c in runs_) + " |")
+        print("|---|" + "---|" * len(runs_))
+        for sc in scopes:
+            cells = []
+            for rows in runs_.values():
+                r = next(r for r in rows if r["scope"] == sc)
+                cells.append(f"{100 * float(r['value']):.1f} ({float(r['weight_mse']):.2g})")
+            print(f"| {sc} | " + " | ".join(cells) + " |")
 
 
 def dither_section():
@@ -336,8 +356,9 @@ def dither_section():
     methods = ["uniform-nearest", "uniform-stochastic", "uniform-dither", "uniform-dither-subtractive"]
     print("\n## Triangular dither against nearest and stochastic rounding (uniform set)\n")
     print("Per method: the smallest bit width within 1 % of fp32; the mean metric over seeds at 2 / 3 / 4 bits; "
-          "the weight MSE at 2 bits over uniform-nearest's; and over bits 1-16, the share of draws better / worse "
-          "than uniform-nearest at the same bits (the rest tie). Accuracy in %.\n")
+          "the weight MSE at 2 bits over uniform-nearest's; and over the grid's bits (1-16 for the dense nets, "
+          "2-6 and 8 for the CNN), the share of draws better / worse than uniform-nearest at the same bits "
+          "(the rest tie). Accuracy in %.\n")
     print("| run | method | smallest bits | mean 2 / 3 / 4 bits | weight MSE / nearest's (2 bits) | draws better / worse |")
     print("|---|---|---|---|---|---|")
     for folder in found:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -60,10 +60,11 @@ if [[ $what == kde || $what == all ]]; then
   done
 fi
 if [[ $what == clip || $what == all ]]; then
-  # each group's range clipped to its 99.9th and 99th percentiles, the study's seven
+  # each group's range clipped to its 99.9th and 99th percentiles, and per bit width
+  # to the range of least uniform-nearest squared error (mse), the study's seven
   # methods, on the mlp-complex checkpoints
   for d in churn telescope california mv; do
-    for p in 99.9 99; do
+    for p in 99.9 99 mse; do
       run --model mlp-complex --dataset $d --clip $p --out results/mlp-complex-$d-clip$p
     done
   done
@@ -116,6 +117,28 @@ if [[ $what == cnn-fmnist-mixed || $what == all ]]; then
   run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
       --methods uniform-nearest,lloyd-nearest --bits 2,3,4,5 --layer-bits first=8,last=8 \
       --out results/cnn-fashion-mnist-reduced-mixed
+fi
+if [[ $what == cnn-fmnist-clip || $what == all ]]; then
+  # the same checkpoint, the study's nearest roundings with the full range, with
+  # each group's range clipped to its 99th percentile, and MSE-optimal clipping
+  for clip in none 99 mse; do
+    flag=(); [[ $clip != none ]] && flag=(--clip $clip)
+    run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+        --methods uniform-nearest,histogram-nearest,normal-nearest,midrise --bits 2,3,4,5,6,8 "${flag[@]}" \
+        --out results/cnn-fashion-mnist-reduced-clip$clip
+  done
+  # uniform-nearest at 2 bits, the whole net and each layer alone, both clips
+  for clip in 99 mse; do
+    run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+        --methods uniform-nearest --bits 2 --scope each-layer --clip $clip \
+        --checkpoint-dir results/checkpoints --out results/cnn-fashion-mnist-reduced-clip-layers/$clip
+  done
+fi
+if [[ $what == cnn-fmnist-dither || $what == all ]]; then
+  # the same checkpoint, the uniform set's four roundings, 8 seeds
+  run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+      --methods uniform-nearest,uniform-stochastic,uniform-dither,uniform-dither-subtractive \
+      --bits 2,3,4,5,6,8 --seeds 8 --out results/cnn-fashion-mnist-reduced-dither
 fi
 if [[ $what == resnet9 || $what == all ]]; then
   # reduced to fit a 2-core CPU: 2,000 training images, 2 epochs, 200 test images
