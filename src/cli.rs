@@ -167,6 +167,12 @@ pub struct SweepArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u32,
 
+    /// Seed of the initial weights, dropout and training order only [default:
+    /// --seed]. Vary it with --seed fixed to tell the training's share of the
+    /// spread from the split's.
+    #[arg(long, value_name = "N")]
+    pub init_seed: Option<u32>,
+
     /// Stochastic-rounding seeds per stochastic setting (seed, seed+1, ...).
     #[arg(long, default_value_t = 32)]
     pub seeds: u32,

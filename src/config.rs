@@ -23,6 +23,9 @@ pub struct Config {
     pub methods: Vec<Method>,
     pub granularities: Vec<Granularity>,
     pub seed: u32,
+    /// --init-seed: the training's seed when it is not `seed`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_seed: Option<u32>,
     pub seeds: u32,
     pub scope: ScopeChoice,
     /// mixed-precision scopes (--layer-bits), each in its canonical form
@@ -179,6 +182,7 @@ impl Config {
             methods,
             granularities,
             seed: a.seed,
+            init_seed: a.init_seed.filter(|&s| s != a.seed),
             seeds: a.seeds,
             scope: a.scope,
             layer_bits,

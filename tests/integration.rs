@@ -363,6 +363,49 @@ fn clipping_is_checked_recorded_and_changes_the_levels() {
     assert!(e.contains("--clip") && e.contains("nor 'mse'"), "{e}");
 }
 
+/// --init-seed changes the training, not the split: its own checkpoint, the
+/// same data split; equal to --seed it is the plain run; and a folder trained
+/// with one init seed is not continued with another.
+#[test]
+fn the_init_seed_moves_the_training_and_not_the_split() {
+    let data = tabular_dir(200);
+    let work = tempfile::tempdir().unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        let dir = work.path().join(out);
+        let o = sweep_gpu()
+            .args(["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--epochs", "2", "--bits", "4", "--methods", "uniform-nearest", "--seed", "3"])
+            .args(["--data-dir", data.path().to_str().unwrap(), "--checkpoint-dir", work.path().join("ckpt").to_str().unwrap(), "--out", dir.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        let info: serde_json::Value = std::fs::read_to_string(dir.join("config.json")).ok().map(|t| serde_json::from_str(&t).unwrap()).unwrap_or_default();
+        (o, info)
+    };
+    let (o, plain) = run("plain", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (o, same) = run("same", &["--init-seed", "3"]);
+    assert!(o.status.success());
+    assert_eq!(same["checkpoint"], plain["checkpoint"], "--init-seed equal to --seed is the plain run");
+    assert_eq!(same["checkpoint_reused"], true);
+    assert!(same["config"].get("init_seed").is_none());
+    let (o, other) = run("other", &["--init-seed", "4"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && stderr.contains("init seed 4"), "{stderr}");
+    assert_eq!(other["config"]["init_seed"], 4);
+    assert_ne!(other["checkpoint"], plain["checkpoint"]);
+    assert_ne!(other["training_summary"]["epoch_losses"], plain["training_summary"]["epoch_losses"], "other initial weights train differently");
+    for key in ["split_sizes", "data_hash", "preprocessing"] {
+        assert_eq!(other[key], plain[key], "{key}: the split is --seed's");
+    }
+    // a folder is continued only with the init seed that trained it, both ways
+    let (o, _) = run("other", &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("init_seed 4 (here default)"), "{stderr}");
+    let (o, _) = run("plain", &["--init-seed", "5"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("init_seed default (here 5)"), "{stderr}");
+}
+
 #[test]
 fn the_scoring_bench_reports_every_round_and_their_median() {
     let data = tabular_dir(200);

@@ -140,7 +140,7 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
         return Ok((weights, settings, meta.summary, dir, true));
     }
     progress.log(&format!(
-        "training {} on {} ({}{} epochs, batch {}, Adam lr {}{}{}{}{}) on {}",
+        "training {} on {} ({}{} epochs, batch {}, Adam lr {}{}{}{}{}{}) on {}",
         spec.kind,
         dataset.id,
         // conv specs carry no dropout of their own (theirs is in the architecture)
@@ -152,6 +152,7 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
         if settings.weight_decay > 0.0 { format!(", weight decay {}", settings.weight_decay) } else { String::new() },
         settings.grad_clip.map_or(String::new(), |c| format!(", gradients clipped at {c}")),
         if settings.augment { ", crop+flip augmentation" } else { "" },
+        config.init_seed.map_or(String::new(), |s| format!(", init seed {s}")),
         compute.kind()
     ));
     if spec.kind.is_conv() {
@@ -257,7 +258,7 @@ fn train_settings(config: &Config, dataset: &Dataset, spec: &ModelSpec) -> Train
         epochs: config.epochs.unwrap_or_else(|| TrainSettings::default_epochs(dataset.task, conv)),
         batch_size: config.batch_size.unwrap_or(if conv { 128 } else { 16 }),
         learning_rate: config.learning_rate.unwrap_or(if conv { 0.01 } else { 1e-3 }),
-        seed: config.seed,
+        seed: config.init_seed.unwrap_or(config.seed),
         weight_decay: config.weight_decay.unwrap_or(if conv { 1e-4 } else { 0.0 }),
         grad_clip: match config.grad_clip {
             Some(c) if c > 0.0 => Some(c),
@@ -764,8 +765,9 @@ fn check_earlier_run(config: &Config, dataset: &Dataset) -> Result<()> {
         None | Some(serde_json::Value::Null) => "default".to_string(),
         Some(v) => v.to_string(),
     };
-    let differ: Vec<String> =
-        then.iter().filter(|(k, v)| now.get(*k) != Some(*v)).map(|(k, v)| format!("{k} {} (here {})", show(Some(v)), show(now.get(k)))).collect();
+    // both ways: a setting left out when unset (init_seed) is in only one of them
+    let keys: std::collections::BTreeSet<&String> = then.keys().chain(now.keys()).collect();
+    let differ: Vec<String> = keys.into_iter().filter(|k| then.get(*k) != now.get(*k)).map(|k| format!("{k} {} (here {})", show(then.get(k)), show(now.get(k)))).collect();
     let resume = format!("continue it with its own settings (sweep-gpu --resume {})", config.out.display());
     if differ.is_empty() { Ok(()) } else { Err(refuse(format!("other settings: {}", differ.join(", ")), &resume)) }
 }
