@@ -174,8 +174,8 @@ def seed_runs():
     for path in sorted(glob.glob(os.path.join(ROOT, "seeds", "*-s*", "summary.json"))):
         folder = os.path.basename(os.path.dirname(path))
         run, seed = folder.rsplit("-s", 1)
-        if run.endswith("-mixed"):
-            continue  # mixed_section
+        if run.endswith("-mixed") or not seed.isdigit():
+            continue  # mixed_section; init_seeds_section
         with open(path) as f:
             out.append((run, int(seed), json.load(f)))
     for run in sorted({r for r, _, _ in out}):
@@ -380,6 +380,32 @@ def dither_section():
             print(f"| {folder} | {m} | {bits_cell(best.get(m))} | {means} | {ratio:.2f} | {share} |")
 
 
+def init_seeds_section():
+    found = sorted(glob.glob(os.path.join(ROOT, "seeds", "*-init*", "config.json")), key=lambda p: int(p.split("-init")[1].split("/")[0]))
+    if not found:
+        return
+    runs_ = []
+    for path in found:
+        with open(path) as f:
+            c = json.load(f)
+        with open(os.path.join(os.path.dirname(path), "summary.json")) as f:
+            s = json.load(f)
+        runs_.append((c["config"].get("init_seed", c["config"]["seed"]), c["training_summary"]["valid_metric"], s["fp32_value"]))
+    name = os.path.basename(os.path.dirname(found[0])).split("-init")[0]
+    test = [t for _, _, t in runs_]
+    mean = sum(test) / len(test)
+    sd = (sum((t - mean) ** 2 for t in test) / (len(test) - 1)) ** 0.5
+    best = max(runs_, key=lambda r: (r[1], -r[0]))
+    print(f"\n## {name}: one split (seed 1), {len(runs_)} initial states (--init-seed)\n")
+    print(f"fp32 test accuracy: mean {100 * mean:.2f} %, sd {100 * sd:.2f} points, range {100 * min(test):.2f}-{100 * max(test):.2f} %, "
+          f"{sum(t >= 0.857 for t in test)} of {len(test)} at 85.7 % or more. "
+          f"The best validation accuracy ({100 * best[1]:.2f} %, init seed {best[0]}) picks {100 * best[2]:.2f} % on test.\n")
+    print("| init seed | validation | test |")
+    print("|---|---|---|")
+    for k, v, t in runs_:
+        print(f"| {k} | {100 * v:.2f} % | {100 * t:.2f} % |")
+
+
 if __name__ == "__main__":
     main()
     seeds_section()
@@ -389,3 +415,4 @@ if __name__ == "__main__":
     levels_section()
     clip_section()
     dither_section()
+    init_seeds_section()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|init-seeds|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -139,6 +139,16 @@ if [[ $what == cnn-fmnist-dither || $what == all ]]; then
   run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
       --methods uniform-nearest,uniform-stochastic,uniform-dither,uniform-dither-subtractive \
       --bits 2,3,4,5,6,8 --seeds 8 --out results/cnn-fashion-mnist-reduced-dither
+fi
+if [[ $what == init-seeds || $what == all ]]; then
+  # mlp-simple on telescope with seed 1's split, trained from 16 initial states
+  # (fp32 only; config.json and summary.json kept)
+  for k in $(seq 1 16); do
+    out=results/seeds/mlp-simple-telescope-init$k
+    run --model mlp-simple --dataset telescope --seed 1 --init-seed $k --bits 8 --methods uniform-nearest \
+        --seeds 1 --checkpoint-dir results/checkpoints --out $out
+    find $out -type f ! -name config.json ! -name summary.json -delete
+  done
 fi
 if [[ $what == resnet9 || $what == all ]]; then
   # reduced to fit a 2-core CPU: 2,000 training images, 2 epochs, 200 test images
