@@ -173,6 +173,12 @@ pub struct SweepArgs {
     #[arg(long, value_name = "N")]
     pub init_seed: Option<u32>,
 
+    /// Train from N initial states (init seeds K, K+1, ..., K = --init-seed or
+    /// --seed) and keep the one best on validation. Each is cached as its own
+    /// checkpoint; config.json lists them all.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub restarts: u32,
+
     /// Stochastic-rounding seeds per stochastic setting (seed, seed+1, ...).
     #[arg(long, default_value_t = 32)]
     pub seeds: u32,

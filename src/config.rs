@@ -26,6 +26,9 @@ pub struct Config {
     /// --init-seed: the training's seed when it is not `seed`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_seed: Option<u32>,
+    /// --restarts: trainings from successive init seeds, the best on validation kept
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub restarts: u32,
     pub seeds: u32,
     pub scope: ScopeChoice,
     /// mixed-precision scopes (--layer-bits), each in its canonical form
@@ -114,6 +117,9 @@ impl Config {
         let mut granularities = a.granularity.clone();
         granularities.sort();
         granularities.dedup();
+        if a.restarts == 0 {
+            return Err(Error::config("--restarts", "must be at least 1 (one training)"));
+        }
         if a.seeds == 0 {
             return Err(Error::config("--seeds", "must be at least 1"));
         }
@@ -183,6 +189,7 @@ impl Config {
             granularities,
             seed: a.seed,
             init_seed: a.init_seed.filter(|&s| s != a.seed),
+            restarts: a.restarts,
             seeds: a.seeds,
             scope: a.scope,
             layer_bits,
@@ -228,4 +235,12 @@ impl Config {
     pub fn rounding_seeds(&self) -> Vec<u32> {
         (0..self.seeds).map(|i| self.seed.wrapping_add(i)).collect()
     }
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }

@@ -373,8 +373,9 @@ fn the_init_seed_moves_the_training_and_not_the_split() {
     let run = |out: &str, extra: &[&str]| {
         let dir = work.path().join(out);
         let o = sweep_gpu()
-            .args(["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--epochs", "2", "--bits", "4", "--methods", "uniform-nearest", "--seed", "3"])
+            .args(["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--epochs", "2", "--bits", "4", "--methods", "uniform-nearest"])
             .args(["--data-dir", data.path().to_str().unwrap(), "--checkpoint-dir", work.path().join("ckpt").to_str().unwrap(), "--out", dir.to_str().unwrap()])
+            .args(if extra.contains(&"--seed") { &[][..] } else { &["--seed", "3"][..] })
             .args(extra)
             .output()
             .unwrap();
@@ -397,6 +398,12 @@ fn the_init_seed_moves_the_training_and_not_the_split() {
     for key in ["split_sizes", "data_hash", "preprocessing"] {
         assert_eq!(other[key], plain[key], "{key}: the split is --seed's");
     }
+    // --seed 4 alone trains on another split: it must not take seed 3's split
+    // trained from init seed 4 out of the cache
+    let (o, four) = run("four", &["--seed", "4"]);
+    assert!(o.status.success());
+    assert_eq!(four["checkpoint_reused"], false, "{}", four["checkpoint"]);
+    assert_ne!(four["checkpoint"], other["checkpoint"]);
     // a folder is continued only with the init seed that trained it, both ways
     let (o, _) = run("other", &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -404,6 +411,48 @@ fn the_init_seed_moves_the_training_and_not_the_split() {
     let (o, _) = run("plain", &["--init-seed", "5"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && stderr.contains("init_seed default (here 5)"), "{stderr}");
+}
+
+/// --restarts N trains from init seeds K..K+N-1, keeps the best on validation
+/// (a regressor: the lowest MSE), lists every training in config.json, and
+/// reuses each one's checkpoint the next time.
+#[test]
+fn restarts_keep_the_training_best_on_validation() {
+    let e = run_fail(&["--model", "mlp-simple", "--dataset", "mv", "--restarts", "0"]);
+    assert!(e.contains("--restarts") && e.contains("at least 1"), "{e}");
+    let data = tabular_dir(200);
+    let work = tempfile::tempdir().unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        let dir = work.path().join(out);
+        let o = sweep_gpu()
+            .args(["--model", "mlp-simple", "--dataset", "mv", "--device", "cpu", "--epochs", "2", "--bits", "4", "--methods", "uniform-nearest", "--seed", "2"])
+            .args(["--data-dir", data.path().to_str().unwrap(), "--checkpoint-dir", work.path().join("ckpt").to_str().unwrap(), "--out", dir.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{stderr}");
+        let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        (stderr, info)
+    };
+    let (_, plain) = run("plain", &[]);
+    assert!(plain.get("restarts").is_none() && plain["config"].get("restarts").is_none());
+    let (log, three) = run("three", &["--restarts", "3", "--init-seed", "5"]);
+    let restarts = three["restarts"].as_array().unwrap();
+    assert_eq!(restarts.iter().map(|r| r["init_seed"].as_u64().unwrap()).collect::<Vec<_>>(), vec![5, 6, 7]);
+    let valid: Vec<f64> = restarts.iter().map(|r| r["valid_metric"].as_f64().unwrap()).collect();
+    let best = (0..3).fold(0, |b, i| if valid[i] < valid[b] { i } else { b });
+    assert_eq!(three["checkpoint"], restarts[best]["checkpoint"], "the lowest validation MSE is kept: {valid:?}");
+    assert_eq!(three["training_summary"]["valid_metric"].as_f64().unwrap(), valid[best]);
+    assert!(log.contains(&format!("kept init seed {}", 5 + best)), "{log}");
+    assert_eq!(log.matches("training mlp-simple").count(), 3, "{log}");
+    // again: all three from their checkpoints, the same one kept
+    let (log, again) = run("again", &["--restarts", "3", "--init-seed", "5"]);
+    assert_eq!(log.matches("reusing checkpoint").count(), 3, "{log}");
+    assert_eq!(again["checkpoint"], three["checkpoint"]);
+    // the first restart is the plain run's training when it starts at --seed
+    let (_, from_seed) = run("from-seed", &["--restarts", "2"]);
+    assert_eq!(from_seed["restarts"][0]["checkpoint"], plain["checkpoint"]);
 }
 
 #[test]

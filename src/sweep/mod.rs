@@ -113,6 +113,9 @@ pub struct RunInfo {
     pub training_summary: TrainSummary,
     pub checkpoint: PathBuf,
     pub checkpoint_reused: bool,
+    /// with --restarts: every training, the kept one being `checkpoint`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<Restart>,
     pub grid: GridSpec,
     pub variants: usize,
     pub metric: String,
@@ -129,9 +132,47 @@ pub struct Outcome {
     pub scoring_seconds: f64,
 }
 
-fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: &Compute, progress: &Progress) -> Result<(Weights, TrainSettings, TrainSummary, PathBuf, bool)> {
-    let settings = train_settings(config, dataset, spec);
-    let key = checkpoint::key(spec, dataset, &settings);
+/// One training of a model, as config.json lists it under `restarts`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Restart {
+    pub init_seed: u32,
+    pub valid_metric: f64,
+    pub checkpoint: PathBuf,
+}
+
+type Trained = (Weights, TrainSettings, TrainSummary, PathBuf, bool);
+
+/// Trains (or loads) the model; with --restarts N, from N initial states (init
+/// seeds K, K+1, ...), keeping the one best on validation (the first of a tie).
+fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: &Compute, progress: &Progress) -> Result<(Trained, Vec<Restart>)> {
+    let base = train_settings(config, dataset, spec);
+    if config.restarts <= 1 {
+        return Ok((train_or_load_one(config, dataset, spec, base, compute, progress)?, Vec::new()));
+    }
+    let higher = crate::eval::higher_is_better(dataset.task);
+    let mut best: Option<Trained> = None;
+    let mut all = Vec::new();
+    for k in 0..config.restarts {
+        let settings = TrainSettings { seed: base.seed.wrapping_add(k), ..base.clone() };
+        let trained = train_or_load_one(config, dataset, spec, settings, compute, progress)?;
+        let valid = trained.2.valid_metric;
+        all.push(Restart { init_seed: trained.1.seed, valid_metric: valid, checkpoint: trained.3.clone() });
+        let better = best.as_ref().is_none_or(|b| if higher { valid > b.2.valid_metric } else { valid < b.2.valid_metric });
+        if better {
+            best = Some(trained);
+        }
+    }
+    let best = best.expect("at least two restarts ran");
+    progress.log(&format!(
+        "restarts: validation {} by init seed; kept init seed {}",
+        all.iter().map(|r| format!("{}: {:.4}", r.init_seed, r.valid_metric)).collect::<Vec<_>>().join(", "),
+        best.1.seed
+    ));
+    Ok((best, all))
+}
+
+fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, settings: TrainSettings, compute: &Compute, progress: &Progress) -> Result<Trained> {
+    let key = checkpoint::key(spec, dataset, &settings, config.seed);
     let dir = checkpoint::dir(&config.checkpoint_dir, spec, dataset.id, &key);
     if !config.retrain
         && let Some((weights, meta)) = checkpoint::load(&dir, spec)?
@@ -152,7 +193,7 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
         if settings.weight_decay > 0.0 { format!(", weight decay {}", settings.weight_decay) } else { String::new() },
         settings.grad_clip.map_or(String::new(), |c| format!(", gradients clipped at {c}")),
         if settings.augment { ", crop+flip augmentation" } else { "" },
-        config.init_seed.map_or(String::new(), |s| format!(", init seed {s}")),
+        if settings.seed != config.seed { format!(", init seed {}", settings.seed) } else { String::new() },
         compute.kind()
     ));
     if spec.kind.is_conv() {
@@ -487,7 +528,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
             per_variant
         ));
     }
-    let (weights, settings, train_summary, ckpt, reused) = train_or_load(config, &dataset, &spec, &compute, progress)?;
+    let ((weights, settings, train_summary, ckpt, reused), restarts) = train_or_load(config, &dataset, &spec, &compute, progress)?;
     let variants: Vec<Variant> = match config.shard {
         // round robin over the grid order: disjoint, covering, and balanced
         Some((k, n)) => grid.variants().into_iter().enumerate().filter(|(i, _)| *i as u32 % n == k - 1).map(|(_, v)| v).collect(),
@@ -512,6 +553,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         training_summary: train_summary,
         checkpoint: ckpt,
         checkpoint_reused: reused,
+        restarts,
         grid: grid.clone(),
         variants: variants.len(),
         metric: metric.into(),

@@ -1,6 +1,7 @@
 //! Checkpoints: a burn record of the trained model plus meta.json saying what
 //! trained it. The key hashes the model, the dataset's bytes, the split seed and
-//! the training settings, so a changed input never reuses stale weights.
+//! the training settings (whose seed is the split seed unless --init-seed sets
+//! it), so a changed input never reuses stale weights.
 
 use std::path::{Path, PathBuf};
 
@@ -28,8 +29,10 @@ pub struct CheckpointMeta {
 }
 
 /// The cache key: sha256 over everything that decides the trained weights.
-pub fn key(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings) -> String {
-    let material = serde_json::json!({
+/// The split seed is the training's seed unless --init-seed set another; then
+/// it is hashed too (keys of runs without --init-seed stay as they were).
+pub fn key(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, split_seed: u32) -> String {
+    let mut material = serde_json::json!({
         "format": 4,
         "validations_per_epoch": super::VALIDATIONS_PER_EPOCH,
         "optimizer": super::OPTIMIZER,
@@ -39,6 +42,9 @@ pub fn key(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings) -> Str
         "preprocessing": dataset.preprocessing,
         "settings": settings,
     });
+    if split_seed != settings.seed {
+        material["split_seed"] = split_seed.into();
+    }
     let digest = Sha256::digest(material.to_string().as_bytes());
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
