@@ -406,6 +406,30 @@ def init_seeds_section():
         print(f"| {k} | {100 * v:.2f} % | {100 * t:.2f} % |")
 
 
+def restarts_section():
+    def fp32(r, seed):
+        path = os.path.join(ROOT, "seeds", f"mlp-simple-telescope-restarts{r}-seed{seed}")
+        if not os.path.isdir(path):
+            return None
+        with open(os.path.join(path, "summary.json")) as f:
+            return json.load(f)["fp32_value"]
+    seeds = [s for s in range(1, 100) if fp32(1, s) is not None and fp32(4, s) is not None]
+    if not seeds:
+        return
+    one = [fp32(1, s) for s in seeds]
+    four = [fp32(4, s) for s in seeds]
+    mean = lambda v: sum(v) / len(v)
+    print(f"\n## mlp-simple-telescope: one training against the best of four on validation (--restarts 4), seeds {seeds[0]}-{seeds[-1]}\n")
+    print(f"fp32 test accuracy: one training {100 * mean(one):.2f} % ({100 * min(one):.2f}-{100 * max(one):.2f} %, "
+          f"{sum(v >= 0.857 for v in one)} of {len(seeds)} at 85.7 % or more); best of four {100 * mean(four):.2f} % "
+          f"({100 * min(four):.2f}-{100 * max(four):.2f} %, {sum(v >= 0.857 for v in four)} of {len(seeds)}); "
+          f"the best of four is higher at {sum(b > a for a, b in zip(one, four))} seeds and lower at {sum(b < a for a, b in zip(one, four))}.\n")
+    print("| seed | one training | best of four |")
+    print("|---|---|---|")
+    for s, a, b in zip(seeds, one, four):
+        print(f"| {s} | {100 * a:.2f} % | {100 * b:.2f} % |")
+
+
 if __name__ == "__main__":
     main()
     seeds_section()
@@ -416,3 +440,4 @@ if __name__ == "__main__":
     clip_section()
     dither_section()
     init_seeds_section()
+    restarts_section()

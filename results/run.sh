@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|init-seeds|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|init-seeds|restarts|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -148,6 +148,18 @@ if [[ $what == init-seeds || $what == all ]]; then
     run --model mlp-simple --dataset telescope --seed 1 --init-seed $k --bits 8 --methods uniform-nearest \
         --seeds 1 --checkpoint-dir results/checkpoints --out $out
     find $out -type f ! -name config.json ! -name summary.json -delete
+  done
+fi
+if [[ $what == restarts || $what == all ]]; then
+  # mlp-simple on telescope at seeds 1-16: one training, and the best on validation
+  # of four (--restarts 4: init seeds s..s+3), fp32 only; config.json and summary.json kept
+  for s in $(seq 1 16); do
+    for r in 1 4; do
+      out=results/seeds/mlp-simple-telescope-restarts$r-seed$s
+      run --model mlp-simple --dataset telescope --seed $s --restarts $r --bits 8 --methods uniform-nearest \
+          --seeds 1 --checkpoint-dir results/checkpoints --out $out
+      find $out -type f ! -name config.json ! -name summary.json -delete
+    done
   done
 fi
 if [[ $what == resnet9 || $what == all ]]; then
