@@ -178,6 +178,19 @@ fn sweep_gpu() -> Command {
     c
 }
 
+/// Runs sweep-gpu with `args` on the files in `data`, into `work/out`, with the
+/// checkpoints shared in `work/ckpt`; gives the process's output and the folder.
+fn sweep_into(data: &Path, work: &Path, out: &str, args: &[&str]) -> (std::process::Output, std::path::PathBuf) {
+    let dir = work.join(out);
+    let ckpt = work.join("ckpt");
+    let o = sweep_gpu()
+        .args(args)
+        .args(["--data-dir", data.to_str().unwrap(), "--checkpoint-dir", ckpt.to_str().unwrap(), "--out", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (o, dir)
+}
+
 fn run_fail(args: &[&str]) -> String {
     let out = sweep_gpu().args(args).output().unwrap();
     assert!(!out.status.success(), "{args:?} must fail");
@@ -323,13 +336,8 @@ fn clipping_is_checked_recorded_and_changes_the_levels() {
     let data = tabular_dir(200);
     let work = tempfile::tempdir().unwrap();
     let run = |out: &str, clip: &[&str]| {
-        let dir = work.path().join(out);
-        let o = sweep_gpu()
-            .args(["--model", "mlp-complex", "--dataset", "churn", "--device", "cpu", "--epochs", "1", "--bits", "2,4", "--methods", "uniform-nearest,midrise"])
-            .args(["--data-dir", data.path().to_str().unwrap(), "--checkpoint-dir", work.path().join("ckpt").to_str().unwrap(), "--out", dir.to_str().unwrap()])
-            .args(clip)
-            .output()
-            .unwrap();
+        let base = ["--model", "mlp-complex", "--dataset", "churn", "--device", "cpu", "--epochs", "1", "--bits", "2,4", "--methods", "uniform-nearest,midrise"];
+        let (o, dir) = sweep_into(data.path(), work.path(), out, &[&base[..], clip].concat());
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         (sweep_gpu::report::read_results(&dir.join("results.csv"), false).unwrap(), std::fs::read_to_string(dir.join("report.md")).unwrap())
     };
@@ -371,14 +379,9 @@ fn the_init_seed_moves_the_training_and_not_the_split() {
     let data = tabular_dir(200);
     let work = tempfile::tempdir().unwrap();
     let run = |out: &str, extra: &[&str]| {
-        let dir = work.path().join(out);
-        let o = sweep_gpu()
-            .args(["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--epochs", "2", "--bits", "4", "--methods", "uniform-nearest"])
-            .args(["--data-dir", data.path().to_str().unwrap(), "--checkpoint-dir", work.path().join("ckpt").to_str().unwrap(), "--out", dir.to_str().unwrap()])
-            .args(if extra.contains(&"--seed") { &[][..] } else { &["--seed", "3"][..] })
-            .args(extra)
-            .output()
-            .unwrap();
+        let base = ["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--epochs", "2", "--bits", "4", "--methods", "uniform-nearest"];
+        let seed: &[&str] = if extra.contains(&"--seed") { &[] } else { &["--seed", "3"] };
+        let (o, dir) = sweep_into(data.path(), work.path(), out, &[&base[..], seed, extra].concat());
         let info: serde_json::Value = std::fs::read_to_string(dir.join("config.json")).ok().map(|t| serde_json::from_str(&t).unwrap()).unwrap_or_default();
         (o, info)
     };
@@ -423,13 +426,8 @@ fn restarts_keep_the_training_best_on_validation() {
     let data = tabular_dir(200);
     let work = tempfile::tempdir().unwrap();
     let run = |out: &str, extra: &[&str]| {
-        let dir = work.path().join(out);
-        let o = sweep_gpu()
-            .args(["--model", "mlp-simple", "--dataset", "mv", "--device", "cpu", "--epochs", "2", "--bits", "4", "--methods", "uniform-nearest", "--seed", "2"])
-            .args(["--data-dir", data.path().to_str().unwrap(), "--checkpoint-dir", work.path().join("ckpt").to_str().unwrap(), "--out", dir.to_str().unwrap()])
-            .args(extra)
-            .output()
-            .unwrap();
+        let base = ["--model", "mlp-simple", "--dataset", "mv", "--device", "cpu", "--epochs", "2", "--bits", "4", "--methods", "uniform-nearest", "--seed", "2"];
+        let (o, dir) = sweep_into(data.path(), work.path(), out, &[&base[..], extra].concat());
         let stderr = String::from_utf8_lossy(&o.stderr).to_string();
         assert!(o.status.success(), "{stderr}");
         let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
