@@ -381,17 +381,16 @@ def dither_section():
 
 
 def init_seeds_section():
-    found = sorted(glob.glob(os.path.join(ROOT, "seeds", "*-init*", "config.json")), key=lambda p: int(p.split("-init")[1].split("/")[0]))
+    found = folders_like(os.path.join("seeds", "*-init*"))
     if not found:
         return
+    found.sort(key=lambda f: int(f.split("-init")[1]))
     runs_ = []
-    for path in found:
-        with open(path) as f:
+    for folder in found:
+        with open(os.path.join(ROOT, "seeds", folder, "config.json")) as f:
             c = json.load(f)
-        with open(os.path.join(os.path.dirname(path), "summary.json")) as f:
-            s = json.load(f)
-        runs_.append((c["config"].get("init_seed", c["config"]["seed"]), c["training_summary"]["valid_metric"], s["fp32_value"]))
-    name = os.path.basename(os.path.dirname(found[0])).split("-init")[0]
+        runs_.append((c["config"].get("init_seed", c["config"]["seed"]), c["training_summary"]["valid_metric"], summary_of(os.path.join("seeds", folder))[0]["fp32_value"]))
+    name = found[0].split("-init")[0]
     test = [t for _, _, t in runs_]
     mean = sum(test) / len(test)
     sd = (sum((t - mean) ** 2 for t in test) / (len(test) - 1)) ** 0.5
@@ -407,17 +406,16 @@ def init_seeds_section():
 
 
 def restarts_section():
-    def fp32(r, seed):
-        path = os.path.join(ROOT, "seeds", f"mlp-simple-telescope-restarts{r}-seed{seed}")
-        if not os.path.isdir(path):
-            return None
-        with open(os.path.join(path, "summary.json")) as f:
-            return json.load(f)["fp32_value"]
-    seeds = [s for s in range(1, 100) if fp32(1, s) is not None and fp32(4, s) is not None]
+    # fp32 by (restarts, seed), each summary read once
+    fp32 = {}
+    for folder in folders_like(os.path.join("seeds", "mlp-simple-telescope-restarts*-seed*")):
+        r, seed = folder.split("-restarts")[1].split("-seed")
+        fp32[(int(r), int(seed))] = summary_of(os.path.join("seeds", folder))[0]["fp32_value"]
+    seeds = sorted(s for r, s in fp32 if r == 1 and (4, s) in fp32)
     if not seeds:
         return
-    one = [fp32(1, s) for s in seeds]
-    four = [fp32(4, s) for s in seeds]
+    one = [fp32[(1, s)] for s in seeds]
+    four = [fp32[(4, s)] for s in seeds]
     mean = lambda v: sum(v) / len(v)
     print(f"\n## mlp-simple-telescope: one training against the best of four on validation (--restarts 4), seeds {seeds[0]}-{seeds[-1]}\n")
     print(f"fp32 test accuracy: one training {100 * mean(one):.2f} % ({100 * min(one):.2f}-{100 * max(one):.2f} %, "
@@ -428,7 +426,6 @@ def restarts_section():
     print("|---|---|---|")
     for s, a, b in zip(seeds, one, four):
         print(f"| {s} | {100 * a:.2f} % | {100 * b:.2f} % |")
-
 
 if __name__ == "__main__":
     main()

@@ -158,9 +158,9 @@ pub struct Plan {
     /// Σ w² of each target (canonical f32 sum), the signal of SQNR
     sq_sums: Vec<f64>,
     /// statistics of each group over all its values
-    whole: HashMap<(usize, Granularity), Vec<GroupStats>>,
-    /// the statistics each bit width's levels are built from (clipped with --clip)
-    stats: HashMap<(usize, Granularity, u32), Vec<GroupStats>>,
+    stats: HashMap<(usize, Granularity), Vec<GroupStats>>,
+    /// with --clip: the clipped statistics each bit width's levels are built from
+    clipped: HashMap<(usize, Granularity, u32), Vec<GroupStats>>,
     params: HashMap<(usize, Granularity, u32), Vec<LevelParams>>,
     /// level tables (reference::level_table) of the table level sets the grid uses
     tables: HashMap<(usize, Granularity, u32, LevelSet), Vec<f32>>,
@@ -245,7 +245,7 @@ impl Plan {
             }
         }
         let sq_sums = targets.iter().map(|t| tree_sum(t.data.len(), |k| t.data[k] * t.data[k]) as f64).collect();
-        Ok(Plan { weights, targets, bias, sq_sums, whole: HashMap::new(), stats: HashMap::new(), params: HashMap::new(), tables: HashMap::new(), clip: None })
+        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), clipped: HashMap::new(), params: HashMap::new(), tables: HashMap::new(), clip: None })
     }
 
     pub fn grouping(&self, target: usize, g: Granularity) -> Grouping {
@@ -261,21 +261,19 @@ impl Plan {
             for &g in granularities {
                 let grouping = self.grouping(ti, g);
                 let data = &self.targets[ti].data;
-                let whole = self.whole.entry((ti, g)).or_insert_with(|| reference::group_stats(data, grouping)).clone();
-                // a percentile's range is the same at every bit width: sort once
-                let percentile = match self.clip {
-                    Some(Clip::Percentile(p)) if bits.iter().any(|&b| !self.stats.contains_key(&(ti, g, b))) => Some(reference::clip_stats(data, grouping, &whole, p)),
-                    _ => None,
+                let whole = self.stats.entry((ti, g)).or_insert_with(|| reference::group_stats(data, grouping)).clone();
+                let missing: Vec<u32> = bits.iter().copied().filter(|&b| !self.params.contains_key(&(ti, g, b))).collect();
+                // one range per missing bit width, or none without --clip
+                let clipped: Vec<Vec<GroupStats>> = match self.clip.filter(|_| !missing.is_empty()) {
+                    None => Vec::new(),
+                    // a percentile's range is the same at every bit width
+                    Some(Clip::Percentile(p)) => vec![reference::clip_stats(data, grouping, &whole, p); missing.len()],
+                    Some(Clip::Mse) => reference::mse_clip_ranges(data, grouping, &whole, &missing),
                 };
-                for &b in bits {
-                    let ranges = self.stats.entry((ti, g, b)).or_insert_with(|| match self.clip {
-                        None => whole.clone(),
-                        Some(Clip::Percentile(_)) => percentile.clone().expect("computed above for a missing bit width"),
-                        Some(Clip::Mse) => reference::mse_clip_stats(data, grouping, &whole, b),
-                    });
-                    let ranges = &*ranges;
-                    self.params.entry((ti, g, b)).or_insert_with(|| reference::tensor_params(ranges, b));
+                for (i, &b) in missing.iter().enumerate() {
+                    self.params.insert((ti, g, b), reference::tensor_params(clipped.get(i).unwrap_or(&whole), b));
                 }
+                self.clipped.extend(missing.iter().map(|&b| (ti, g, b)).zip(clipped));
                 for &set in &table_sets {
                     let missing: Vec<u32> = bits.iter().copied().filter(|&b| !self.tables.contains_key(&(ti, g, b, set))).collect();
                     let tables = reference::level_tables(set, data, grouping, &whole, &missing);
@@ -287,16 +285,10 @@ impl Plan {
         }
     }
 
-    /// Group statistics of a target at a bit width (after [`Plan::prepare`]):
-    /// lo and hi clipped as --clip says.
-    pub fn stats(&self, target: usize, g: Granularity, bits: u32) -> &[GroupStats] {
-        &self.stats[&(target, g, bits)]
-    }
-
     /// With --clip, the clipped ranges of a target at each of `bits` in turn (the
-    /// GPU quantizer's per-bit-width statistics); None without.
+    /// GPU quantizer's per-bit-width statistics, after [`Plan::prepare`]); None without.
     pub fn clipped_stats(&self, target: usize, g: Granularity, bits: &[u32]) -> Option<Vec<GroupStats>> {
-        self.clip.map(|_| bits.iter().flat_map(|&b| self.stats(target, g, b).iter().copied()).collect())
+        self.clip.map(|_| bits.iter().flat_map(|&b| self.clipped[&(target, g, b)].iter().copied()).collect())
     }
 
     /// Level parameters of a target (after [`Plan::prepare`]).

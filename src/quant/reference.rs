@@ -162,6 +162,18 @@ pub fn group_stats(w: &[f32], grouping: Grouping) -> Vec<GroupStats> {
         .collect()
 }
 
+/// The values of group `g` as the quantizer reads them (subnormals flushed), in group order.
+fn group_values(w: &[f32], grouping: Grouping, g: usize) -> Vec<f32> {
+    (0..grouping.group_len()).map(|i| flush(w[grouping.index(g, i)])).collect()
+}
+
+/// [`group_values`], sorted ascending.
+fn sorted_group(w: &[f32], grouping: Grouping, g: usize) -> Vec<f32> {
+    let mut v = group_values(w, grouping, g);
+    v.sort_by(f32::total_cmp);
+    v
+}
+
 /// Statistics with each group's range clipped to its `percentile` (in (50,
 /// 100)): lo and hi become the group's values of ranks r and n-1-r of the
 /// sorted group, r = floor((1 - percentile/100) (n - 1)) (order statistics, so
@@ -172,8 +184,7 @@ pub fn clip_stats(w: &[f32], grouping: Grouping, stats: &[GroupStats], percentil
     (0..grouping.groups)
         .into_par_iter()
         .map(|g| {
-            let mut v: Vec<f32> = (0..n).map(|i| flush(w[grouping.index(g, i)])).collect();
-            v.sort_by(f32::total_cmp);
+            let v = sorted_group(w, grouping, g);
             GroupStats { lo: v[r], hi: v[n - 1 - r], ..stats[g] }
         })
         .collect()
@@ -193,33 +204,50 @@ pub const MSE_CLIP_CANDIDATES: usize = 64;
 /// worse than the whole range by that measure; a tie keeps the shallower clip.
 /// mean and std stay those of the whole group.
 pub fn mse_clip_stats(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: u32) -> Vec<GroupStats> {
+    mse_clip_ranges(w, grouping, stats, &[bits]).pop().expect("one bit width")
+}
+
+/// [`mse_clip_stats`] at each of `bits`, each group gathered and sorted once.
+pub fn mse_clip_ranges(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: &[u32]) -> Vec<Vec<GroupStats>> {
     let n = grouping.group_len();
-    let z = z_table(bits);
     let m = (n.max(1) - 1) / 2;
     let mut depths: Vec<usize> = (0..MSE_CLIP_CANDIDATES).map(|j| m * j * j / (MSE_CLIP_CANDIDATES * MSE_CLIP_CANDIDATES)).collect();
     depths.dedup();
-    (0..grouping.groups)
+    // per group: its values in group order (the error's summation order) and sorted
+    let groups: Vec<(Vec<f32>, Vec<f32>)> = (0..grouping.groups)
         .into_par_iter()
         .map(|g| {
-            let values: Vec<f32> = (0..n).map(|i| flush(w[grouping.index(g, i)])).collect();
+            let values = group_values(w, grouping, g);
             let mut sorted = values.clone();
             sorted.sort_by(f32::total_cmp);
-            let range = |r: usize| GroupStats { lo: sorted[r], hi: sorted[n - 1 - r], ..stats[g] };
-            let sq_err = |r: usize| {
-                let p = LevelParams::new(&range(r), bits, z);
-                values
-                    .iter()
-                    .map(|&x| {
-                        let (_, q) = p.code_value(Method::UniformNearest, x, 0.0, z);
-                        (f64::from(x) - f64::from(q)).powi(2)
-                    })
-                    .sum::<f64>()
-            };
-            // a NaN error (NaN weights) never wins
-            let errs: Vec<f64> = depths.par_iter().map(|&r| sq_err(r)).map(|e| if e.is_nan() { f64::INFINITY } else { e }).collect();
-            // the first least error: depths ascend, so a tie keeps the shallower clip
-            let best = (0..depths.len()).fold(0, |b, i| if errs[i].total_cmp(&errs[b]).is_lt() { i } else { b });
-            range(depths[best])
+            (values, sorted)
+        })
+        .collect();
+    bits.iter()
+        .map(|&b| {
+            let z = z_table(b);
+            groups
+                .par_iter()
+                .zip(stats)
+                .map(|((values, sorted), s)| {
+                    let range = |r: usize| GroupStats { lo: sorted[r], hi: sorted[n - 1 - r], ..*s };
+                    let sq_err = |r: usize| {
+                        let p = LevelParams::new(&range(r), b, z);
+                        values
+                            .iter()
+                            .map(|&x| {
+                                let (_, q) = p.code_value(Method::UniformNearest, x, 0.0, z);
+                                (f64::from(x) - f64::from(q)).powi(2)
+                            })
+                            .sum::<f64>()
+                    };
+                    // a NaN error (NaN weights) never wins
+                    let errs: Vec<f64> = depths.par_iter().map(|&r| sq_err(r)).map(|e| if e.is_nan() { f64::INFINITY } else { e }).collect();
+                    // the first least error: depths ascend, so a tie keeps the shallower clip
+                    let best = (0..depths.len()).fold(0, |b, i| if errs[i].total_cmp(&errs[b]).is_lt() { i } else { b });
+                    range(depths[best])
+                })
+                .collect()
         })
         .collect()
 }
@@ -624,9 +652,7 @@ pub fn level_tables(set: LevelSet, w: &[f32], grouping: Grouping, stats: &[Group
             if stats[g].is_degenerate() {
                 return None;
             }
-            let mut v: Vec<f32> = (0..grouping.group_len()).map(|i| flush(w[grouping.index(g, i)])).collect();
-            v.sort_by(f32::total_cmp);
-            Some(v)
+            Some(sorted_group(w, grouping, g))
         })
         .collect();
     bits.par_iter()
