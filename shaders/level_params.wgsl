@@ -3,12 +3,14 @@
 // normal quantiles. Mirrors LevelParams::new in src/quant/reference.rs.
 //
 // Bindings (group 0):
-//   0 stats:   array<GroupStats>   per group, or [bits row][group] when shape[2] is 1
+//   0 stats:   array<GroupStats>   per group, or [row][group] when shape[2] is 1
 //   1 z_table: array<f32>          from z_table.wgsl
-//   2 bits:    array<u32>          the bit widths, one per row of params
-//   3 params:  array<LevelParams>  out, [bits row][group]
-//   4 shape:   array<u32, 4>       groups, bit widths, stats per bit width (0 or 1), 0
-// Dispatch: (ceil(groups / 64), bit widths, 1), workgroup 64.
+//   2 bits:    array<u32>          the bit width of each row of params
+//   3 params:  array<LevelParams>  out, [row][group]
+//   4 shape:   array<u32, 4>       groups, rows, stats per row (0 or 1), 0
+// A row is a bit width, or under --clip mse a (level set, bit width) pair, each
+// level set with host-chosen ranges of its own.
+// Dispatch: (ceil(groups / 64), rows, 1), workgroup 64.
 
 @group(0) @binding(0) var<storage, read_write> stats: array<GroupStats>;
 @group(0) @binding(1) var<storage, read_write> z_table: array<f32>;
@@ -24,7 +26,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         return;
     }
     let bits = bit_widths[id.y];
-    // host-clipped ranges may differ per bit width (--clip mse)
+    // host-clipped ranges may differ per row (--clip mse)
     let s = stats[select(g, id.y * groups + g, shape[2] == 1u)];
     let k = 1u << bits;
     let range = s.hi - s.lo;

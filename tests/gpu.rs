@@ -12,7 +12,7 @@ mod common;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use sweep_gpu::gpu::GpuContext;
-use sweep_gpu::quant::gpu::{GpuQuantizer, GpuVariant};
+use sweep_gpu::quant::gpu::{GivenRanges, GpuQuantizer, GpuVariant};
 use sweep_gpu::quant::reference::{self, GroupStats, VariantKey};
 use sweep_gpu::quant::{Clip, Granularity, Grouping, LevelSet, Method};
 
@@ -149,8 +149,9 @@ fn parity_with_an_outlier() {
 }
 
 /// With clipped ranges given by the host (--clip P: one range per group; --clip
-/// mse: one per group and bit width), the GPU's level parameters and codes are
-/// the reference's, outliers landing on the end levels.
+/// mse: one per group, bit width and level set), the GPU's level parameters and
+/// codes are the reference's, each method rounding within its level set's range
+/// and outliers landing on the end levels.
 #[test]
 fn parity_with_clipped_ranges() {
     let mut w = normalish(2000, 17, 0.05);
@@ -158,41 +159,59 @@ fn parity_with_clipped_ranges() {
     w[1500] = -7.0;
     let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
     let bits: Vec<u32> = vec![2, 4, 8];
+    // listed in another order than the methods', so a block found by position is checked
+    let sets = [LevelSet::Normal, LevelSet::Uniform, LevelSet::Midrise, LevelSet::Histogram];
     for (shape, axis, g) in [([200usize, 10usize], 1usize, Granularity::Layer), ([200, 10], 1, Granularity::Channel)] {
         let grouping = Grouping::for_granularity(&shape, axis, g);
         let whole = reference::group_stats(&w, grouping);
         for clip in [Clip::Percentile(99.0), Clip::Mse] {
-            let ranges: Vec<Vec<GroupStats>> = match clip {
-                Clip::Percentile(p) => vec![reference::clip_stats(&w, grouping, &whole, p); bits.len()],
-                Clip::Mse => bits.iter().map(|&b| reference::mse_clip_stats(&w, grouping, &whole, b)).collect(),
-            };
-            let given: Vec<GroupStats> = match clip {
-                Clip::Percentile(_) => ranges[0].clone(),
-                Clip::Mse => ranges.concat(),
+            // the range of (level set, bits row)
+            let (given, range): (GivenRanges, Box<dyn Fn(LevelSet, usize) -> Vec<GroupStats>>) = match clip {
+                Clip::Percentile(p) => {
+                    let r = reference::clip_stats(&w, grouping, &whole, p);
+                    (GivenRanges::PerGroup(r.clone()), Box::new(move |_, _| r.clone()))
+                }
+                Clip::Mse => {
+                    let per_set: Vec<Vec<Vec<GroupStats>>> = sets.iter().map(|&s| reference::mse_clip_ranges(&w, grouping, &whole, &bits, s)).collect();
+                    let flat = per_set.iter().flatten().flatten().copied().collect();
+                    (GivenRanges::PerSet(sets.to_vec(), flat), Box::new(move |s, row| per_set[sets.iter().position(|&x| x == s).unwrap()][row].clone()))
+                }
             };
             let t = q.upload_with(&w, grouping, 1, &bits, &[], Some(&given)).unwrap();
-            assert_eq!(q.stats(&t).unwrap(), ranges[0]);
+            assert_eq!(q.stats(&t).unwrap(), range(sets[0], 0));
             let outlier_group = grouping.group_of(3);
             // over the whole layer the 2-bit levels would miss the 1,998 small weights;
             // in a channel of 200, clipping the one outlier costs more than it saves
             if g == Granularity::Layer || matches!(clip, Clip::Percentile(_)) {
-                assert!(ranges[0][outlier_group].hi < 9.0, "{clip} {g:?}: the outlier is clipped at 2 bits");
+                assert!(range(LevelSet::Uniform, 0)[outlier_group].hi < 9.0, "{clip} {g:?}: the outlier is clipped at 2 bits");
             }
             let variants: Vec<GpuVariant> = all_variants(&bits, &[1, 2]).into_iter().filter(|v| !v.method.level_set().is_table()).collect();
             let got = q.quantize_to_host(&t, &variants).unwrap();
             for (v, gq) in variants.iter().zip(&got) {
                 let row = bits.iter().position(|&b| b == v.bits).unwrap();
-                let params = reference::tensor_params(&ranges[row], v.bits);
+                let r = range(v.method.level_set(), row);
+                let params = reference::tensor_params(&r, v.bits);
                 let want = reference::quantize(&w, grouping, &params, &[], VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 1 });
                 assert_eq!(gq.codes, want.codes, "{clip} {g:?} {v:?}");
                 assert!(gq.values.iter().zip(&want.values).all(|(a, b)| a.to_bits() == b.to_bits()), "{clip} {g:?} {v:?}");
                 // the outlier sits on the top level, inside the clipped range
                 if v.method == Method::UniformNearest {
-                    assert_eq!(gq.values[3], ranges[row][outlier_group].hi, "{clip} {g:?} {v:?}");
+                    assert_eq!(gq.values[3], r[outlier_group].hi, "{clip} {g:?} {v:?}");
                 }
+            }
+            // under mse the sets' ranges differ somewhere, so a wrong block would show
+            if clip == Clip::Mse && g == Granularity::Layer {
+                assert!(sets.iter().any(|&s| range(s, 0) != range(LevelSet::Uniform, 0)), "{g:?}: every set chose uniform's ranges");
             }
         }
     }
+    // a method whose level set was given no range of its own is refused
+    let grouping = Grouping::whole(w.len());
+    let whole = reference::group_stats(&w, grouping);
+    let only_uniform = GivenRanges::PerSet(vec![LevelSet::Uniform], reference::mse_clip_ranges(&w, grouping, &whole, &bits, LevelSet::Uniform).concat());
+    let t = q.upload_with(&w, grouping, 1, &bits, &[], Some(&only_uniform)).unwrap();
+    let err = q.quantize_to_host(&t, &[GpuVariant { method: Method::NormalNearest, bits: 2, seed: 0 }]).err().expect("refused").to_string();
+    assert!(err.contains("normal-nearest") && err.contains("level set"), "{err}");
 }
 
 #[test]
@@ -416,8 +435,8 @@ fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
     }
 }
 
-/// With --clip mse (ranges chosen on the host, one per group and bit width),
-/// the WGSL quantizer gives the CPU run's weights.
+/// With --clip mse (ranges chosen on the host, one per group, bit width and
+/// level set: three sets here), the WGSL quantizer gives the CPU run's weights.
 #[test]
 fn gpu_sweep_with_mse_clipping_matches_the_cpu_run() {
     drop(quantizer().lock().unwrap_or_else(|e| e.into_inner())); // open the shared device first

@@ -336,7 +336,7 @@ fn clipping_is_checked_recorded_and_changes_the_levels() {
     let data = tabular_dir(200);
     let work = tempfile::tempdir().unwrap();
     let run = |out: &str, clip: &[&str]| {
-        let base = ["--model", "mlp-complex", "--dataset", "churn", "--device", "cpu", "--epochs", "1", "--bits", "2,4", "--methods", "uniform-nearest,midrise"];
+        let base = ["--model", "mlp-complex", "--dataset", "churn", "--device", "cpu", "--epochs", "1", "--bits", "2,4", "--methods", "uniform-nearest,normal-nearest,midrise"];
         let (o, dir) = sweep_into(data.path(), work.path(), out, &[&base[..], clip].concat());
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         (sweep_gpu::report::read_results(&dir.join("results.csv"), false).unwrap(), std::fs::read_to_string(dir.join("report.md")).unwrap())
@@ -354,19 +354,20 @@ fn clipping_is_checked_recorded_and_changes_the_levels() {
     let config = |out: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(work.path().join(out).join("config.json")).unwrap()).unwrap() };
     assert_eq!(config("clipped")["config"]["clip"], 95.0, "a percentile is written as a number, as before --clip mse");
 
-    // --clip mse: per bit width, the range of least uniform-nearest error
+    // --clip mse: per bit width and level set, the range of least error under
+    // that set's nearest rounding: no method's weight error rises, and each
+    // method's range moves somewhere
     let (mse, report) = run("mse", &["--clip", "mse"]);
     assert!(report.contains("least squared error"), "{report}");
     assert_eq!(config("mse")["config"]["clip"], "mse");
-    let mut lower = 0;
+    let mut lower = std::collections::BTreeMap::new();
     for (a, b) in plain.iter().zip(&mse) {
         assert_eq!((&a.variant_id, a.fp32_value), (&b.variant_id, b.fp32_value));
-        if a.method == "uniform-nearest" {
-            assert!(b.weight_mse <= a.weight_mse * (1.0 + 1e-6), "{}: {} against {}", a.variant_id, b.weight_mse, a.weight_mse);
-            lower += usize::from(b.weight_mse < a.weight_mse);
-        }
+        assert!(b.weight_mse <= a.weight_mse * (1.0 + 1e-6), "{}: {} against {}", a.variant_id, b.weight_mse, a.weight_mse);
+        *lower.entry(a.method.clone()).or_insert(0) += usize::from(b.weight_mse < a.weight_mse);
     }
-    assert!(lower > 0, "mse clipping moved no uniform-nearest range");
+    assert_eq!(lower.len(), 3);
+    assert!(lower.values().all(|&n| n > 0), "mse clipping moved no range of some method: {lower:?}");
     let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--clip", "msq"]);
     assert!(e.contains("--clip") && e.contains("nor 'mse'"), "{e}");
 }

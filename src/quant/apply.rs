@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::gpu::GivenRanges;
 use super::reference::{self, GroupStats, LevelParams, VariantKey, tree_sum};
 use super::{Clip, Granularity, Grouping, LevelSet, Method};
 use crate::error::{Error, Result};
@@ -150,6 +151,10 @@ impl QuantReport {
     }
 }
 
+/// (target, granularity, bits, level set whose ranges these are: None when
+/// every method shares them)
+type RangeKey = (usize, Granularity, u32, Option<LevelSet>);
+
 /// A model prepared for quantization.
 pub struct Plan {
     pub weights: Weights,
@@ -159,9 +164,12 @@ pub struct Plan {
     sq_sums: Vec<f64>,
     /// statistics of each group over all its values
     stats: HashMap<(usize, Granularity), Vec<GroupStats>>,
-    /// with --clip: the clipped statistics each bit width's levels are built from
-    clipped: HashMap<(usize, Granularity, u32), Vec<GroupStats>>,
-    params: HashMap<(usize, Granularity, u32), Vec<LevelParams>>,
+    /// with --clip: the clipped statistics each bit width's levels are built
+    /// from, and under --clip mse each level set's own (see [`Plan::range_set`])
+    clipped: HashMap<RangeKey, Vec<GroupStats>>,
+    params: HashMap<RangeKey, Vec<LevelParams>>,
+    /// under --clip mse: the level sets prepared, each with ranges of its own
+    range_sets: Vec<LevelSet>,
     /// level tables (reference::level_table) of the table level sets the grid uses
     tables: HashMap<(usize, Granularity, u32, LevelSet), Vec<f32>>,
     /// --clip: how each group's range is narrowed
@@ -245,7 +253,7 @@ impl Plan {
             }
         }
         let sq_sums = targets.iter().map(|t| tree_sum(t.data.len(), |k| t.data[k] * t.data[k]) as f64).collect();
-        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), clipped: HashMap::new(), params: HashMap::new(), tables: HashMap::new(), clip: None })
+        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), clipped: HashMap::new(), params: HashMap::new(), range_sets: Vec::new(), tables: HashMap::new(), clip: None })
     }
 
     pub fn grouping(&self, target: usize, g: Granularity) -> Grouping {
@@ -253,27 +261,50 @@ impl Plan {
         if t.shape.len() == 1 { Grouping::whole(t.data.len()) } else { t.grouping(g) }
     }
 
+    /// The level set whose own ranges a method's levels are built from: its own
+    /// under --clip mse (each set's nearest rounding has its own optimum), None
+    /// (shared by every method) otherwise.
+    pub fn range_set(&self, method: Method) -> Option<LevelSet> {
+        (self.clip == Some(Clip::Mse)).then(|| method.level_set())
+    }
+
     /// Computes statistics and level parameters for every granularity and bit
     /// width the grid uses, and the level tables of the table level sets in `methods`.
     pub fn prepare(&mut self, granularities: &[Granularity], bits: &[u32], methods: &[Method]) {
         let table_sets: Vec<LevelSet> = LevelSet::TABLES.into_iter().filter(|&s| methods.iter().any(|m| m.level_set() == s)).collect();
+        let mut range_sets: Vec<Option<LevelSet>> = Vec::new();
+        for &m in methods {
+            let set = self.range_set(m);
+            if !range_sets.contains(&set) {
+                range_sets.push(set);
+            }
+            if let Some(set) = set
+                && !self.range_sets.contains(&set)
+            {
+                self.range_sets.push(set);
+            }
+        }
         for ti in 0..self.targets.len() {
             for &g in granularities {
                 let grouping = self.grouping(ti, g);
                 let data = &self.targets[ti].data;
                 let whole = self.stats.entry((ti, g)).or_insert_with(|| reference::group_stats(data, grouping)).clone();
-                let missing: Vec<u32> = bits.iter().copied().filter(|&b| !self.params.contains_key(&(ti, g, b))).collect();
-                // one range per missing bit width, or none without --clip
-                let clipped: Vec<Vec<GroupStats>> = match self.clip.filter(|_| !missing.is_empty()) {
-                    None => Vec::new(),
-                    // a percentile's range is the same at every bit width
-                    Some(Clip::Percentile(p)) => vec![reference::clip_stats(data, grouping, &whole, p); missing.len()],
-                    Some(Clip::Mse) => reference::mse_clip_ranges(data, grouping, &whole, &missing),
-                };
-                for (i, &b) in missing.iter().enumerate() {
-                    self.params.insert((ti, g, b), reference::tensor_params(clipped.get(i).unwrap_or(&whole), b));
+                for &set in &range_sets {
+                    let missing: Vec<u32> = bits.iter().copied().filter(|&b| !self.params.contains_key(&(ti, g, b, set))).collect();
+                    // one range per missing bit width, or none without --clip
+                    let clipped: Vec<Vec<GroupStats>> = match (self.clip, set) {
+                        _ if missing.is_empty() => Vec::new(),
+                        (None, _) => Vec::new(),
+                        // a percentile's range is the same at every bit width
+                        (Some(Clip::Percentile(p)), _) => vec![reference::clip_stats(data, grouping, &whole, p); missing.len()],
+                        (Some(Clip::Mse), Some(set)) => reference::mse_clip_ranges(data, grouping, &whole, &missing, set),
+                        (Some(Clip::Mse), None) => unreachable!("under --clip mse every method has its level set's ranges"),
+                    };
+                    for (i, &b) in missing.iter().enumerate() {
+                        self.params.insert((ti, g, b, set), reference::tensor_params(clipped.get(i).unwrap_or(&whole), b));
+                    }
+                    self.clipped.extend(missing.iter().map(|&b| (ti, g, b, set)).zip(clipped));
                 }
-                self.clipped.extend(missing.iter().map(|&b| (ti, g, b)).zip(clipped));
                 for &set in &table_sets {
                     let missing: Vec<u32> = bits.iter().copied().filter(|&b| !self.tables.contains_key(&(ti, g, b, set))).collect();
                     let tables = reference::level_tables(set, data, grouping, &whole, &missing);
@@ -285,15 +316,22 @@ impl Plan {
         }
     }
 
-    /// With --clip, the clipped ranges of a target at each of `bits` in turn (the
-    /// GPU quantizer's per-bit-width statistics, after [`Plan::prepare`]); None without.
-    pub fn clipped_stats(&self, target: usize, g: Granularity, bits: &[u32]) -> Option<Vec<GroupStats>> {
-        self.clip.map(|_| bits.iter().flat_map(|&b| self.clipped[&(target, g, b)].iter().copied()).collect())
+    /// With --clip, the clipped ranges of a target at `bits` for the GPU
+    /// quantizer (after [`Plan::prepare`]); None without.
+    pub fn clipped_ranges(&self, target: usize, g: Granularity, bits: &[u32]) -> Option<GivenRanges> {
+        match self.clip? {
+            // the same at every bit width
+            Clip::Percentile(_) => Some(GivenRanges::PerGroup(self.clipped[&(target, g, *bits.first()?, None)].clone())),
+            Clip::Mse => Some(GivenRanges::PerSet(
+                self.range_sets.clone(),
+                self.range_sets.iter().flat_map(|&set| bits.iter().flat_map(move |&b| self.clipped[&(target, g, b, Some(set))].iter().copied())).collect(),
+            )),
+        }
     }
 
-    /// Level parameters of a target (after [`Plan::prepare`]).
-    pub fn params(&self, target: usize, g: Granularity, bits: u32) -> &[LevelParams] {
-        &self.params[&(target, g, bits)]
+    /// Level parameters of a target for a method (after [`Plan::prepare`]).
+    pub fn params(&self, target: usize, g: Granularity, bits: u32, method: Method) -> &[LevelParams] {
+        &self.params[&(target, g, bits, self.range_set(method))]
     }
 
     /// The level table of a target for a table level set (empty unless
@@ -342,7 +380,7 @@ impl Plan {
         for (ti, bits) in self.targets_in(v) {
             let t = &self.targets[ti];
             let key = VariantKey { method: v.method, bits, seed: v.seed.unwrap_or(0), tensor: t.tensor_index };
-            let q = reference::quantize(&t.data, self.grouping(ti, v.granularity), self.params(ti, v.granularity, bits), self.table(ti, v.granularity, bits, v.method.level_set()), key);
+            let q = reference::quantize(&t.data, self.grouping(ti, v.granularity), self.params(ti, v.granularity, bits, v.method), self.table(ti, v.granularity, bits, v.method.level_set()), key);
             for m in &t.members {
                 t.scatter(m, &q.values, &mut out.tensors[m.tensor].data);
             }

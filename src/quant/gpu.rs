@@ -53,11 +53,27 @@ pub struct GpuVariant {
 /// its slot in the output.
 type Dispatch = (Option<u32>, Vec<(usize, GpuVariant)>);
 
+/// Ranges computed on the host for [`GpuQuantizer::upload_with`] (--clip),
+/// the level parameters built from them instead of from statistics computed
+/// on the device.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GivenRanges {
+    /// one per group, the same at every bit width (reference::clip_stats)
+    PerGroup(Vec<GroupStats>),
+    /// [set][bits row][group]: each listed level set's own range at each bit
+    /// width of the upload (reference::mse_clip_ranges); a method rounds
+    /// within its level set's
+    PerSet(Vec<LevelSet>, Vec<GroupStats>),
+}
+
 /// A tensor on the device with its per-group statistics and level parameters.
 pub struct GpuTensor {
     pub grouping: Grouping,
     pub tensor_index: u32,
     pub bits: Vec<u32>,
+    /// the level sets with level parameters of their own, in the order of
+    /// their blocks of bits rows in `params` (empty: one block for every method)
+    range_sets: Vec<LevelSet>,
     weights: wgpu::Buffer,
     stats: wgpu::Buffer,
     params: wgpu::Buffer,
@@ -222,15 +238,19 @@ impl GpuQuantizer {
 
     /// [`upload`](Self::upload), with the level tables the lloyd and kde methods
     /// round onto (reference::level_table), per level set one per bit width of
-    /// `bits`; and with `stats` given (clipped ranges, reference::clip_stats and
-    /// reference::mse_clip_stats), the level parameters are built from those
-    /// instead of statistics computed on the device: one per group, or one per
-    /// group for each of `bits` in turn ([bits row][group]).
-    pub fn upload_with(&self, data: &[f32], grouping: Grouping, tensor_index: u32, bits: &[u32], tables: &[Tables<'_>], stats: Option<&[GroupStats]>) -> Result<GpuTensor> {
-        if stats.is_some_and(|s| s.len() != grouping.groups && s.len() != grouping.groups * bits.len()) {
-            return Err(Error::Quant("the given group statistics do not match the grouping and bit widths".into()));
+    /// `bits`; and with `ranges` given (--clip), the level parameters are built
+    /// from those instead of statistics computed on the device.
+    pub fn upload_with(&self, data: &[f32], grouping: Grouping, tensor_index: u32, bits: &[u32], tables: &[Tables<'_>], ranges: Option<&GivenRanges>) -> Result<GpuTensor> {
+        let (range_sets, given): (&[LevelSet], Option<&[GroupStats]>) = match ranges {
+            None => (&[], None),
+            Some(GivenRanges::PerGroup(s)) => (&[], Some(s)),
+            Some(GivenRanges::PerSet(sets, s)) => (sets, Some(s)),
+        };
+        let blocks_of_rows = range_sets.len().max(1);
+        let expected = if range_sets.is_empty() { grouping.groups } else { grouping.groups * bits.len() * range_sets.len() };
+        if given.is_some_and(|s| s.len() != expected) || range_sets.iter().any(|s| s.is_table()) {
+            return Err(Error::Quant("the given ranges do not match the grouping, bit widths and level sets".into()));
         }
-        let per_bits = stats.is_some_and(|s| s.len() != grouping.groups) as u32;
         if data.len() != grouping.len || data.is_empty() {
             return Err(Error::Quant(format!("tensor of {} elements does not match its grouping of {}", data.len(), grouping.len)));
         }
@@ -266,24 +286,28 @@ impl GpuQuantizer {
             return Err(Error::Quant(format!("a tensor of {} groups of {glen} exceeds the dispatch limits", grouping.groups)));
         }
         let weights = self.ctx.storage("weights", bytemuck::cast_slice(data));
-        let params = self.ctx.empty("params", bits.len() * grouping.groups * std::mem::size_of::<LevelParams>());
+        // [level set block][bits row][group]
+        let rows: Vec<u32> = bits.repeat(blocks_of_rows);
+        let params = self.ctx.empty("params", rows.len() * grouping.groups * std::mem::size_of::<LevelParams>());
         let g = grouping.groups as u32;
         let mut enc = self.encoder();
-        let stats = match stats {
+        let stats = match given {
             Some(given) => self.ctx.storage("stats", bytemuck::cast_slice(given)),
             None => self.group_stats(&mut enc, &weights, grouping, blocks),
         };
 
-        let bit_list = self.ctx.storage("bits", bytemuck::cast_slice(bits));
-        let pshape = self.ctx.storage("shape", bytemuck::cast_slice(&[g, bits.len() as u32, per_bits, 0]));
+        let bit_list = self.ctx.storage("bits", bytemuck::cast_slice(&rows));
+        // given ranges per level set are given per row; the kernel's shape[2]
+        let per_row = !range_sets.is_empty() as u32;
+        let pshape = self.ctx.storage("shape", bytemuck::cast_slice(&[g, rows.len() as u32, per_row, 0]));
         self.pass(
             &mut enc,
             Kernel::LevelParams,
             &[stats.as_entire_binding(), self.z_table.as_entire_binding(), bit_list.as_entire_binding(), params.as_entire_binding(), pshape.as_entire_binding()],
-            (g.div_ceil(64), bits.len() as u32, 1),
+            (g.div_ceil(64), rows.len() as u32, 1),
         );
         self.ctx.queue.submit([enc.finish()]);
-        Ok(GpuTensor { grouping, tensor_index, bits: bits.to_vec(), weights, stats, params, tables, table_rows })
+        Ok(GpuTensor { grouping, tensor_index, bits: bits.to_vec(), range_sets: range_sets.to_vec(), weights, stats, params, tables, table_rows })
     }
 
     /// The quantize kernel's table for `variants` (output slots in order).
@@ -293,6 +317,13 @@ impl GpuQuantizer {
             let row = t.bits.iter().position(|&b| b == v.bits).ok_or_else(|| Error::Quant(format!("{} bits were not prepared for this tensor", v.bits)))?;
             let key = super::draw_key(v.seed, super::stream_id(v.method, v.bits), t.tensor_index);
             let set = v.method.level_set();
+            // the row of its level parameters: its level set's block, when it has one
+            let block = if t.range_sets.is_empty() {
+                0
+            } else {
+                t.range_sets.iter().position(|&s| s == set).ok_or_else(|| Error::Quant(format!("{}: the tensor was uploaded without ranges for its level set", v.method)))?
+            };
+            let params_row = block * t.bits.len() + row;
             let start = if set.is_table() {
                 t.table_rows
                     .iter()
@@ -302,7 +333,7 @@ impl GpuQuantizer {
             } else {
                 0
             };
-            table.extend_from_slice(&[v.method.code(), v.bits, v.seed, (row * t.grouping.groups) as u32, *slot as u32, key, start, 0]);
+            table.extend_from_slice(&[v.method.code(), v.bits, v.seed, (params_row * t.grouping.groups) as u32, *slot as u32, key, start, 0]);
         }
         Ok(self.ctx.storage("variants", bytemuck::cast_slice(&table)))
     }
@@ -404,14 +435,15 @@ impl GpuQuantizer {
     }
 
     /// Group statistics as computed on the device or given (for parity tests;
-    /// of given per-bit-width statistics, the first bit width's).
+    /// of given ranges per level set and bit width, the first row's).
     pub fn stats(&self, t: &GpuTensor) -> Result<Vec<GroupStats>> {
         self.read(&t.stats, t.grouping.groups * 16)
     }
 
-    /// Level parameters as computed on the device, [bits row][group].
+    /// Level parameters as computed on the device, [level set block][bits row][group]
+    /// (one block unless uploaded with [`GivenRanges::PerSet`]).
     pub fn params(&self, t: &GpuTensor) -> Result<Vec<LevelParams>> {
-        self.read(&t.params, t.bits.len() * t.grouping.groups * std::mem::size_of::<LevelParams>())
+        self.read(&t.params, t.range_sets.len().max(1) * t.bits.len() * t.grouping.groups * std::mem::size_of::<LevelParams>())
     }
 
     /// The z table as computed on the device.

@@ -150,6 +150,19 @@ impl LevelSet {
     pub fn is_table(self) -> bool {
         LevelSet::TABLES.contains(&self)
     }
+
+    /// The method that rounds to the nearest level of this set (midrise's own
+    /// rounding for the midrise set): whose error `--clip mse` minimises.
+    pub fn nearest(self) -> Method {
+        match self {
+            LevelSet::Uniform => Method::UniformNearest,
+            LevelSet::Histogram => Method::HistogramNearest,
+            LevelSet::Normal => Method::NormalNearest,
+            LevelSet::Midrise => Method::Midrise,
+            LevelSet::Lloyd => Method::LloydNearest,
+            LevelSet::Kde => Method::KdeNearest,
+        }
+    }
 }
 
 /// --clip: how each group's range [lo, hi] is narrowed before its levels are built.
@@ -158,8 +171,10 @@ impl LevelSet {
 pub enum Clip {
     /// lo and hi are the group's P-th percentiles (P in (50, 100)), the same for every bit width.
     Percentile(f64),
-    /// At each bit width, the range whose uniform nearest rounding has the least
-    /// squared error over the group (reference::mse_clip_stats).
+    /// At each bit width and for each level set, the range whose nearest
+    /// rounding onto that set ([`LevelSet::nearest`]) has the least squared
+    /// error over the group (reference::mse_clip_stats): every method rounds
+    /// within the range chosen for its own level set.
     Mse,
 }
 
@@ -216,7 +231,7 @@ impl Clip {
     pub fn describe(self) -> String {
         match self {
             Clip::Percentile(p) => format!("each group's range clipped to its {p}th percentile"),
-            Clip::Mse => "each group's range clipped, per bit width, to the one with the least squared error under uniform nearest rounding".into(),
+            Clip::Mse => "each group's range clipped, per bit width and level set, to the one with the least squared error under nearest rounding onto that level set (midrise: its own rounding)".into(),
         }
     }
 }

@@ -39,8 +39,9 @@
 //!   group gives lo for both.
 //!
 //! With `--clip P`, lo and hi are the group's P-th percentiles instead ([`clip_stats`]);
-//! with `--clip mse`, at each bit width the range of least uniform-nearest squared
-//! error among 64 clipping depths ([`mse_clip_stats`]). Weights outside round to the
+//! with `--clip mse`, at each bit width and for each level set the range of least
+//! squared error under nearest rounding onto that set (midrise: midrise) among 64
+//! clipping depths ([`mse_clip_stats`]). Weights outside round to the
 //! end levels by the same rules.
 //!
 //! A group whose range hi - lo is below 2^-100 (a constant tensor, say) is degenerate:
@@ -194,21 +195,25 @@ pub fn clip_stats(w: &[f32], grouping: Grouping, stats: &[GroupStats], percentil
 pub const MSE_CLIP_CANDIDATES: usize = 64;
 
 /// Statistics with each group's range clipped, for `bits`, to the one whose
-/// uniform nearest rounding has the least squared error over the group
+/// nearest rounding onto level set `set` ([`LevelSet::nearest`]: midrise's own
+/// rounding for the midrise set) has the least squared error over the group
 /// (--clip mse). The candidates are the ranges [v_r, v_(n-1-r)] of the sorted
 /// group v for r = floor(m (j/64)^2), m = floor((n-1)/2), j = 0..63: order
 /// statistics, as [`clip_stats`] takes, packed densely near r = 0 (no
 /// clipping), where the optimum lies at high bit widths. Each candidate's error
 /// is the sum in f64, in group order, of (w - q(w))^2 with q exactly the
-/// reference's `uniform-nearest` on that range, so the chosen range is never
-/// worse than the whole range by that measure; a tie keeps the shallower clip.
-/// mean and std stay those of the whole group.
-pub fn mse_clip_stats(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: u32) -> Vec<GroupStats> {
-    mse_clip_ranges(w, grouping, stats, &[bits]).pop().expect("one bit width")
+/// reference's rounding of that method on that range, so the chosen range is
+/// never worse than the whole range by that measure; a tie keeps the shallower
+/// clip. mean and std stay those of the whole group (the normal set's
+/// quantiles keep the group's own distribution). Not for the table level sets.
+pub fn mse_clip_stats(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: u32, set: LevelSet) -> Vec<GroupStats> {
+    mse_clip_ranges(w, grouping, stats, &[bits], set).pop().expect("one bit width")
 }
 
 /// [`mse_clip_stats`] at each of `bits`, each group gathered and sorted once.
-pub fn mse_clip_ranges(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: &[u32]) -> Vec<Vec<GroupStats>> {
+pub fn mse_clip_ranges(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: &[u32], set: LevelSet) -> Vec<Vec<GroupStats>> {
+    assert!(!set.is_table(), "--clip mse does not apply to the {set:?} level set");
+    let method = set.nearest();
     let n = grouping.group_len();
     let m = (n.max(1) - 1) / 2;
     let mut depths: Vec<usize> = (0..MSE_CLIP_CANDIDATES).map(|j| m * j * j / (MSE_CLIP_CANDIDATES * MSE_CLIP_CANDIDATES)).collect();
@@ -236,7 +241,7 @@ pub fn mse_clip_ranges(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits
                         values
                             .iter()
                             .map(|&x| {
-                                let (_, q) = p.code_value(Method::UniformNearest, x, 0.0, z);
+                                let (_, q) = p.code_value(method, x, 0.0, z);
                                 (f64::from(x) - f64::from(q)).powi(2)
                             })
                             .sum::<f64>()
@@ -1002,11 +1007,18 @@ mod tests {
         assert_eq!(clip_stats(&w, g, &stats, 99.999)[0], GroupStats { lo: 0.0, hi: 100.0, ..stats[0] }, "r = 0 keeps the range");
     }
 
-    /// Squared error of uniform-nearest over [`GroupStats`] given per group.
-    fn uniform_sq_err(w: &[f32], g: Grouping, stats: &[GroupStats], bits: u32) -> f64 {
-        let r = quantize(w, g, &tensor_params(stats, bits), &[], VariantKey { method: Method::UniformNearest, bits, seed: 0, tensor: 0 });
+    /// Squared error of `method` over [`GroupStats`] given per group.
+    fn sq_err(w: &[f32], g: Grouping, stats: &[GroupStats], bits: u32, method: Method) -> f64 {
+        let r = quantize(w, g, &tensor_params(stats, bits), &[], VariantKey { method, bits, seed: 0, tensor: 0 });
         w.iter().zip(&r.values).map(|(&x, &v)| (f64::from(flush(x)) - f64::from(v)).powi(2)).sum()
     }
+
+    fn uniform_sq_err(w: &[f32], g: Grouping, stats: &[GroupStats], bits: u32) -> f64 {
+        sq_err(w, g, stats, bits, Method::UniformNearest)
+    }
+
+    /// The level sets --clip mse chooses ranges for.
+    const RANGE_SETS: [LevelSet; 4] = [LevelSet::Uniform, LevelSet::Histogram, LevelSet::Normal, LevelSet::Midrise];
 
     #[test]
     fn mse_clipping_cuts_an_outlier_at_low_bits_and_keeps_the_range_at_high_bits() {
@@ -1019,34 +1031,62 @@ mod tests {
         w.extend((0..102).map(|i| (i as f32) * 0.5));
         let g = Grouping::per_channel(&[2, 102], 0);
         let stats = group_stats(&w, g);
-        let two = mse_clip_stats(&w, g, &stats, 2);
+        let two = mse_clip_stats(&w, g, &stats, 2, LevelSet::Uniform);
         assert_eq!((two[0].lo, two[0].hi), (0.0, 99.0), "the outliers are clipped at 2 bits");
         assert_eq!((two[0].mean, two[0].std), (stats[0].mean, stats[0].std));
         assert!(uniform_sq_err(&w, g, &two, 2) < 0.5 * uniform_sq_err(&w, g, &stats, 2));
         // at 12 bits a step is 0.15: clipping would cost far more than it saves
-        assert_eq!(mse_clip_stats(&w, g, &stats, 12)[0], stats[0]);
+        assert_eq!(mse_clip_stats(&w, g, &stats, 12, LevelSet::Uniform)[0], stats[0]);
         // one far outlier costs more clipped than it saves the rest: kept even at 2 bits
         let mut far: Vec<f32> = (0..100).map(|i| i as f32).collect();
         far.push(1000.0);
         let fg = Grouping::whole(far.len());
         let fs = group_stats(&far, fg);
-        assert_eq!(mse_clip_stats(&far, fg, &fs, 2), fs);
+        assert_eq!(mse_clip_stats(&far, fg, &fs, 2, LevelSet::Uniform), fs);
         // a group whose every weight is the same has nothing to choose
         let flat = vec![3.0f32; 10];
         let fg = Grouping::whole(10);
         let fs = group_stats(&flat, fg);
-        assert_eq!(mse_clip_stats(&flat, fg, &fs, 1), fs);
+        for set in RANGE_SETS {
+            assert_eq!(mse_clip_stats(&flat, fg, &fs, 1, set), fs);
+        }
+    }
+
+    #[test]
+    fn mse_clipping_chooses_each_level_sets_own_range() {
+        // a bell of 4,000 weights with a few outliers: at 3 bits every set's
+        // range is narrowed, and each set's own choice rounds that set better
+        // than the range chosen for uniform-nearest, strictly for the normal set
+        // (whose quantiles already follow the bell) and for midrise
+        let mut w: Vec<f32> = (0..4000).map(|i| inv_norm_cdf((i as f32 + 0.5) / 4000.0) * 0.05).collect();
+        w.extend([0.6, -0.5, 0.45]);
+        let g = Grouping::whole(w.len());
+        let stats = group_stats(&w, g);
+        let uniform = mse_clip_stats(&w, g, &stats, 3, LevelSet::Uniform);
+        for set in RANGE_SETS {
+            let own = mse_clip_stats(&w, g, &stats, 3, set);
+            let m = set.nearest();
+            assert!(own[0].hi < stats[0].hi && own[0].lo > stats[0].lo, "{set:?}: {own:?}");
+            let (e_own, e_uniform) = (sq_err(&w, g, &own, 3, m), sq_err(&w, g, &uniform, 3, m));
+            assert!(e_own <= e_uniform, "{set:?}: {e_own} against {e_uniform}");
+            if matches!(set, LevelSet::Normal | LevelSet::Midrise) {
+                assert!(e_own < e_uniform, "{set:?}: its own range rounds it better ({e_own} against {e_uniform})");
+            }
+        }
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
-        fn mse_clipping_never_rounds_worse_than_the_whole_range(w in finite_weights(), bits in 1u32..=8) {
+        fn mse_clipping_never_rounds_worse_than_the_whole_range(w in finite_weights(), bits in 1u32..=8, s in 0usize..4) {
+            let set = RANGE_SETS[s];
             let g = Grouping::whole(w.len());
             let stats = group_stats(&w, g);
-            let clipped = mse_clip_stats(&w, g, &stats, bits);
+            let clipped = mse_clip_stats(&w, g, &stats, bits, set);
             prop_assert!(clipped[0].lo >= stats[0].lo && clipped[0].hi <= stats[0].hi && clipped[0].lo <= clipped[0].hi);
-            prop_assert!(uniform_sq_err(&w, g, &clipped, bits) <= uniform_sq_err(&w, g, &stats, bits));
+            prop_assert_eq!((clipped[0].mean, clipped[0].std), (stats[0].mean, stats[0].std));
+            let m = set.nearest();
+            prop_assert!(sq_err(&w, g, &clipped, bits, m) <= sq_err(&w, g, &stats, bits, m), "{:?}", set);
         }
     }
 

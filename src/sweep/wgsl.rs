@@ -38,8 +38,8 @@ impl WgslScorer {
                     .filter(|(_, rows)| rows.iter().all(|t| !t.is_empty()))
                     .collect();
                 // clipped ranges come from the host (order statistics of the group)
-                let stats = plan.clipped_stats(ti, g, bits);
-                tensors.insert((ti, g), quantizer.upload_with(&t.data, plan.grouping(ti, g), t.tensor_index, bits, &tables, stats.as_deref())?);
+                let ranges = plan.clipped_ranges(ti, g, bits);
+                tensors.insert((ti, g), quantizer.upload_with(&t.data, plan.grouping(ti, g), t.tensor_index, bits, &tables, ranges.as_ref())?);
             }
         }
         let fp32 = (0..plan.weights.tensors.len()).map(|i| stack_tensor(&[&plan.weights], i, &ctx.burn)).collect();
