@@ -30,11 +30,11 @@ def read_rows(folder):
 
 def runs():
     """The runs of the whole-net tables. The mixed-precision, Lloyd, KDE, level-set,
-    clipping and dither runs repeat their base run's variants: the sections after
-    main() read them."""
+    clipping, dither and per-channel runs repeat their base run's variants: the
+    sections after main() read them."""
     folders = sorted({os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(ROOT, "*", "results.csv*"))})
     for folder in folders:
-        if folder.endswith(("-mixed", "-lloyd", "-kde", "-dither", "-levels")) or "-clip" in folder:
+        if folder.endswith(("-mixed", "-lloyd", "-kde", "-dither", "-levels")) or "-clip" in folder or "-channel-" in folder:
             continue
         rows = read_rows(folder)
         if rows:
@@ -320,18 +320,39 @@ def clip_section():
           "and bits 2-6 and 8.\n")
     print("| run | clip | " + " | ".join(METHODS) + " | uniform-nearest weight MSE 2 / 3 / 4 | uniform-nearest metric 2 / 3 / 4 |")
     print("|---|---|" + "---|" * len(METHODS) + "---|---|")
+    clip_runs = []
     for base in sorted({f.split("-clip")[0] for f in found}):
         variants = [(f, f.split("-clip")[1]) for f in found if f.split("-clip")[0] == base]
         # the full range is the base run, unless a -clipnone run repeats it with the same grid
         if "none" not in [c for _, c in variants]:
             variants.insert(0, (base, "none"))
         variants.sort(key=lambda v: ["none", "99.9", "99", "mse"].index(v[1]) if v[1] in ("none", "99.9", "99", "mse") else 9)
+        clip_runs.append((base, variants))
+    for base, variants in clip_runs:
         for folder, clip in variants:
             s, best, at = summary_of(folder)
             cells = [bits_cell(best.get(m)) for m in METHODS]
             mse = " / ".join(f"{at[('uniform-nearest', b)]['weight_mse_mean']:.3g}" for b in (2, 3, 4))
             metric = " / ".join(fmt(at[('uniform-nearest', b)]["mean"], s["metric"]) for b in (2, 3, 4))
             print(f"| {base} | {clip} | " + " | ".join(cells) + f" | {mse} | {metric} |")
+
+    print("\nThe other level sets' nearest roundings (under `mse` each on its own range): "
+          "metric at 2 / 3 / 4 bits (weight MSE at 2 bits).\n")
+    others = ("histogram-nearest", "normal-nearest", "midrise")
+    print("| run | clip | " + " | ".join(others) + " |")
+    print("|---|---|" + "---|" * len(others))
+    for base, variants in clip_runs:
+        for folder, clip in variants:
+            s, _, at = summary_of(folder)
+            cells = []
+            for m in others:
+                if (m, 2) not in at:
+                    cells.append("—")
+                    continue
+                metric = " / ".join(fmt(at[(m, b)]["mean"], s["metric"]) for b in (2, 3, 4))
+                cells.append(f"{metric} ({at[(m, 2)]['weight_mse_mean']:.2g})")
+            if any(c != "—" for c in cells):
+                print(f"| {base} | {clip} | " + " | ".join(cells) + " |")
 
     layers = sorted(glob.glob(os.path.join(ROOT, "*-clip-layers", "*", "results.csv")))
     if layers:
@@ -347,6 +368,28 @@ def clip_section():
                 r = next(r for r in rows if r["scope"] == sc)
                 cells.append(f"{100 * float(r['value']):.1f} ({float(r['weight_mse']):.2g})")
             print(f"| {sc} | " + " | ".join(cells) + " |")
+
+
+def channel_section():
+    found = folders_like("*-channel-bn-*")
+    if not found:
+        return
+    print("\n## One group per output channel under each BatchNorm treatment (CNN)\n")
+    print("Top-1 accuracy in % by bit width: the per-layer rows are the runs of the BatchNorm "
+          "table above (the same checkpoint), the per-channel rows `--granularity channel`.\n")
+    base_of = {"fold": "cnn-fashion-mnist-reduced", "keep": "cnn-fashion-mnist-reduced-bn-keep", "pool": "cnn-fashion-mnist-reduced-bn-pool"}
+    bits = list(range(1, 9))
+    print("| bn | method | granularity | " + " | ".join(f"{b}" for b in bits) + " |")
+    print("|---|---|---|" + "---|" * len(bits))
+    for folder in found:
+        bn = folder.rsplit("-bn-", 1)[1]
+        with open(os.path.join(ROOT, folder, "summary.json")) as f:
+            ch = {(x["method"], x["bits"]): x for x in json.load(f)["settings"] if x["scope"] == "all" and x["granularity"] == "channel"}
+        _, _, layer = summary_of(base_of[bn]) if bn in base_of and os.path.isdir(os.path.join(ROOT, base_of[bn])) else (None, None, {})
+        for m in sorted({m for m, _ in ch}, key=METHODS.index):
+            for gran, at in (("layer", layer), ("channel", ch)):
+                cells = [f"{100 * at[(m, b)]['mean']:.1f}" if (m, b) in at else "—" for b in bits]
+                print(f"| {bn} | {m} | {gran} | " + " | ".join(cells) + " |")
 
 
 def dither_section():
@@ -435,6 +478,7 @@ if __name__ == "__main__":
     kde_section()
     levels_section()
     clip_section()
+    channel_section()
     dither_section()
     init_seeds_section()
     restarts_section()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|init-seeds|restarts|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|init-seeds|restarts|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -61,8 +61,8 @@ if [[ $what == kde || $what == all ]]; then
 fi
 if [[ $what == clip || $what == all ]]; then
   # each group's range clipped to its 99.9th and 99th percentiles, and per bit width
-  # to the range of least uniform-nearest squared error (mse), the study's seven
-  # methods, on the mlp-complex checkpoints
+  # and level set to the range of least squared error under that set's nearest
+  # rounding (mse), the study's seven methods, on the mlp-complex checkpoints
   for d in churn telescope california mv; do
     for p in 99.9 99 mse; do
       run --model mlp-complex --dataset $d --clip $p --out results/mlp-complex-$d-clip$p
@@ -139,6 +139,25 @@ if [[ $what == cnn-fmnist-dither || $what == all ]]; then
   run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
       --methods uniform-nearest,uniform-stochastic,uniform-dither,uniform-dither-subtractive \
       --bits 2,3,4,5,6,8 --seeds 8 --out results/cnn-fashion-mnist-reduced-dither
+fi
+if [[ $what == cnn-fmnist-channel || $what == all ]]; then
+  # the same checkpoint, one group per output channel, under each BatchNorm treatment
+  # (section 5 blamed folding's per-channel scales for the fold run's 2-3 bit loss)
+  for bn in fold keep pool; do
+    run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+        --methods uniform-nearest,normal-nearest --bits 1-8 --granularity channel \
+        --bn $bn --out results/cnn-fashion-mnist-reduced-channel-bn-$bn
+  done
+fi
+if [[ $what == cnn-fmnist-clip-keep || $what == all ]]; then
+  # the same checkpoint with BatchNorm kept f32: does mse clipping still collapse
+  # at 2 bits when no BatchNorm scale is folded into the weights?
+  for clip in none 99 mse; do
+    flag=(); [[ $clip != none ]] && flag=(--clip $clip)
+    run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+        --methods uniform-nearest --bits 2,3,4,5,6,8 --bn keep "${flag[@]}" \
+        --out results/cnn-fashion-mnist-reduced-bn-keep-clip$clip
+  done
 fi
 if [[ $what == init-seeds || $what == all ]]; then
   # mlp-simple on telescope with seed 1's split, trained from 16 initial states
