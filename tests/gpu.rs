@@ -172,7 +172,7 @@ fn parity_with_clipped_ranges() {
                     (GivenRanges::PerGroup(r.clone()), Box::new(move |_, _| r.clone()))
                 }
                 Clip::Mse => {
-                    let per_set: Vec<Vec<Vec<GroupStats>>> = sets.iter().map(|&s| reference::mse_clip_ranges(&w, grouping, &whole, &bits, s)).collect();
+                    let per_set: Vec<Vec<Vec<GroupStats>>> = reference::mse_clip_ranges(&w, grouping, &whole, &bits, &sets);
                     let flat = per_set.iter().flatten().flatten().copied().collect();
                     (GivenRanges::PerSet(sets.to_vec(), flat), Box::new(move |s, row| per_set[sets.iter().position(|&x| x == s).unwrap()][row].clone()))
                 }
@@ -208,7 +208,7 @@ fn parity_with_clipped_ranges() {
     // a method whose level set was given no range of its own is refused
     let grouping = Grouping::whole(w.len());
     let whole = reference::group_stats(&w, grouping);
-    let only_uniform = GivenRanges::PerSet(vec![LevelSet::Uniform], reference::mse_clip_ranges(&w, grouping, &whole, &bits, LevelSet::Uniform).concat());
+    let only_uniform = GivenRanges::PerSet(vec![LevelSet::Uniform], reference::mse_clip_ranges(&w, grouping, &whole, &bits, &[LevelSet::Uniform]).concat().concat());
     let t = q.upload_with(&w, grouping, 1, &bits, &[], Some(&only_uniform)).unwrap();
     let err = q.quantize_to_host(&t, &[GpuVariant { method: Method::NormalNearest, bits: 2, seed: 0 }]).err().expect("refused").to_string();
     assert!(err.contains("normal-nearest") && err.contains("level set"), "{err}");

@@ -49,6 +49,11 @@ pub fn higher_is_better(task: Task) -> bool {
     matches!(task, Task::Classification { .. })
 }
 
+/// Whether primary metric `a` is strictly better than `b` for the task.
+pub fn improves(task: Task, a: f64, b: f64) -> bool {
+    if higher_is_better(task) { a > b } else { a < b }
+}
+
 /// [rows, cols] of a tensor's stacked form: weights keep their first axis and
 /// flatten the rest; one-dimensional tensors (biases, BatchNorm) are one row.
 pub fn rows_cols(shape: &[usize]) -> (usize, usize) {

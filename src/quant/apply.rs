@@ -164,12 +164,10 @@ pub struct Plan {
     sq_sums: Vec<f64>,
     /// statistics of each group over all its values
     stats: HashMap<(usize, Granularity), Vec<GroupStats>>,
-    /// with --clip: the clipped statistics each bit width's levels are built
-    /// from, and under --clip mse each level set's own (see [`Plan::range_set`])
-    clipped: HashMap<RangeKey, Vec<GroupStats>>,
+    /// level parameters, built from the whole groups' statistics or with --clip
+    /// from the clipped ones (under --clip mse each level set's own, see
+    /// [`Plan::range_set`])
     params: HashMap<RangeKey, Vec<LevelParams>>,
-    /// under --clip mse: the level sets prepared, each with ranges of its own
-    range_sets: Vec<LevelSet>,
     /// level tables (reference::level_table) of the table level sets the grid uses
     tables: HashMap<(usize, Granularity, u32, LevelSet), Vec<f32>>,
     /// --clip: how each group's range is narrowed
@@ -253,7 +251,7 @@ impl Plan {
             }
         }
         let sq_sums = targets.iter().map(|t| tree_sum(t.data.len(), |k| t.data[k] * t.data[k]) as f64).collect();
-        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), clipped: HashMap::new(), params: HashMap::new(), range_sets: Vec::new(), tables: HashMap::new(), clip: None })
+        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new(), tables: HashMap::new(), clip: None })
     }
 
     pub fn grouping(&self, target: usize, g: Granularity) -> Grouping {
@@ -271,39 +269,30 @@ impl Plan {
     /// Computes statistics and level parameters for every granularity and bit
     /// width the grid uses, and the level tables of the table level sets in `methods`.
     pub fn prepare(&mut self, granularities: &[Granularity], bits: &[u32], methods: &[Method]) {
-        let table_sets: Vec<LevelSet> = LevelSet::TABLES.into_iter().filter(|&s| methods.iter().any(|m| m.level_set() == s)).collect();
-        let mut range_sets: Vec<Option<LevelSet>> = Vec::new();
-        for &m in methods {
-            let set = self.range_set(m);
-            if !range_sets.contains(&set) {
-                range_sets.push(set);
-            }
-            if let Some(set) = set
-                && !self.range_sets.contains(&set)
-            {
-                self.range_sets.push(set);
-            }
-        }
+        let used = |sets: &[LevelSet]| -> Vec<LevelSet> { sets.iter().copied().filter(|&s| methods.iter().any(|m| m.level_set() == s)).collect() };
+        let table_sets = used(&LevelSet::TABLES);
+        // the sets with ranges of their own (--clip mse), or one shared range
+        let range_sets: Vec<LevelSet> = if self.clip == Some(Clip::Mse) { used(&LevelSet::PARAMETRIC) } else { Vec::new() };
+        let keys: Vec<Option<LevelSet>> = if range_sets.is_empty() { vec![None] } else { range_sets.iter().copied().map(Some).collect() };
         for ti in 0..self.targets.len() {
             for &g in granularities {
                 let grouping = self.grouping(ti, g);
                 let data = &self.targets[ti].data;
                 let whole = self.stats.entry((ti, g)).or_insert_with(|| reference::group_stats(data, grouping)).clone();
-                for &set in &range_sets {
-                    let missing: Vec<u32> = bits.iter().copied().filter(|&b| !self.params.contains_key(&(ti, g, b, set))).collect();
-                    // one range per missing bit width, or none without --clip
-                    let clipped: Vec<Vec<GroupStats>> = match (self.clip, set) {
-                        _ if missing.is_empty() => Vec::new(),
-                        (None, _) => Vec::new(),
+                let missing: Vec<u32> = bits.iter().copied().filter(|&b| keys.iter().any(|&k| !self.params.contains_key(&(ti, g, b, k)))).collect();
+                if !missing.is_empty() {
+                    // [key][missing bits row]: the statistics each one's levels are built from
+                    let ranges: Vec<Vec<Vec<GroupStats>>> = match self.clip {
+                        None => vec![vec![whole.clone(); missing.len()]],
                         // a percentile's range is the same at every bit width
-                        (Some(Clip::Percentile(p)), _) => vec![reference::clip_stats(data, grouping, &whole, p); missing.len()],
-                        (Some(Clip::Mse), Some(set)) => reference::mse_clip_ranges(data, grouping, &whole, &missing, set),
-                        (Some(Clip::Mse), None) => unreachable!("under --clip mse every method has its level set's ranges"),
+                        Some(Clip::Percentile(p)) => vec![vec![reference::clip_stats(data, grouping, &whole, p); missing.len()]],
+                        Some(Clip::Mse) => reference::mse_clip_ranges(data, grouping, &whole, &missing, &range_sets),
                     };
-                    for (i, &b) in missing.iter().enumerate() {
-                        self.params.insert((ti, g, b, set), reference::tensor_params(clipped.get(i).unwrap_or(&whole), b));
+                    for (&key, per_bits) in keys.iter().zip(ranges) {
+                        for (&b, r) in missing.iter().zip(per_bits) {
+                            self.params.entry((ti, g, b, key)).or_insert_with(|| reference::tensor_params(&r, b));
+                        }
                     }
-                    self.clipped.extend(missing.iter().map(|&b| (ti, g, b, set)).zip(clipped));
                 }
                 for &set in &table_sets {
                     let missing: Vec<u32> = bits.iter().copied().filter(|&b| !self.tables.contains_key(&(ti, g, b, set))).collect();
@@ -317,15 +306,19 @@ impl Plan {
     }
 
     /// With --clip, the clipped ranges of a target at `bits` for the GPU
-    /// quantizer (after [`Plan::prepare`]); None without.
+    /// quantizer (after [`Plan::prepare`]): those its level parameters were
+    /// built from. None without.
     pub fn clipped_ranges(&self, target: usize, g: Granularity, bits: &[u32]) -> Option<GivenRanges> {
+        let ranges = |b: u32, key: Option<LevelSet>| self.params[&(target, g, b, key)].iter().map(LevelParams::range);
+        let first = *bits.first()?;
         match self.clip? {
             // the same at every bit width
-            Clip::Percentile(_) => Some(GivenRanges::PerGroup(self.clipped[&(target, g, *bits.first()?, None)].clone())),
-            Clip::Mse => Some(GivenRanges::PerSet(
-                self.range_sets.clone(),
-                self.range_sets.iter().flat_map(|&set| bits.iter().flat_map(move |&b| self.clipped[&(target, g, b, Some(set))].iter().copied())).collect(),
-            )),
+            Clip::Percentile(_) => Some(GivenRanges::PerGroup(ranges(first, None).collect())),
+            Clip::Mse => {
+                let sets: Vec<LevelSet> = LevelSet::PARAMETRIC.into_iter().filter(|&s| self.params.contains_key(&(target, g, first, Some(s)))).collect();
+                let flat = sets.iter().flat_map(|&s| bits.iter().flat_map(move |&b| ranges(b, Some(s)))).collect();
+                Some(GivenRanges::PerSet(sets, flat))
+            }
         }
     }
 

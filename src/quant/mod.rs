@@ -147,6 +147,9 @@ impl LevelSet {
     /// The level sets whose levels are a table built on the host (reference::level_tables).
     pub const TABLES: [LevelSet; 2] = [LevelSet::Lloyd, LevelSet::Kde];
 
+    /// The level sets built from a group's range and moments: those --clip applies to.
+    pub const PARAMETRIC: [LevelSet; 4] = [LevelSet::Uniform, LevelSet::Histogram, LevelSet::Normal, LevelSet::Midrise];
+
     pub fn is_table(self) -> bool {
         LevelSet::TABLES.contains(&self)
     }

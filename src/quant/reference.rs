@@ -207,13 +207,15 @@ pub const MSE_CLIP_CANDIDATES: usize = 64;
 /// clip. mean and std stay those of the whole group (the normal set's
 /// quantiles keep the group's own distribution). Not for the table level sets.
 pub fn mse_clip_stats(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: u32, set: LevelSet) -> Vec<GroupStats> {
-    mse_clip_ranges(w, grouping, stats, &[bits], set).pop().expect("one bit width")
+    mse_clip_ranges(w, grouping, stats, &[bits], &[set]).concat().pop().expect("one set and bit width")
 }
 
-/// [`mse_clip_stats`] at each of `bits`, each group gathered and sorted once.
-pub fn mse_clip_ranges(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: &[u32], set: LevelSet) -> Vec<Vec<GroupStats>> {
-    assert!(!set.is_table(), "--clip mse does not apply to the {set:?} level set");
-    let method = set.nearest();
+/// [`mse_clip_stats`] for each of `sets` at each of `bits` ([set][bits row]),
+/// each group gathered and sorted once.
+pub fn mse_clip_ranges(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: &[u32], sets: &[LevelSet]) -> Vec<Vec<Vec<GroupStats>>> {
+    if let Some(set) = sets.iter().find(|s| s.is_table()) {
+        panic!("--clip mse does not apply to the {set:?} level set");
+    }
     let n = grouping.group_len();
     let m = (n.max(1) - 1) / 2;
     let mut depths: Vec<usize> = (0..MSE_CLIP_CANDIDATES).map(|j| m * j * j / (MSE_CLIP_CANDIDATES * MSE_CLIP_CANDIDATES)).collect();
@@ -228,33 +230,33 @@ pub fn mse_clip_ranges(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits
             (values, sorted)
         })
         .collect();
-    bits.iter()
-        .map(|&b| {
-            let z = z_table(b);
-            groups
-                .par_iter()
-                .zip(stats)
-                .map(|((values, sorted), s)| {
-                    let range = |r: usize| GroupStats { lo: sorted[r], hi: sorted[n - 1 - r], ..*s };
-                    let sq_err = |r: usize| {
-                        let p = LevelParams::new(&range(r), b, z);
-                        values
-                            .iter()
-                            .map(|&x| {
-                                let (_, q) = p.code_value(method, x, 0.0, z);
-                                (f64::from(x) - f64::from(q)).powi(2)
-                            })
-                            .sum::<f64>()
-                    };
-                    // a NaN error (NaN weights) never wins
-                    let errs: Vec<f64> = depths.par_iter().map(|&r| sq_err(r)).map(|e| if e.is_nan() { f64::INFINITY } else { e }).collect();
-                    // the first least error: depths ascend, so a tie keeps the shallower clip
-                    let best = (0..depths.len()).fold(0, |b, i| if errs[i].total_cmp(&errs[b]).is_lt() { i } else { b });
-                    range(depths[best])
-                })
-                .collect()
-        })
-        .collect()
+    // one range per group for `method`'s rounding at `b` bits
+    let ranges = |method: Method, b: u32| -> Vec<GroupStats> {
+        let z = z_table(b);
+        groups
+            .par_iter()
+            .zip(stats)
+            .map(|((values, sorted), s)| {
+                let range = |r: usize| GroupStats { lo: sorted[r], hi: sorted[n - 1 - r], ..*s };
+                let sq_err = |r: usize| {
+                    let p = LevelParams::new(&range(r), b, z);
+                    values
+                        .iter()
+                        .map(|&x| {
+                            let (_, q) = p.code_value(method, x, 0.0, z);
+                            (f64::from(x) - f64::from(q)).powi(2)
+                        })
+                        .sum::<f64>()
+                };
+                // a NaN error (NaN weights) never wins
+                let errs: Vec<f64> = depths.par_iter().map(|&r| sq_err(r)).map(|e| if e.is_nan() { f64::INFINITY } else { e }).collect();
+                // the first least error: depths ascend, so a tie keeps the shallower clip
+                let best = (0..depths.len()).fold(0, |b, i| if errs[i].total_cmp(&errs[b]).is_lt() { i } else { b });
+                range(depths[best])
+            })
+            .collect()
+    };
+    sets.iter().map(|set| bits.iter().map(|&b| ranges(set.nearest(), b)).collect()).collect()
 }
 
 /// z_i = Φ⁻¹(i/(K-1)) for the lower half of i = 1..K-2; the upper half mirrors
@@ -324,6 +326,11 @@ impl LevelParams {
 
     pub fn levels(&self) -> u32 {
         1 << self.bits
+    }
+
+    /// The range and moments these parameters were built from.
+    pub fn range(&self) -> GroupStats {
+        GroupStats { lo: self.lo, hi: self.hi, mean: self.mean, std: self.std }
     }
 
     /// Level `t` of the level set (not used by midrise, whose values are
@@ -1017,9 +1024,6 @@ mod tests {
         sq_err(w, g, stats, bits, Method::UniformNearest)
     }
 
-    /// The level sets --clip mse chooses ranges for.
-    const RANGE_SETS: [LevelSet; 4] = [LevelSet::Uniform, LevelSet::Histogram, LevelSet::Normal, LevelSet::Midrise];
-
     #[test]
     fn mse_clipping_cuts_an_outlier_at_low_bits_and_keeps_the_range_at_high_bits() {
         // 0..=99 and outliers at -300 and 300, per channel with a second, plain
@@ -1047,7 +1051,7 @@ mod tests {
         let flat = vec![3.0f32; 10];
         let fg = Grouping::whole(10);
         let fs = group_stats(&flat, fg);
-        for set in RANGE_SETS {
+        for set in LevelSet::PARAMETRIC {
             assert_eq!(mse_clip_stats(&flat, fg, &fs, 1, set), fs);
         }
     }
@@ -1063,7 +1067,7 @@ mod tests {
         let g = Grouping::whole(w.len());
         let stats = group_stats(&w, g);
         let uniform = mse_clip_stats(&w, g, &stats, 3, LevelSet::Uniform);
-        for set in RANGE_SETS {
+        for set in LevelSet::PARAMETRIC {
             let own = mse_clip_stats(&w, g, &stats, 3, set);
             let m = set.nearest();
             assert!(own[0].hi < stats[0].hi && own[0].lo > stats[0].lo, "{set:?}: {own:?}");
@@ -1079,7 +1083,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
         fn mse_clipping_never_rounds_worse_than_the_whole_range(w in finite_weights(), bits in 1u32..=8, s in 0usize..4) {
-            let set = RANGE_SETS[s];
+            let set = LevelSet::PARAMETRIC[s];
             let g = Grouping::whole(w.len());
             let stats = group_stats(&w, g);
             let clipped = mse_clip_stats(&w, g, &stats, bits, set);

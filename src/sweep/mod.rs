@@ -149,7 +149,6 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
     if config.restarts <= 1 {
         return Ok((train_or_load_one(config, dataset, spec, base, compute, progress)?, Vec::new()));
     }
-    let higher = crate::eval::higher_is_better(dataset.task);
     let mut best: Option<Trained> = None;
     let mut all = Vec::new();
     for k in 0..config.restarts {
@@ -157,8 +156,7 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
         let trained = train_or_load_one(config, dataset, spec, settings, compute, progress)?;
         let valid = trained.2.valid_metric;
         all.push(Restart { init_seed: trained.1.seed, valid_metric: valid, checkpoint: trained.3.clone() });
-        let better = best.as_ref().is_none_or(|b| if higher { valid > b.2.valid_metric } else { valid < b.2.valid_metric });
-        if better {
+        if best.as_ref().is_none_or(|b| crate::eval::improves(dataset.task, valid, b.2.valid_metric)) {
             best = Some(trained);
         }
     }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Targets, Task};
 use crate::error::{Error, Result};
-use crate::eval::{Evaluator, higher_is_better};
+use crate::eval::{Evaluator, improves};
 use crate::models::cnn::ConvNet;
 use crate::models::mlp::Mlp;
 use crate::models::{ModelSpec, Weights};
@@ -181,7 +181,6 @@ fn fit_model<M: Trainable>(
     let bar = progress.bar(total_steps as u64, "training");
     let layout = model.valid().host_weights()?;
     let valid_eval = Evaluator::new(dataset, &dataset.valid, device, &layout, ops, 128)?;
-    let better = |a: f64, b: f64| if higher_is_better(dataset.task) { a > b } else { a < b };
 
     let mut best: Option<(f64, f64, Weights)> = None;
     let mut last_valid = f64::NAN;
@@ -225,7 +224,7 @@ fn fit_model<M: Trainable>(
                 let weights = model.valid().host_weights()?;
                 let metric = valid_eval.score_all(&weights)?.primary;
                 let at = epoch as f64 + (step + 1) as f64 / steps_per_epoch as f64;
-                if best.as_ref().is_none_or(|(_, m, _)| better(metric, *m)) {
+                if best.as_ref().is_none_or(|(_, m, _)| improves(dataset.task, metric, *m)) {
                     best = Some((at, metric, weights));
                 }
                 last_valid = metric;
