@@ -8,8 +8,8 @@
 //   2 bits:    array<u32>          the bit width of each row of params
 //   3 params:  array<LevelParams>  out, [row][group]
 //   4 shape:   array<u32, 4>       groups, rows, stats per row (0 or 1), 0
-// A row is a bit width, or under --clip mse a (level set, bit width) pair, each
-// level set with host-chosen ranges of its own.
+// A row is a bit width, or under --clip mse a (method, bit width) pair, each
+// method with host-chosen ranges of its own.
 // Dispatch: (ceil(groups / 64), rows, 1), workgroup 64.
 
 @group(0) @binding(0) var<storage, read_write> stats: array<GroupStats>;

@@ -196,11 +196,11 @@ pub struct SweepArgs {
 
     /// Clip each group's range before the levels are built; weights outside
     /// round to the end levels. P (e.g. 99.9): to the group's P-th percentile
-    /// at both ends. mse: at each bit width and for each level set, to the
-    /// range (of 64 depths) whose nearest rounding onto that set (midrise: its
-    /// own rounding) has the least squared error over the group; a method
-    /// rounds within its level set's range. For the uniform, histogram, normal
-    /// and midrise methods.
+    /// at both ends. mse: at each bit width and for each method, to the range
+    /// (of 64 depths) whose rounding by that method has the least squared
+    /// error over the group (for the stochastic and dither methods, the least
+    /// expected error over their random draws). For the uniform, histogram,
+    /// normal and midrise methods.
     #[arg(long, value_name = "P|mse", allow_negative_numbers = true)]
     pub clip: Option<Clip>,
 

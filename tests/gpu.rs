@@ -149,9 +149,9 @@ fn parity_with_an_outlier() {
 }
 
 /// With clipped ranges given by the host (--clip P: one range per group; --clip
-/// mse: one per group, bit width and level set), the GPU's level parameters and
-/// codes are the reference's, each method rounding within its level set's range
-/// and outliers landing on the end levels.
+/// mse: one per group, bit width and method), the GPU's level parameters and
+/// codes are the reference's, each method rounding within its own range and
+/// outliers landing on the end levels.
 #[test]
 fn parity_with_clipped_ranges() {
     let mut w = normalish(2000, 17, 0.05);
@@ -159,37 +159,39 @@ fn parity_with_clipped_ranges() {
     w[1500] = -7.0;
     let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
     let bits: Vec<u32> = vec![2, 4, 8];
-    // listed in another order than the methods', so a block found by position is checked
-    let sets = [LevelSet::Normal, LevelSet::Uniform, LevelSet::Midrise, LevelSet::Histogram];
+    // every method with ranges of its own, listed in another order than
+    // Method::ALL's, so a block found by position is checked
+    let methods: Vec<Method> = Method::ALL.into_iter().rev().filter(|m| !m.level_set().is_table()).collect();
     for (shape, axis, g) in [([200usize, 10usize], 1usize, Granularity::Layer), ([200, 10], 1, Granularity::Channel)] {
         let grouping = Grouping::for_granularity(&shape, axis, g);
         let whole = reference::group_stats(&w, grouping);
         for clip in [Clip::Percentile(99.0), Clip::Mse] {
-            // the range of (level set, bits row)
-            let (given, range): (GivenRanges, Box<dyn Fn(LevelSet, usize) -> Vec<GroupStats>>) = match clip {
+            // the range of (method, bits row)
+            let (given, range): (GivenRanges, Box<dyn Fn(Method, usize) -> Vec<GroupStats>>) = match clip {
                 Clip::Percentile(p) => {
                     let r = reference::clip_stats(&w, grouping, &whole, p);
                     (GivenRanges::PerGroup(r.clone()), Box::new(move |_, _| r.clone()))
                 }
                 Clip::Mse => {
-                    let per_set: Vec<Vec<Vec<GroupStats>>> = reference::mse_clip_ranges(&w, grouping, &whole, &bits, &sets);
-                    let flat = per_set.iter().flatten().flatten().copied().collect();
-                    (GivenRanges::PerSet(sets.to_vec(), flat), Box::new(move |s, row| per_set[sets.iter().position(|&x| x == s).unwrap()][row].clone()))
+                    let per_method: Vec<Vec<Vec<GroupStats>>> = reference::mse_clip_ranges(&w, grouping, &whole, &bits, &methods);
+                    let flat = per_method.iter().flatten().flatten().copied().collect();
+                    let methods = methods.clone();
+                    (GivenRanges::PerMethod(methods.clone(), flat), Box::new(move |m, row| per_method[methods.iter().position(|&x| x == m).unwrap()][row].clone()))
                 }
             };
             let t = q.upload_with(&w, grouping, 1, &bits, &[], Some(&given)).unwrap();
-            assert_eq!(q.stats(&t).unwrap(), range(sets[0], 0));
+            assert_eq!(q.stats(&t).unwrap(), range(methods[0], 0));
             let outlier_group = grouping.group_of(3);
             // over the whole layer the 2-bit levels would miss the 1,998 small weights;
             // in a channel of 200, clipping the one outlier costs more than it saves
             if g == Granularity::Layer || matches!(clip, Clip::Percentile(_)) {
-                assert!(range(LevelSet::Uniform, 0)[outlier_group].hi < 9.0, "{clip} {g:?}: the outlier is clipped at 2 bits");
+                assert!(range(Method::UniformNearest, 0)[outlier_group].hi < 9.0, "{clip} {g:?}: the outlier is clipped at 2 bits");
             }
             let variants: Vec<GpuVariant> = all_variants(&bits, &[1, 2]).into_iter().filter(|v| !v.method.level_set().is_table()).collect();
             let got = q.quantize_to_host(&t, &variants).unwrap();
             for (v, gq) in variants.iter().zip(&got) {
                 let row = bits.iter().position(|&b| b == v.bits).unwrap();
-                let r = range(v.method.level_set(), row);
+                let r = range(v.method, row);
                 let params = reference::tensor_params(&r, v.bits);
                 let want = reference::quantize(&w, grouping, &params, &[], VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 1 });
                 assert_eq!(gq.codes, want.codes, "{clip} {g:?} {v:?}");
@@ -199,19 +201,24 @@ fn parity_with_clipped_ranges() {
                     assert_eq!(gq.values[3], r[outlier_group].hi, "{clip} {g:?} {v:?}");
                 }
             }
-            // under mse the sets' ranges differ somewhere, so a wrong block would show
+            // under mse the level sets' ranges differ somewhere, and so do a
+            // stochastic rounding's and its set's nearest rounding's: a wrong
+            // block, or one per level set, would show
             if clip == Clip::Mse && g == Granularity::Layer {
-                assert!(sets.iter().any(|&s| range(s, 0) != range(LevelSet::Uniform, 0)), "{g:?}: every set chose uniform's ranges");
+                assert!(methods.iter().any(|&m| range(m, 0) != range(Method::UniformNearest, 0)), "{g:?}: every method chose uniform-nearest's ranges");
+                let nearest = |m: Method| methods.iter().copied().find(|n| n.level_set() == m.level_set() && !n.is_stochastic()).unwrap();
+                let own: Vec<Method> = methods.iter().copied().filter(|&m| m.is_stochastic() && (0..bits.len()).any(|row| range(m, row) != range(nearest(m), row))).collect();
+                assert!(!own.is_empty(), "{g:?}: every random rounding chose its level set's nearest rounding's ranges");
             }
         }
     }
-    // a method whose level set was given no range of its own is refused
+    // a method given no range of its own is refused, even beside its level set's nearest rounding
     let grouping = Grouping::whole(w.len());
     let whole = reference::group_stats(&w, grouping);
-    let only_uniform = GivenRanges::PerSet(vec![LevelSet::Uniform], reference::mse_clip_ranges(&w, grouping, &whole, &bits, &[LevelSet::Uniform]).concat().concat());
-    let t = q.upload_with(&w, grouping, 1, &bits, &[], Some(&only_uniform)).unwrap();
-    let err = q.quantize_to_host(&t, &[GpuVariant { method: Method::NormalNearest, bits: 2, seed: 0 }]).err().expect("refused").to_string();
-    assert!(err.contains("normal-nearest") && err.contains("level set"), "{err}");
+    let only_nearest = GivenRanges::PerMethod(vec![Method::UniformNearest], reference::mse_clip_ranges(&w, grouping, &whole, &bits, &[Method::UniformNearest]).concat().concat());
+    let t = q.upload_with(&w, grouping, 1, &bits, &[], Some(&only_nearest)).unwrap();
+    let err = q.quantize_to_host(&t, &[GpuVariant { method: Method::UniformStochastic, bits: 2, seed: 0 }]).err().expect("refused").to_string();
+    assert!(err.contains("uniform-stochastic") && err.contains("without ranges"), "{err}");
 }
 
 #[test]

@@ -354,9 +354,9 @@ fn clipping_is_checked_recorded_and_changes_the_levels() {
     let config = |out: &str| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(work.path().join(out).join("config.json")).unwrap()).unwrap() };
     assert_eq!(config("clipped")["config"]["clip"], 95.0, "a percentile is written as a number, as before --clip mse");
 
-    // --clip mse: per bit width and level set, the range of least error under
-    // that set's nearest rounding: no method's weight error rises, and each
-    // method's range moves somewhere
+    // --clip mse: per bit width and method, the range of least error under
+    // that method's rounding: no deterministic method's weight error rises,
+    // and each method's range moves somewhere
     let (mse, report) = run("mse", &["--clip", "mse"]);
     assert!(report.contains("least squared error"), "{report}");
     assert_eq!(config("mse")["config"]["clip"], "mse");

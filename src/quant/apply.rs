@@ -151,9 +151,9 @@ impl QuantReport {
     }
 }
 
-/// (target, granularity, bits, level set whose ranges these are: None when
-/// every method shares them)
-type RangeKey = (usize, Granularity, u32, Option<LevelSet>);
+/// (target, granularity, bits, method whose ranges these are: None when every
+/// method shares them)
+type RangeKey = (usize, Granularity, u32, Option<Method>);
 
 /// A model prepared for quantization.
 pub struct Plan {
@@ -165,8 +165,8 @@ pub struct Plan {
     /// statistics of each group over all its values
     stats: HashMap<(usize, Granularity), Vec<GroupStats>>,
     /// level parameters, built from the whole groups' statistics or with --clip
-    /// from the clipped ones (under --clip mse each level set's own, see
-    /// [`Plan::range_set`])
+    /// from the clipped ones (under --clip mse each method's own, see
+    /// [`Plan::range_key`])
     params: HashMap<RangeKey, Vec<LevelParams>>,
     /// level tables (reference::level_table) of the table level sets the grid uses
     tables: HashMap<(usize, Granularity, u32, LevelSet), Vec<f32>>,
@@ -259,11 +259,11 @@ impl Plan {
         if t.shape.len() == 1 { Grouping::whole(t.data.len()) } else { t.grouping(g) }
     }
 
-    /// The level set whose own ranges a method's levels are built from: its own
-    /// under --clip mse (each set's nearest rounding has its own optimum), None
-    /// (shared by every method) otherwise.
-    pub fn range_set(&self, method: Method) -> Option<LevelSet> {
-        (self.clip == Some(Clip::Mse)).then(|| method.level_set())
+    /// Whose ranges a method's levels are built from: its own under --clip mse
+    /// (each rounding onto each level set has its own optimum), None (shared by
+    /// every method) otherwise.
+    pub fn range_key(&self, method: Method) -> Option<Method> {
+        (self.clip == Some(Clip::Mse)).then_some(method)
     }
 
     /// Computes statistics and level parameters for every granularity and bit
@@ -271,9 +271,9 @@ impl Plan {
     pub fn prepare(&mut self, granularities: &[Granularity], bits: &[u32], methods: &[Method]) {
         let used = |sets: &[LevelSet]| -> Vec<LevelSet> { sets.iter().copied().filter(|&s| methods.iter().any(|m| m.level_set() == s)).collect() };
         let table_sets = used(&LevelSet::TABLES);
-        // the sets with ranges of their own (--clip mse), or one shared range
-        let range_sets: Vec<LevelSet> = if self.clip == Some(Clip::Mse) { used(&LevelSet::PARAMETRIC) } else { Vec::new() };
-        let keys: Vec<Option<LevelSet>> = if range_sets.is_empty() { vec![None] } else { range_sets.iter().copied().map(Some).collect() };
+        // the methods with ranges of their own (--clip mse), or one shared range
+        let range_methods: Vec<Method> = if self.clip == Some(Clip::Mse) { Method::ALL.into_iter().filter(|m| methods.contains(m) && !m.level_set().is_table()).collect() } else { Vec::new() };
+        let keys: Vec<Option<Method>> = if range_methods.is_empty() { vec![None] } else { range_methods.iter().copied().map(Some).collect() };
         for ti in 0..self.targets.len() {
             for &g in granularities {
                 let grouping = self.grouping(ti, g);
@@ -286,7 +286,7 @@ impl Plan {
                         None => vec![vec![whole.clone(); missing.len()]],
                         // a percentile's range is the same at every bit width
                         Some(Clip::Percentile(p)) => vec![vec![reference::clip_stats(data, grouping, &whole, p); missing.len()]],
-                        Some(Clip::Mse) => reference::mse_clip_ranges(data, grouping, &whole, &missing, &range_sets),
+                        Some(Clip::Mse) => reference::mse_clip_ranges(data, grouping, &whole, &missing, &range_methods),
                     };
                     for (&key, per_bits) in keys.iter().zip(ranges) {
                         for (&b, r) in missing.iter().zip(per_bits) {
@@ -309,22 +309,22 @@ impl Plan {
     /// quantizer (after [`Plan::prepare`]): those its level parameters were
     /// built from. None without.
     pub fn clipped_ranges(&self, target: usize, g: Granularity, bits: &[u32]) -> Option<GivenRanges> {
-        let ranges = |b: u32, key: Option<LevelSet>| self.params[&(target, g, b, key)].iter().map(LevelParams::range);
+        let ranges = |b: u32, key: Option<Method>| self.params[&(target, g, b, key)].iter().map(LevelParams::range);
         let first = *bits.first()?;
         match self.clip? {
             // the same at every bit width
             Clip::Percentile(_) => Some(GivenRanges::PerGroup(ranges(first, None).collect())),
             Clip::Mse => {
-                let sets: Vec<LevelSet> = LevelSet::PARAMETRIC.into_iter().filter(|&s| self.params.contains_key(&(target, g, first, Some(s)))).collect();
-                let flat = sets.iter().flat_map(|&s| bits.iter().flat_map(move |&b| ranges(b, Some(s)))).collect();
-                Some(GivenRanges::PerSet(sets, flat))
+                let methods: Vec<Method> = Method::ALL.into_iter().filter(|&m| self.params.contains_key(&(target, g, first, Some(m)))).collect();
+                let flat = methods.iter().flat_map(|&m| bits.iter().flat_map(move |&b| ranges(b, Some(m)))).collect();
+                Some(GivenRanges::PerMethod(methods, flat))
             }
         }
     }
 
     /// Level parameters of a target for a method (after [`Plan::prepare`]).
     pub fn params(&self, target: usize, g: Granularity, bits: u32, method: Method) -> &[LevelParams] {
-        &self.params[&(target, g, bits, self.range_set(method))]
+        &self.params[&(target, g, bits, self.range_key(method))]
     }
 
     /// The level table of a target for a table level set (empty unless

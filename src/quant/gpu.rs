@@ -60,10 +60,10 @@ type Dispatch = (Option<u32>, Vec<(usize, GpuVariant)>);
 pub enum GivenRanges {
     /// one per group, the same at every bit width (reference::clip_stats)
     PerGroup(Vec<GroupStats>),
-    /// [set][bits row][group]: each listed level set's own range at each bit
+    /// [method][bits row][group]: each listed method's own range at each bit
     /// width of the upload (reference::mse_clip_ranges); a method rounds
-    /// within its level set's
-    PerSet(Vec<LevelSet>, Vec<GroupStats>),
+    /// within its own
+    PerMethod(Vec<Method>, Vec<GroupStats>),
 }
 
 /// A tensor on the device with its per-group statistics and level parameters.
@@ -71,9 +71,10 @@ pub struct GpuTensor {
     pub grouping: Grouping,
     pub tensor_index: u32,
     pub bits: Vec<u32>,
-    /// the level sets with level parameters of their own, in the order of
-    /// their blocks of bits rows in `params` (empty: one block for every method)
-    range_sets: Vec<LevelSet>,
+    /// the methods with level parameters of their own (--clip mse), in the
+    /// order of their blocks of bits rows in `params` (empty: one block for
+    /// every method)
+    range_methods: Vec<Method>,
     weights: wgpu::Buffer,
     stats: wgpu::Buffer,
     params: wgpu::Buffer,
@@ -241,15 +242,15 @@ impl GpuQuantizer {
     /// `bits`; and with `ranges` given (--clip), the level parameters are built
     /// from those instead of statistics computed on the device.
     pub fn upload_with(&self, data: &[f32], grouping: Grouping, tensor_index: u32, bits: &[u32], tables: &[Tables<'_>], ranges: Option<&GivenRanges>) -> Result<GpuTensor> {
-        let (range_sets, given): (&[LevelSet], Option<&[GroupStats]>) = match ranges {
+        let (range_methods, given): (&[Method], Option<&[GroupStats]>) = match ranges {
             None => (&[], None),
             Some(GivenRanges::PerGroup(s)) => (&[], Some(s)),
-            Some(GivenRanges::PerSet(sets, s)) => (sets, Some(s)),
+            Some(GivenRanges::PerMethod(methods, s)) => (methods, Some(s)),
         };
-        let blocks_of_rows = range_sets.len().max(1);
-        let expected = if range_sets.is_empty() { grouping.groups } else { grouping.groups * bits.len() * range_sets.len() };
-        if given.is_some_and(|s| s.len() != expected) || range_sets.iter().any(|s| s.is_table()) {
-            return Err(Error::Quant("the given ranges do not match the grouping, bit widths and level sets".into()));
+        let blocks_of_rows = range_methods.len().max(1);
+        let expected = if range_methods.is_empty() { grouping.groups } else { grouping.groups * bits.len() * range_methods.len() };
+        if given.is_some_and(|s| s.len() != expected) || range_methods.iter().any(|m| m.level_set().is_table()) {
+            return Err(Error::Quant("the given ranges do not match the grouping, bit widths and methods".into()));
         }
         if data.len() != grouping.len || data.is_empty() {
             return Err(Error::Quant(format!("tensor of {} elements does not match its grouping of {}", data.len(), grouping.len)));
@@ -286,7 +287,7 @@ impl GpuQuantizer {
             return Err(Error::Quant(format!("a tensor of {} groups of {glen} exceeds the dispatch limits", grouping.groups)));
         }
         let weights = self.ctx.storage("weights", bytemuck::cast_slice(data));
-        // [level set block][bits row][group]
+        // [method block][bits row][group]
         let rows: Vec<u32> = bits.repeat(blocks_of_rows);
         let params = self.ctx.empty("params", rows.len() * grouping.groups * std::mem::size_of::<LevelParams>());
         let g = grouping.groups as u32;
@@ -297,8 +298,8 @@ impl GpuQuantizer {
         };
 
         let bit_list = self.ctx.storage("bits", bytemuck::cast_slice(&rows));
-        // given ranges per level set are given per row; the kernel's shape[2]
-        let per_row = !range_sets.is_empty() as u32;
+        // given ranges per method are given per row; the kernel's shape[2]
+        let per_row = !range_methods.is_empty() as u32;
         let pshape = self.ctx.storage("shape", bytemuck::cast_slice(&[g, rows.len() as u32, per_row, 0]));
         self.pass(
             &mut enc,
@@ -307,7 +308,7 @@ impl GpuQuantizer {
             (g.div_ceil(64), rows.len() as u32, 1),
         );
         self.ctx.queue.submit([enc.finish()]);
-        Ok(GpuTensor { grouping, tensor_index, bits: bits.to_vec(), range_sets: range_sets.to_vec(), weights, stats, params, tables, table_rows })
+        Ok(GpuTensor { grouping, tensor_index, bits: bits.to_vec(), range_methods: range_methods.to_vec(), weights, stats, params, tables, table_rows })
     }
 
     /// The quantize kernel's table for `variants` (output slots in order).
@@ -317,11 +318,11 @@ impl GpuQuantizer {
             let row = t.bits.iter().position(|&b| b == v.bits).ok_or_else(|| Error::Quant(format!("{} bits were not prepared for this tensor", v.bits)))?;
             let key = super::draw_key(v.seed, super::stream_id(v.method, v.bits), t.tensor_index);
             let set = v.method.level_set();
-            // the row of its level parameters: its level set's block, when it has one
-            let block = if t.range_sets.is_empty() {
+            // the row of its level parameters: its own block, when it has one
+            let block = if t.range_methods.is_empty() {
                 0
             } else {
-                t.range_sets.iter().position(|&s| s == set).ok_or_else(|| Error::Quant(format!("{}: the tensor was uploaded without ranges for its level set", v.method)))?
+                t.range_methods.iter().position(|&m| m == v.method).ok_or_else(|| Error::Quant(format!("{}: the tensor was uploaded without ranges for this method", v.method)))?
             };
             let params_row = block * t.bits.len() + row;
             let start = if set.is_table() {
@@ -440,10 +441,10 @@ impl GpuQuantizer {
         self.read(&t.stats, t.grouping.groups * 16)
     }
 
-    /// Level parameters as computed on the device, [level set block][bits row][group]
-    /// (one block unless uploaded with [`GivenRanges::PerSet`]).
+    /// Level parameters as computed on the device, [method block][bits row][group]
+    /// (one block unless uploaded with [`GivenRanges::PerMethod`]).
     pub fn params(&self, t: &GpuTensor) -> Result<Vec<LevelParams>> {
-        self.read(&t.params, t.range_sets.len().max(1) * t.bits.len() * t.grouping.groups * std::mem::size_of::<LevelParams>())
+        self.read(&t.params, t.range_methods.len().max(1) * t.bits.len() * t.grouping.groups * std::mem::size_of::<LevelParams>())
     }
 
     /// The z table as computed on the device.

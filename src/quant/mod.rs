@@ -147,24 +147,8 @@ impl LevelSet {
     /// The level sets whose levels are a table built on the host (reference::level_tables).
     pub const TABLES: [LevelSet; 2] = [LevelSet::Lloyd, LevelSet::Kde];
 
-    /// The level sets built from a group's range and moments: those --clip applies to.
-    pub const PARAMETRIC: [LevelSet; 4] = [LevelSet::Uniform, LevelSet::Histogram, LevelSet::Normal, LevelSet::Midrise];
-
     pub fn is_table(self) -> bool {
         LevelSet::TABLES.contains(&self)
-    }
-
-    /// The method that rounds to the nearest level of this set (midrise's own
-    /// rounding for the midrise set): whose error `--clip mse` minimises.
-    pub fn nearest(self) -> Method {
-        match self {
-            LevelSet::Uniform => Method::UniformNearest,
-            LevelSet::Histogram => Method::HistogramNearest,
-            LevelSet::Normal => Method::NormalNearest,
-            LevelSet::Midrise => Method::Midrise,
-            LevelSet::Lloyd => Method::LloydNearest,
-            LevelSet::Kde => Method::KdeNearest,
-        }
     }
 }
 
@@ -174,10 +158,9 @@ impl LevelSet {
 pub enum Clip {
     /// lo and hi are the group's P-th percentiles (P in (50, 100)), the same for every bit width.
     Percentile(f64),
-    /// At each bit width and for each level set, the range whose nearest
-    /// rounding onto that set ([`LevelSet::nearest`]) has the least squared
-    /// error over the group (reference::mse_clip_stats): every method rounds
-    /// within the range chosen for its own level set.
+    /// At each bit width and for each method, the range whose rounding by that
+    /// method has the least (expected) squared error over the group
+    /// (reference::mse_clip_stats): every method rounds within its own.
     Mse,
 }
 
@@ -234,7 +217,7 @@ impl Clip {
     pub fn describe(self) -> String {
         match self {
             Clip::Percentile(p) => format!("each group's range clipped to its {p}th percentile"),
-            Clip::Mse => "each group's range clipped, per bit width and level set, to the one with the least squared error under nearest rounding onto that level set (midrise: its own rounding)".into(),
+            Clip::Mse => "each group's range clipped, per bit width and method, to the one with the least squared error under that method's rounding (expected over the random draws for the stochastic and dither methods)".into(),
         }
     }
 }

@@ -563,8 +563,8 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
     }
 
     if config.clip == Some(Clip::Mse) {
-        let sets = config.methods.iter().map(|m| m.level_set()).collect::<std::collections::HashSet<_>>().len();
-        progress.log(&format!("--clip mse: trying {MSE_CLIP_CANDIDATES} ranges per group at each bit width, for each of {sets} level set(s)"));
+        let methods = config.methods.len();
+        progress.log(&format!("--clip mse: trying {MSE_CLIP_CANDIDATES} ranges per group at each bit width, for each of {methods} method(s)"));
     }
     let Prepared { weights, plan, evaluator, per_batch, notes } = prepare(config, &spec, &dataset, weights, &compute)?;
     for note in notes {
