@@ -61,7 +61,7 @@ if [[ $what == kde || $what == all ]]; then
 fi
 if [[ $what == clip || $what == all ]]; then
   # each group's range clipped to its 99.9th and 99th percentiles, and per bit width
-  # and level set to the range of least squared error under that set's nearest
+  # and method to the range of least (expected) squared error under that method's
   # rounding (mse), the study's seven methods, on the mlp-complex checkpoints
   for d in churn telescope california mv; do
     for p in 99.9 99 mse; do
