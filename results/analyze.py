@@ -354,20 +354,28 @@ def clip_section():
             if any(c != "—" for c in cells):
                 print(f"| {base} | {clip} | " + " | ".join(cells) + " |")
 
-    layers = sorted(glob.glob(os.path.join(ROOT, "*-clip-layers", "*", "results.csv")))
-    if layers:
-        print("\nuniform-nearest at 2 bits, the whole net and each layer alone (the rest fp32): "
-              "accuracy % (weight MSE of the quantized part).\n")
-        runs_ = {os.path.basename(os.path.dirname(p)): read_rows(os.path.relpath(os.path.dirname(p), ROOT)) for p in layers}
-        scopes = [r["scope"] for r in next(iter(runs_.values()))]
-        print("| scope | " + " | ".join(f"clip {c}" for c in runs_) + " |")
-        print("|---|" + "---|" * len(runs_))
-        for sc in scopes:
-            cells = []
-            for rows in runs_.values():
-                r = next(r for r in rows if r["scope"] == sc)
-                cells.append(f"{100 * float(r['value']):.1f} ({float(r['weight_mse']):.2g})")
-            print(f"| {sc} | " + " | ".join(cells) + " |")
+    scope_table("*-clip-layers", "uniform-nearest at 2 bits, the whole net and each layer alone (the rest fp32)")
+    scope_table("*-clip-where", "uniform-nearest at 2 bits, with the named layers held fp32 (one layer each, "
+                "then every layer after the first k)")
+
+
+def scope_table(pattern, caption):
+    """One row per scope, one column per clip (the folders under `pattern`)."""
+    found = sorted(glob.glob(os.path.join(ROOT, pattern, "*", "results.csv")))
+    if not found:
+        return
+    print(f"\n{caption}: accuracy % (weight MSE of the quantized part).\n")
+    runs_ = {os.path.basename(os.path.dirname(p)): read_rows(os.path.relpath(os.path.dirname(p), ROOT)) for p in found}
+    scopes = [r["scope"] for r in next(iter(runs_.values()))]
+    print("| scope | " + " | ".join(f"clip {c}" for c in runs_) + " |")
+    print("|---|" + "---|" * len(runs_))
+    for sc in scopes:
+        cells = []
+        for rows in runs_.values():
+            r = next(r for r in rows if r["scope"] == sc)
+            cells.append(f"{100 * float(r['value']):.1f} ({float(r['weight_mse']):.2g})")
+        name = "held fp32: " + sc[4:].replace("=fp32", "") if sc.startswith("all+") else sc
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def channel_section():

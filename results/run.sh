@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|init-seeds|restarts|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|init-seeds|restarts|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -157,6 +157,22 @@ if [[ $what == cnn-fmnist-clip-keep || $what == all ]]; then
     run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
         --methods uniform-nearest --bits 2,3,4,5,6,8 --bn keep "${flag[@]}" \
         --out results/cnn-fashion-mnist-reduced-bn-keep-clip$clip
+  done
+fi
+if [[ $what == cnn-fmnist-clip-where || $what == all ]]; then
+  # where the 2-bit mse collapse comes from: uniform-nearest at 2 bits with one
+  # layer held fp32 (each of the eight), and with only the first k layers
+  # quantized (k = 2..6; k = 7 is fc.1 held), under both clips
+  layers=(blocks.0 blocks.1 blocks.2 blocks.3 blocks.4 blocks.5 fc.0 fc.1)
+  scopes=()
+  for l in "${layers[@]}"; do scopes+=(--layer-bits "$l=fp32"); done
+  for k in 2 3 4 5 6; do
+    held=$(printf '%s=fp32,' "${layers[@]:k}"); scopes+=(--layer-bits "${held%,}")
+  done
+  for clip in 99 mse; do
+    run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+        --methods uniform-nearest --bits 2 --clip $clip "${scopes[@]}" \
+        --checkpoint-dir results/checkpoints --out results/cnn-fashion-mnist-reduced-clip-where/$clip
   done
 fi
 if [[ $what == init-seeds || $what == all ]]; then
