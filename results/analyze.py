@@ -310,7 +310,8 @@ def levels_section():
 
 
 def clip_section():
-    found = folders_like("*-clip*")
+    # the dither runs under --clip mse have their own table (dither_section)
+    found = [f for f in folders_like("*-clip*") if "-dither-" not in f]
     if not found:
         return
     print("\n## Range clipping (--clip P or mse) against the full range\n")
@@ -401,7 +402,7 @@ def channel_section():
 
 
 def dither_section():
-    found = folders_like("*-dither")
+    found = folders_like("*-dither") + folders_like("*-dither-clipmse")
     if not found:
         return
     methods = ["uniform-nearest", "uniform-stochastic", "uniform-dither", "uniform-dither-subtractive"]

@@ -77,6 +77,13 @@ if [[ $what == dither || $what == all ]]; then
         --methods uniform-nearest,uniform-stochastic,uniform-dither,uniform-dither-subtractive \
         --out results/mlp-complex-$d-dither
   done
+  # the same under --clip mse: each rounding on the range of its own least
+  # (expected) squared error
+  for d in churn telescope california mv; do
+    run --model mlp-complex --dataset $d --clip mse \
+        --methods uniform-nearest,uniform-stochastic,uniform-dither,uniform-dither-subtractive \
+        --out results/mlp-complex-$d-dither-clipmse
+  done
 fi
 if [[ $what == seeds || $what == all ]]; then
   # the dense classifiers again at seeds 2-8 (seed 1 is the runs above): split,
