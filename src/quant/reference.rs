@@ -237,8 +237,8 @@ pub fn mse_clip_ranges(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits
         })
         .collect();
     // each (method, bits row, group) searched on its own: the depths in
-    // ascending order, skipping a depth whose error cannot beat the best so
-    // far (MseBound), so the choice is the exhaustive search's
+    // ascending order, skipping a depth whose error cannot beat the least so
+    // far ([`mse_bound`]), so the choice is the exhaustive search's
     let tasks: Vec<(usize, usize, usize)> =
         (0..methods.len()).flat_map(|mi| (0..bits.len()).flat_map(move |bi| (0..grouping.groups).map(move |g| (mi, bi, g)))).collect();
     let found: Vec<GroupStats> = tasks
@@ -288,7 +288,7 @@ const MSE_BOUND_SLACK: f64 = 1e-6;
 fn mse_bound(sorted: &[f32], r: usize, p: &LevelParams, set: LevelSet, z: &[f32]) -> f64 {
     let n = sorted.len();
     let step = f64::from(p.step).abs();
-    let (first, last) = if p.degenerate != 0 || set.is_table() { (p.lo, p.hi) } else { (p.level(set, 0, z), p.level(set, p.last_code(set, z), z)) };
+    let (first, last) = if p.degenerate != 0 { (p.lo, p.hi) } else { (p.level(set, 0, z), p.level(set, p.last_code(set, z), z)) };
     let low = f64::from(first.min(p.lo)) - step;
     let high = f64::from(last.max(p.hi)) + step;
     let below: f64 = sorted[..r].iter().map(|&x| (low - f64::from(x)).max(0.0).powi(2)).sum();
