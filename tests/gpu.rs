@@ -252,7 +252,7 @@ fn parity_with_thousands_of_variants_in_one_dispatch() {
 }
 
 #[test]
-fn weight_error_sums_match_the_reference_bit_for_bit() {
+fn weight_error_and_gain_sums_match_the_reference_bit_for_bit() {
     let w = normalish(3000, 5, 0.1);
     let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
     let grouping = Grouping::whole(w.len());
@@ -271,13 +271,16 @@ fn weight_error_sums_match_the_reference_bit_for_bit() {
         },
     );
     let region = sweep_gpu::gpu::bridge::Region { buffer: &buf, offset: 0, size: (flat.len() * 4) as u64 };
-    let gpu = q.sq_err(&t, &region, 2).unwrap();
+    let gpu = q.weight_sums(&t, &region, 2).unwrap();
     for (i, v) in values.iter().enumerate() {
         let want = reference::tree_sum(n, |k| {
             let d = w[k] - v.values[k];
             d * d
         });
-        assert_eq!(gpu[i].to_bits(), want.to_bits(), "variant {i}");
+        assert_eq!(gpu[i].0.to_bits(), want.to_bits(), "variant {i}: Σ (w - q)²");
+        // the weight gain's numerator, Σ w q, in the same order
+        let cross = reference::tree_sum(n, |k| w[k] * v.values[k]);
+        assert_eq!(gpu[i].1.to_bits(), cross.to_bits(), "variant {i}: Σ w q");
     }
 }
 
@@ -434,7 +437,7 @@ fn gpu_sweep_matches_the_reference_and_the_cpu_run() {
     let n_test = 60.0; // 20 % of 300 rows
     for ((w, r), c) in wgsl.iter().zip(&reference).zip(&cpu) {
         assert_eq!(w.variant_id, r.variant_id);
-        assert_eq!((w.value, w.weight_mse, w.sqnr_db, w.size_bytes), (r.value, r.weight_mse, r.sqnr_db, r.size_bytes), "{}", w.variant_id);
+        assert_eq!((w.value, w.weight_mse, w.sqnr_db, w.weight_gain, w.size_bytes), (r.value, r.weight_mse, r.sqnr_db, r.weight_gain, r.size_bytes), "{}", w.variant_id);
         // same weights on the CPU; burn's two backends may disagree on a sample
         // whose logits tie to float precision
         assert_eq!(w.weight_mse.to_bits(), c.weight_mse.to_bits(), "{}", w.variant_id);

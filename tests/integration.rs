@@ -553,6 +553,53 @@ fn regression_sweep_reports_mse_and_mae_in_target_units() {
     // 16-bit is indistinguishable from fp32; 4-bit is worse
     let r16 = rows.iter().find(|r| r.bits == 16).unwrap();
     assert!((r16.value - r16.fp32_value).abs() / r16.fp32_value < 1e-3);
+    // and keeps the weights' scale: a gain of 1 to within the 16-bit step
+    let g16 = r16.weight_gain.expect("weight_gain is written");
+    assert!((g16 - 1.0).abs() < 1e-4, "{g16}");
+}
+
+/// A results.csv written before the weight_gain column still reads (`report`
+/// redraws from it, the gain left empty), but no run appends to it: resuming
+/// is refused before any training, naming the file, and the file is untouched.
+#[test]
+fn a_results_file_from_before_the_weight_gain_column_reads_and_is_not_appended_to() {
+    let data = tabular_dir(200);
+    let work = tempfile::tempdir().unwrap();
+    let (o, dir) = sweep_into(data.path(), work.path(), "old", &["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--epochs", "1", "--bits", "2,3", "--seeds", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv_path = dir.join("results.csv");
+    let rows = sweep_gpu::report::read_results(&csv_path, false).unwrap();
+    assert!(rows.iter().all(|r| r.weight_gain.is_some_and(f64::is_finite)));
+    // the earlier layout: the column dropped, and the last row not yet written
+    let text = std::fs::read_to_string(&csv_path).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|&c| c == "weight_gain").unwrap();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    w.write_record(header.iter().enumerate().filter(|&(i, _)| i != col).map(|(_, c)| *c)).unwrap();
+    let records: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    for rec in &records[..records.len() - 1] {
+        w.write_record(rec.iter().enumerate().filter(|&(i, _)| i != col).map(|(_, c)| c)).unwrap();
+    }
+    let old = w.into_inner().unwrap();
+    std::fs::write(&csv_path, &old).unwrap();
+
+    let legacy = sweep_gpu::report::read_results(&csv_path, false).unwrap();
+    assert_eq!(legacy.len(), rows.len() - 1);
+    assert!(legacy.iter().zip(&rows).all(|(a, b)| a.weight_gain.is_none() && a.value == b.value && a.weight_mse == b.weight_mse));
+    let rep = sweep_gpu().args(["report", dir.to_str().unwrap()]).output().unwrap();
+    assert!(rep.status.success(), "{}", String::from_utf8_lossy(&rep.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert!(summary["settings"].as_array().unwrap().iter().all(|s| s["weight_gain_mean"].is_null()), "{summary}");
+
+    let resumed = sweep_gpu().args(["--resume", dir.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!resumed.status.success() && !stderr.contains("panicked"), "{stderr}");
+    for needle in ["results.csv", "weight_gain", "new --out"] {
+        assert!(stderr.contains(needle), "missing {needle:?} in: {stderr}");
+    }
+    assert!(!stderr.contains("training mlp-simple"), "{stderr}");
+    assert_eq!(std::fs::read(&csv_path).unwrap(), old);
 }
 
 /// Interrupts a sweep after `abort_after` batches (and tears its last row, as a

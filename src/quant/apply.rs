@@ -137,6 +137,8 @@ pub struct QuantReport {
     pub sq_err: f64,
     /// Σ w² over the same elements
     pub sq_sum: f64,
+    /// Σ w q over the same elements
+    pub cross: f64,
     pub quantized: usize,
     pub size_bytes: usize,
 }
@@ -148,6 +150,12 @@ impl QuantReport {
     /// Signal to quantization-noise ratio in dB (infinite when the error is 0).
     pub fn sqnr_db(&self) -> f64 {
         10.0 * (self.sq_sum / self.sq_err).log10()
+    }
+    /// The weight gain Σ w q / Σ w²: the least-squares scale of the quantized
+    /// weights on the fp32 ones, the systematic part of the error (1: none;
+    /// below 1: shrunk). NaN when nothing was quantized or every weight is 0.
+    pub fn gain(&self) -> f64 {
+        self.cross / self.sq_sum
     }
 }
 
@@ -354,12 +362,14 @@ impl Plan {
         bytes + self.weights.tensors.iter().zip(&quantized).filter(|(_, q)| !**q).map(|(t, _)| 4 * t.len()).sum::<usize>()
     }
 
-    /// Weight error and size, given Σ (w - q)² of each target in scope (in the
-    /// canonical f32 tree order, so the CPU reference and the GPU agree bit for bit).
-    pub fn report(&self, v: &Variant, sq_errs: &[(usize, f32)]) -> QuantReport {
+    /// Weight error, gain and size, given Σ (w - q)² and Σ w q of each target
+    /// in scope (in the canonical f32 tree order, so the CPU reference and the
+    /// GPU agree bit for bit).
+    pub fn report(&self, v: &Variant, sums: &[(usize, f32, f32)]) -> QuantReport {
         let mut r = QuantReport { size_bytes: self.size_bytes(v), ..Default::default() };
-        for &(ti, e) in sq_errs {
+        for &(ti, e, c) in sums {
             r.sq_err += e as f64;
+            r.cross += c as f64;
             r.sq_sum += self.sq_sums[ti];
             r.quantized += self.targets[ti].data.len();
         }
@@ -382,7 +392,8 @@ impl Plan {
                 let d = w[k] - q.values[k];
                 d * d
             });
-            quantized.push((ti, err));
+            let cross = tree_sum(w.len(), |k| w[k] * q.values[k]);
+            quantized.push((ti, err, cross));
         }
         let report = self.report(v, &quantized);
         (out, report)

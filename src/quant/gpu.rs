@@ -411,23 +411,27 @@ impl GpuQuantizer {
         Ok(())
     }
 
-    /// Σ (w - q)² per variant, in the canonical tree order, read back.
-    pub fn sq_err(&self, t: &GpuTensor, values: &Region<'_>, variants: usize) -> Result<Vec<f32>> {
+    /// Σ (w - q)² and Σ w q per variant, each in the canonical tree order, read back.
+    pub fn weight_sums(&self, t: &GpuTensor, values: &Region<'_>, variants: usize) -> Result<Vec<(f32, f32)>> {
         let n = t.len();
         let blocks = n.div_ceil(REDUCE_BLOCK);
-        let partials = self.ctx.empty("partials", variants * blocks * 16);
-        let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[n as u32, blocks as u32, 0, 0]));
         let mut enc = self.encoder();
-        self.pass(
-            &mut enc,
-            Kernel::SqErrPartials,
-            &[t.weights.as_entire_binding(), values.binding(), partials.as_entire_binding(), shape.as_entire_binding()],
-            (blocks as u32, variants as u32, 1),
-        );
-        let total = self.reduce(&mut enc, partials, variants, blocks);
+        let mut totals = Vec::with_capacity(2);
+        for mode in [0u32, 1] {
+            let partials = self.ctx.empty("partials", variants * blocks * 16);
+            let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[n as u32, blocks as u32, mode, 0]));
+            self.pass(
+                &mut enc,
+                Kernel::SqErrPartials,
+                &[t.weights.as_entire_binding(), values.binding(), partials.as_entire_binding(), shape.as_entire_binding()],
+                (blocks as u32, variants as u32, 1),
+            );
+            totals.push(self.reduce(&mut enc, partials, variants, blocks));
+        }
         self.ctx.queue.submit([enc.finish()]);
-        let p: Vec<Partial> = self.read(&total, variants * 16)?;
-        Ok(p.iter().map(|p| p.sum).collect())
+        let sq: Vec<Partial> = self.read(&totals[0], variants * 16)?;
+        let cross: Vec<Partial> = self.read(&totals[1], variants * 16)?;
+        Ok(sq.iter().zip(&cross).map(|(e, c)| (e.sum, c.sum)).collect())
     }
 
     /// Copies `bytes` bytes of `buffer` back to the host.

@@ -277,6 +277,7 @@ mod tests {
             value2_mean: None,
             weight_mse_mean: 0.0,
             sqnr_db_mean: 0.0,
+            weight_gain_mean: None,
             size_bytes: 0,
         }
     }

@@ -38,6 +38,11 @@ pub struct ResultRow {
     pub weight_mse: f64,
     /// signal-to-quantization-noise ratio of the quantized weights, dB
     pub sqnr_db: f64,
+    /// Σ w q / Σ w² over the quantized tensors: the least-squares scale of the
+    /// quantized weights on the fp32 ones (1: kept; below 1: shrunk). Empty in
+    /// a results.csv written before the column was added.
+    #[serde(default)]
+    pub weight_gain: Option<f64>,
     pub size_bytes: usize,
     pub fp32_size_bytes: usize,
     /// cpu or gpu: where the model was evaluated
@@ -55,8 +60,11 @@ pub struct ResultsWriter {
 }
 
 impl ResultsWriter {
-    /// Opens `path` for appending; writes the header when the file is new or empty.
+    /// Opens `path` for appending; writes the header when the file is new or
+    /// empty, and refuses a file with another header (one written before the
+    /// weight_gain column, say): appending would mix two layouts.
     pub fn open(path: &Path) -> Result<ResultsWriter> {
+        check_appendable(path)?;
         let fresh = std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true);
         let file = OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
         let writer = csv::WriterBuilder::new().has_headers(fresh).from_writer(file);
@@ -73,6 +81,24 @@ impl ResultsWriter {
         self.writer.get_ref().sync_data().map_err(|e| err(&e))?;
         Ok(())
     }
+}
+
+/// Whether rows of this version can be appended to `path`: it is missing or
+/// empty, or its header is this version's. A results.csv written before the
+/// weight_gain column still reads, but appending would mix two layouts.
+pub fn check_appendable(path: &Path) -> Result<()> {
+    if std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true) {
+        return Ok(());
+    }
+    let mut first = String::new();
+    BufReader::new(File::open(path).map_err(|e| Error::io(path, e))?).read_line(&mut first).map_err(|e| Error::io(path, e))?;
+    if first.trim_end() == csv_header().join(",") {
+        return Ok(());
+    }
+    Err(Error::Results {
+        path: path.to_path_buf(),
+        message: "its header is not this version's (an earlier sweep-gpu wrote it, without the weight_gain column): no rows can be added to it; rerun into a new --out, or move the folder away".into(),
+    })
 }
 
 /// Reads results.csv. A last line without its newline is a row torn by a killed
@@ -110,7 +136,10 @@ pub fn parse_results(path: &Path, text: &str) -> Result<Vec<ResultRow>> {
     let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
     let headers = rdr.headers().map_err(|e| Error::Results { path: path.to_path_buf(), message: format!("unreadable header: {e}") })?.clone();
     let expected = csv_header();
-    if headers.iter().collect::<Vec<_>>() != expected {
+    let found: Vec<&str> = headers.iter().collect();
+    // files written before the weight_gain column read with it empty
+    let legacy: Vec<&str> = expected.iter().copied().filter(|&c| c != "weight_gain").collect();
+    if found != expected && found != legacy {
         return Err(Error::Results {
             path: path.to_path_buf(),
             message: format!("the header is not sweep-gpu's results.csv header (expected {})", expected.join(",")),
@@ -126,7 +155,7 @@ pub fn parse_results(path: &Path, text: &str) -> Result<Vec<ResultRow>> {
 pub fn csv_header() -> Vec<&'static str> {
     vec![
         "variant_id", "model", "dataset", "method", "bits", "granularity", "seed", "scope", "bias", "bn", "metric", "value",
-        "fp32_value", "metric2", "value2", "fp32_value2", "weight_mse", "sqnr_db", "size_bytes", "fp32_size_bytes",
+        "fp32_value", "metric2", "value2", "fp32_value2", "weight_mse", "sqnr_db", "weight_gain", "size_bytes", "fp32_size_bytes",
         "device", "adapter", "quantizer", "eval_ms",
     ]
 }

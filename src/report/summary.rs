@@ -27,6 +27,9 @@ pub struct SettingStats {
     pub value2_mean: Option<f64>,
     pub weight_mse_mean: f64,
     pub sqnr_db_mean: f64,
+    /// mean weight gain (Σ w q / Σ w²); None when the rows predate the column
+    #[serde(default)]
+    pub weight_gain_mean: Option<f64>,
     pub size_bytes: usize,
 }
 
@@ -121,6 +124,7 @@ pub fn summarize(rows: &[ResultRow], higher_is_better: bool) -> Option<Summary> 
             value2_mean: first.value2.map(|_| mean_of(&|r| r.value2.unwrap_or(f64::NAN))),
             weight_mse_mean: mean_of(&|r| r.weight_mse),
             sqnr_db_mean: mean_of(&|r| r.sqnr_db),
+            weight_gain_mean: rs.iter().all(|r| r.weight_gain.is_some()).then(|| mean_of(&|r| r.weight_gain.unwrap_or(f64::NAN))),
             size_bytes: rs[0].size_bytes,
         });
     }
@@ -202,6 +206,7 @@ mod tests {
             fp32_value2: None,
             weight_mse: 0.0,
             sqnr_db: 0.0,
+            weight_gain: Some(1.0),
             size_bytes: size,
             fp32_size_bytes: 1000,
             device: "cpu".into(),

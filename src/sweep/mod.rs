@@ -702,6 +702,7 @@ fn row(
         fp32_value2: fp32.secondary,
         weight_mse: q.mse(),
         sqnr_db: q.sqnr_db(),
+        weight_gain: Some(q.gain()),
         size_bytes: q.size_bytes,
         fp32_size_bytes: fp32_size,
         device: compute.kind().into(),
@@ -778,6 +779,7 @@ fn check_earlier_run(config: &Config, dataset: &Dataset) -> Result<()> {
     if !results.is_file() || !config.out.join("config.json").is_file() {
         return Ok(());
     }
+    report::results::check_appendable(&results)?;
     let earlier = report::read_info(&config.out)?;
     let refuse = |what: String, fix: &str| Error::Results { path: results.clone(), message: format!("this folder holds a run with {what}; {fix} or choose a new --out") };
     if earlier.data_hash != dataset.data_hash {

@@ -55,7 +55,7 @@ impl WgslScorer {
         let v = batch.len();
         let mut params: Vec<Tensor<3>> = self.fp32.clone();
         let mut changed = vec![false; params.len()];
-        let mut sq_errs: Vec<Vec<(usize, f32)>> = vec![Vec::new(); v];
+        let mut sums: Vec<Vec<(usize, f32, f32)>> = vec![Vec::new(); v];
         for (ti, _) in plan.targets_in(first) {
             let target = &plan.targets[ti];
             // the variants share a scope, so each has this target in it; a held
@@ -67,12 +67,12 @@ impl WgslScorer {
             let gt = &self.tensors[&(ti, first.granularity)];
             let (rows, cols) = if target.shape.len() == 1 { (1, target.data.len()) } else { (target.shape[0], target.cols()) };
             let out = Tensor::<3>::empty([v, rows, cols], evaluator.device());
-            let errs = bridge::with_region(&out, |region| -> Result<Vec<f32>> {
+            let per_variant = bridge::with_region(&out, |region| -> Result<Vec<(f32, f32)>> {
                 self.quantizer.quantize(gt, &gv, &region, None)?;
-                self.quantizer.sq_err(gt, &region, v)
+                self.quantizer.weight_sums(gt, &region, v)
             })??;
-            for (i, e) in errs.into_iter().enumerate() {
-                sq_errs[i].push((ti, e));
+            for (i, (e, c)) in per_variant.into_iter().enumerate() {
+                sums[i].push((ti, e, c));
             }
             for m in &target.members {
                 let [_, r, c] = self.fp32[m.tensor].dims();
@@ -86,6 +86,6 @@ impl WgslScorer {
             }
         }
         let scores = evaluator.score_params(&params, v, &changed)?;
-        Ok(batch.iter().zip(sq_errs).zip(scores).map(|((var, e), s)| (plan.report(var, &e), s)).collect())
+        Ok(batch.iter().zip(sums).zip(scores).map(|((var, e), s)| (plan.report(var, &e), s)).collect())
     }
 }
