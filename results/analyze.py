@@ -365,7 +365,8 @@ def scope_table(pattern, caption):
     found = sorted(glob.glob(os.path.join(ROOT, pattern, "*", "results.csv")))
     if not found:
         return
-    print(f"\n{caption}: accuracy % (weight MSE of the quantized part).\n")
+    print(f"\n{caption}: accuracy % (weight MSE of the quantized part; its weight gain Σwq/Σw² where "
+          "results.csv has one).\n")
     runs_ = {os.path.basename(os.path.dirname(p)): read_rows(os.path.relpath(os.path.dirname(p), ROOT)) for p in found}
     scopes = [r["scope"] for r in next(iter(runs_.values()))]
     print("| scope | " + " | ".join(f"clip {c}" for c in runs_) + " |")
@@ -374,7 +375,8 @@ def scope_table(pattern, caption):
         cells = []
         for rows in runs_.values():
             r = next(r for r in rows if r["scope"] == sc)
-            cells.append(f"{100 * float(r['value']):.1f} ({float(r['weight_mse']):.2g})")
+            gain = f"; gain {float(r['weight_gain']):.3f}" if r.get("weight_gain") else ""
+            cells.append(f"{100 * float(r['value']):.1f} ({float(r['weight_mse']):.2g}{gain})")
         name = "held fp32: " + sc[4:].replace("=fp32", "") if sc.startswith("all+") else sc
         print(f"| {name} | " + " | ".join(cells) + " |")
 
