@@ -318,9 +318,10 @@ def clip_section():
     print("Per method, the smallest bit width within 1 % of fp32, whole net; then uniform-nearest's "
           "weight MSE at 2 / 3 / 4 bits and its metric at 2 / 3 / 4 bits. The first row of each run "
           "is the full range (the run without --clip). The CNN's grid has only the nearest methods "
-          "and bits 2-6 and 8.\n")
-    print("| run | clip | " + " | ".join(METHODS) + " | uniform-nearest weight MSE 2 / 3 / 4 | uniform-nearest metric 2 / 3 / 4 |")
-    print("|---|---|" + "---|" * len(METHODS) + "---|---|")
+          "and bits 2-6 and 8. The weight gain (Σwq/Σw²) is missing (—) from runs written before "
+          "results.csv had it.\n")
+    print("| run | clip | " + " | ".join(METHODS) + " | uniform-nearest weight MSE 2 / 3 / 4 | uniform-nearest metric 2 / 3 / 4 | its weight gain at 2 bits |")
+    print("|---|---|" + "---|" * len(METHODS) + "---|---|---|")
     clip_runs = []
     for base in sorted({f.split("-clip")[0] for f in found}):
         variants = [(f, f.split("-clip")[1]) for f in found if f.split("-clip")[0] == base]
@@ -335,7 +336,9 @@ def clip_section():
             cells = [bits_cell(best.get(m)) for m in METHODS]
             mse = " / ".join(f"{at[('uniform-nearest', b)]['weight_mse_mean']:.3g}" for b in (2, 3, 4))
             metric = " / ".join(fmt(at[('uniform-nearest', b)]["mean"], s["metric"]) for b in (2, 3, 4))
-            print(f"| {base} | {clip} | " + " | ".join(cells) + f" | {mse} | {metric} |")
+            gain = at[("uniform-nearest", 2)].get("weight_gain_mean")
+            gain = f"{gain:.3f}" if gain is not None else "—"
+            print(f"| {base} | {clip} | " + " | ".join(cells) + f" | {mse} | {metric} | {gain} |")
 
     print("\nThe other level sets' nearest roundings (under `mse` each on its own range): "
           "metric at 2 / 3 / 4 bits (weight MSE at 2 bits).\n")
