@@ -110,7 +110,7 @@ impl Config {
             {
                 return Err(Error::config("--clip", format!("{p} is not a percentile in (50, 100), e.g. 99.9, nor mse")));
             }
-            if let Some(m) = methods.iter().find(|m| m.level_set().is_table()) {
+            if let Some(m) = methods.iter().find(|m| !m.is_clippable()) {
                 return Err(Error::config("--clip", format!("{m} builds its levels from the whole group's values; drop it from --methods or drop --clip")));
             }
         }

@@ -277,10 +277,9 @@ impl Plan {
     /// Computes statistics and level parameters for every granularity and bit
     /// width the grid uses, and the level tables of the table level sets in `methods`.
     pub fn prepare(&mut self, granularities: &[Granularity], bits: &[u32], methods: &[Method]) {
-        let used = |sets: &[LevelSet]| -> Vec<LevelSet> { sets.iter().copied().filter(|&s| methods.iter().any(|m| m.level_set() == s)).collect() };
-        let table_sets = used(&LevelSet::TABLES);
+        let table_sets: Vec<LevelSet> = LevelSet::TABLES.into_iter().filter(|&s| methods.iter().any(|m| m.level_set() == s)).collect();
         // the methods with ranges of their own (--clip mse), or one shared range
-        let range_methods: Vec<Method> = if self.clip == Some(Clip::Mse) { Method::ALL.into_iter().filter(|m| methods.contains(m) && !m.level_set().is_table()).collect() } else { Vec::new() };
+        let range_methods: Vec<Method> = if self.clip == Some(Clip::Mse) { Method::ALL.into_iter().filter(|m| methods.contains(m) && m.is_clippable()).collect() } else { Vec::new() };
         let keys: Vec<Option<Method>> = if range_methods.is_empty() { vec![None] } else { range_methods.iter().copied().map(Some).collect() };
         for ti in 0..self.targets.len() {
             for &g in granularities {

@@ -249,7 +249,7 @@ impl GpuQuantizer {
         };
         let blocks_of_rows = range_methods.len().max(1);
         let expected = if range_methods.is_empty() { grouping.groups } else { grouping.groups * bits.len() * range_methods.len() };
-        if given.is_some_and(|s| s.len() != expected) || range_methods.iter().any(|m| m.level_set().is_table()) {
+        if given.is_some_and(|s| s.len() != expected) || range_methods.iter().any(|m| !m.is_clippable()) {
             return Err(Error::Quant("the given ranges do not match the grouping, bit widths and methods".into()));
         }
         if data.len() != grouping.len || data.is_empty() {
@@ -415,8 +415,10 @@ impl GpuQuantizer {
     pub fn weight_sums(&self, t: &GpuTensor, values: &Region<'_>, variants: usize) -> Result<Vec<(f32, f32)>> {
         let n = t.len();
         let blocks = n.div_ceil(REDUCE_BLOCK);
+        let row_bytes = (variants * 16) as u64;
+        // both sums side by side, [mode][variant], so that one readback serves them
+        let both = self.ctx.empty("weight sums", 2 * variants * 16);
         let mut enc = self.encoder();
-        let mut totals = Vec::with_capacity(2);
         for mode in [0u32, 1] {
             let partials = self.ctx.empty("partials", variants * blocks * 16);
             let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[n as u32, blocks as u32, mode, 0]));
@@ -426,12 +428,13 @@ impl GpuQuantizer {
                 &[t.weights.as_entire_binding(), values.binding(), partials.as_entire_binding(), shape.as_entire_binding()],
                 (blocks as u32, variants as u32, 1),
             );
-            totals.push(self.reduce(&mut enc, partials, variants, blocks));
+            let total = self.reduce(&mut enc, partials, variants, blocks);
+            enc.copy_buffer_to_buffer(&total, 0, &both, u64::from(mode) * row_bytes, row_bytes);
         }
         self.ctx.queue.submit([enc.finish()]);
-        let sq: Vec<Partial> = self.read(&totals[0], variants * 16)?;
-        let cross: Vec<Partial> = self.read(&totals[1], variants * 16)?;
-        Ok(sq.iter().zip(&cross).map(|(e, c)| (e.sum, c.sum)).collect())
+        let p: Vec<Partial> = self.read(&both, 2 * variants * 16)?;
+        let (sq, cross) = p.split_at(variants);
+        Ok(sq.iter().zip(cross).map(|(e, c)| (e.sum, c.sum)).collect())
     }
 
     /// Copies `bytes` bytes of `buffer` back to the host.
@@ -440,7 +443,7 @@ impl GpuQuantizer {
     }
 
     /// Group statistics as computed on the device or given (for parity tests;
-    /// of given ranges per level set and bit width, the first row's).
+    /// of given ranges per method and bit width, the first row's).
     pub fn stats(&self, t: &GpuTensor) -> Result<Vec<GroupStats>> {
         self.read(&t.stats, t.grouping.groups * 16)
     }

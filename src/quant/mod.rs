@@ -110,6 +110,12 @@ impl Method {
         self.is_stochastic() && !self.is_dither()
     }
 
+    /// Whether --clip applies: the method's levels are built from a group's
+    /// range and moments, not a table of the group's own values.
+    pub fn is_clippable(self) -> bool {
+        !self.level_set().is_table()
+    }
+
     /// Triangular dither added before nearest rounding on the uniform set.
     pub fn is_dither(self) -> bool {
         matches!(self, Method::UniformDither | Method::UniformDitherSubtractive)

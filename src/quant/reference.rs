@@ -219,13 +219,11 @@ pub fn mse_clip_stats(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits:
 /// [`mse_clip_stats`] for each of `methods` at each of `bits` ([method][bits
 /// row]), each group gathered and sorted once.
 pub fn mse_clip_ranges(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits: &[u32], methods: &[Method]) -> Vec<Vec<Vec<GroupStats>>> {
-    if let Some(m) = methods.iter().find(|m| m.level_set().is_table()) {
+    if let Some(m) = methods.iter().find(|m| !m.is_clippable()) {
         panic!("--clip mse does not apply to {m}");
     }
     let n = grouping.group_len();
-    let m = (n.max(1) - 1) / 2;
-    let mut depths: Vec<usize> = (0..MSE_CLIP_CANDIDATES).map(|j| m * j * j / (MSE_CLIP_CANDIDATES * MSE_CLIP_CANDIDATES)).collect();
-    depths.dedup();
+    let depths = mse_clip_depths(n);
     // per group: its values in group order (the error's summation order) and sorted
     let groups: Vec<(Vec<f32>, Vec<f32>)> = (0..grouping.groups)
         .into_par_iter()
@@ -269,6 +267,15 @@ pub fn mse_clip_ranges(w: &[f32], grouping: Grouping, stats: &[GroupStats], bits
     let per_row = grouping.groups;
     let mut rows = found.chunks(per_row).map(<[GroupStats]>::to_vec);
     methods.iter().map(|_| bits.iter().map(|_| rows.next().expect("one row per method and bit width")).collect()).collect()
+}
+
+/// The clipping depths r = floor(m (j/64)^2), m = floor((n-1)/2), j = 0..63,
+/// of a group of `n` ([`mse_clip_stats`]), ascending, each once.
+fn mse_clip_depths(n: usize) -> Vec<usize> {
+    let m = (n.max(1) - 1) / 2;
+    let mut depths: Vec<usize> = (0..MSE_CLIP_CANDIDATES).map(|j| m * j * j / (MSE_CLIP_CANDIDATES * MSE_CLIP_CANDIDATES)).collect();
+    depths.dedup();
+    depths
 }
 
 /// How far above the best error so far a depth's lower bound must lie for
@@ -1159,7 +1166,7 @@ mod tests {
 
     /// The methods --clip mse gives ranges of their own: all but the table sets'.
     fn clipped_methods() -> Vec<Method> {
-        Method::ALL.into_iter().filter(|m| !m.level_set().is_table()).collect()
+        Method::ALL.into_iter().filter(|m| m.is_clippable()).collect()
     }
 
     /// Σ of [`LevelParams::expected_sq_err`] over one whole group.
@@ -1259,8 +1266,7 @@ mod tests {
     /// --clip mse without the bound: every depth's error, the first least kept.
     fn exhaustive_mse_clip(w: &[f32], g: Grouping, stats: &[GroupStats], bits: u32, method: Method) -> Vec<GroupStats> {
         let n = g.group_len();
-        let m = (n - 1) / 2;
-        let depths: Vec<usize> = (0..MSE_CLIP_CANDIDATES).map(|j| m * j * j / (MSE_CLIP_CANDIDATES * MSE_CLIP_CANDIDATES)).collect();
+        let depths = mse_clip_depths(n);
         let z = z_table(bits);
         (0..g.groups)
             .map(|gi| {
