@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::data::DatasetId;
 use crate::models::ModelKind;
 use crate::quant::apply::{BiasMode, BnMode};
-use crate::quant::{Clip, Granularity, Method};
+use crate::quant::{Clip, Granularity, Method, Rescale};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -203,6 +203,13 @@ pub struct SweepArgs {
     /// normal and midrise methods.
     #[arg(long, value_name = "P|mse", allow_negative_numbers = true)]
     pub clip: Option<Clip>,
+
+    /// Scale each group's quantized weights after rounding, by one factor per
+    /// group and variant computed from the group's fp32 weights w and
+    /// quantized weights q; a deployed model folds it into the group's scale,
+    /// so sizes do not change. Any method, with or without --clip.
+    #[arg(long, value_enum, default_value = "none")]
+    pub rescale: Rescale,
 
     /// How biases meet the quantizer.
     #[arg(long, value_enum, default_value = "fp32")]

@@ -9,7 +9,7 @@ use crate::data::DatasetId;
 use crate::error::{Error, Result};
 use crate::models::ModelKind;
 use crate::quant::apply::{BiasMode, BnMode};
-use crate::quant::{Clip, Granularity, Method};
+use crate::quant::{Clip, Granularity, Method, Rescale};
 use crate::sweep::grid::{Held, held_text, parse_held};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,6 +38,9 @@ pub struct Config {
     /// --clip: a percentile (written as a number) or `mse`
     #[serde(default)]
     pub clip: Option<Clip>,
+    /// --rescale (absent from config.json when none)
+    #[serde(default, skip_serializing_if = "is_no_rescale")]
+    pub rescale: Rescale,
     pub bias: BiasMode,
     #[serde(default = "default_bn")]
     pub bn: BnMode,
@@ -194,6 +197,7 @@ impl Config {
             scope: a.scope,
             layer_bits,
             clip: a.clip,
+            rescale: a.rescale,
             bias: a.bias,
             bn: a.bn,
             device: a.device,
@@ -243,4 +247,8 @@ fn one() -> u32 {
 
 fn is_one(n: &u32) -> bool {
     *n == 1
+}
+
+fn is_no_rescale(r: &Rescale) -> bool {
+    *r == Rescale::None
 }

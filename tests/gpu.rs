@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sweep_gpu::gpu::GpuContext;
 use sweep_gpu::quant::gpu::{GivenRanges, GpuQuantizer, GpuVariant};
 use sweep_gpu::quant::reference::{self, GroupStats, VariantKey};
-use sweep_gpu::quant::{Clip, Granularity, Grouping, LevelSet, Method};
+use sweep_gpu::quant::{Clip, Granularity, Grouping, LevelSet, Method, Rescale};
 
 /// The shared quantizer; the Mutex serialises tests on the one device.
 fn quantizer() -> &'static Mutex<GpuQuantizer> {
@@ -284,6 +284,46 @@ fn weight_error_and_gain_sums_match_the_reference_bit_for_bit() {
     }
 }
 
+/// --rescale on the device: the same codes, and values equal bit for bit to
+/// the reference's rounding times its per-group factor, for every method
+/// (table sets included), whole tensors and strided or contiguous channels
+/// (groups of one and of several reduction blocks), and an all-zero channel.
+#[test]
+fn rescale_matches_the_reference_bit_for_bit() {
+    let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
+    let shape = [40usize, 300];
+    let mut data = normalish(40 * 300, 11, 0.05);
+    data[17] = 0.9; // an outlier
+    for r in 0..40 {
+        data[r * 300 + 5] = 0.0; // column 5: an all-zero channel of axis 1
+    }
+    let bits = [1u32, 2, 3, 8];
+    let variants = all_variants(&bits, &[1, 2]);
+    for (axis, g) in [(1, Granularity::Channel), (0, Granularity::Channel), (0, Granularity::Layer)] {
+        let grouping = Grouping::for_granularity(&shape, axis, g);
+        let (t, table_of) = upload(&q, &data, grouping, 2, &bits);
+        let stats = reference::group_stats(&data, grouping);
+        for mode in [Rescale::Gain, Rescale::Lsq] {
+            let got = q.quantize_to_host_rescaled(&t, &variants, mode).unwrap();
+            let mut changed = 0;
+            for (v, gq) in variants.iter().zip(&got) {
+                let key = VariantKey { method: v.method, bits: v.bits, seed: v.seed, tensor: 2 };
+                let mut want = reference::quantize(&data, grouping, &reference::tensor_params(&stats, v.bits), &table_of(v.method, v.bits), key);
+                let rounded = want.values.clone();
+                reference::rescale(&data, grouping, &mut want.values, mode);
+                assert_eq!(gq.codes, want.codes, "axis {axis} {g:?} {mode:?} {v:?}: codes");
+                if let Some(i) = gq.values.iter().zip(&want.values).position(|(a, b)| a.to_bits() != b.to_bits()) {
+                    panic!("axis {axis} {g:?} {mode:?} {v:?}: element {i} is {} on the GPU and {} by the reference (rounded to {})", gq.values[i], want.values[i], rounded[i]);
+                }
+                changed += usize::from(want.values != rounded);
+            }
+            // the rescaling did something: all but a rounding that does not
+            // correlate with the weights (one level for a skewed group) change
+            assert!(changed * 10 >= variants.len() * 9, "axis {axis} {g:?} {mode:?}: only {changed} of {} variants rescaled", variants.len());
+        }
+    }
+}
+
 /// The exact-arithmetic primitives of common.wgsl against quant::exact, input by input.
 #[test]
 fn exact_primitives_match_the_reference() {
@@ -464,6 +504,33 @@ fn gpu_sweep_with_mse_clipping_matches_the_cpu_run() {
         assert_eq!(g.variant_id, c.variant_id);
         assert_eq!((g.weight_mse.to_bits(), g.size_bytes), (c.weight_mse.to_bits(), c.size_bytes), "{}", g.variant_id);
         assert!((g.value - c.value).abs() <= 1.0 / 60.0 + 1e-12, "{}: {} vs {}", g.variant_id, g.value, c.value);
+    }
+}
+
+/// --rescale in a sweep: the WGSL quantizer gives the CPU run's weights,
+/// weight gains and sizes, with and without --clip.
+#[test]
+fn gpu_sweep_with_rescale_matches_the_cpu_run() {
+    drop(quantizer().lock().unwrap_or_else(|e| e.into_inner())); // open the shared device first
+    let data = common::tabular_dir(300);
+    let work = tempfile::tempdir().unwrap();
+    for (mode, clip) in [("gain", None), ("lsq", Some("mse"))] {
+        let run = |device: &str| {
+            let mut args = vec!["--epochs", "1", "--bits", "1,2,4", "--seeds", "2", "--methods", "uniform-nearest,histogram-stochastic,midrise", "--granularity", "channel", "--rescale", mode, "--device", device];
+            if let Some(c) = clip {
+                args.extend(["--clip", c]);
+            }
+            sweep_in(work.path(), data.path(), &format!("{mode}-{device}"), &args)
+        };
+        let cpu = run("cpu");
+        let gpu = run("gpu");
+        assert_eq!(gpu.len(), 3 * (1 + 2 + 1));
+        assert!(gpu.iter().all(|r| r.quantizer == "wgsl"));
+        for (g, c) in gpu.iter().zip(&cpu) {
+            assert_eq!(g.variant_id, c.variant_id);
+            assert_eq!((g.weight_mse.to_bits(), g.weight_gain.map(f64::to_bits), g.size_bytes), (c.weight_mse.to_bits(), c.weight_gain.map(f64::to_bits), c.size_bytes), "{mode} {}", g.variant_id);
+            assert!((g.value - c.value).abs() <= 1.0 / 60.0 + 1e-12, "{}: {} vs {}", g.variant_id, g.value, c.value);
+        }
     }
 }
 

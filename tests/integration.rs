@@ -372,6 +372,47 @@ fn clipping_is_checked_recorded_and_changes_the_levels() {
     assert!(e.contains("--clip") && e.contains("nor 'mse'"), "{e}");
 }
 
+/// --rescale: gain brings every variant's weight gain to 1, lsq never adds
+/// weight error, neither changes a size; it is recorded, reported, and a
+/// folder swept with it is not continued without it.
+#[test]
+fn rescaling_restores_the_gain_or_lowers_the_error_and_is_recorded() {
+    let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--rescale", "unit"]);
+    assert!(e.contains("--rescale") && e.contains("gain") && e.contains("lsq"), "{e}");
+    let data = tabular_dir(200);
+    let work = tempfile::tempdir().unwrap();
+    let base = ["--model", "mlp-complex", "--dataset", "churn", "--device", "cpu", "--epochs", "1", "--bits", "1,2,4", "--seeds", "2", "--methods", "uniform-nearest,uniform-stochastic,midrise"];
+    let run = |out: &str, extra: &[&str]| sweep_into(data.path(), work.path(), out, &[&base[..], extra].concat());
+    let read = |out: &str, extra: &[&str]| {
+        let (o, dir) = run(out, extra);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        (sweep_gpu::report::read_results(&dir.join("results.csv"), false).unwrap(), std::fs::read_to_string(dir.join("report.md")).unwrap(), config)
+    };
+    let (plain, _, config) = read("plain", &[]);
+    assert!(config["config"].get("rescale").is_none(), "no rescaling is left out of config.json, as before --rescale");
+    let (gain, report, config) = read("gain", &["--rescale", "gain"]);
+    assert_eq!(config["config"]["rescale"], "gain");
+    assert!(report.contains("Σw²/Σwq"), "{report}");
+    let (lsq, report, _) = read("lsq", &["--rescale", "lsq"]);
+    assert!(report.contains("Σwq/Σq²"), "{report}");
+    assert_eq!(plain.len(), 3 * (1 + 2 + 1));
+    let mut moved = 0;
+    for ((p, g), l) in plain.iter().zip(&gain).zip(&lsq) {
+        assert!(p.variant_id == g.variant_id && p.variant_id == l.variant_id);
+        assert!(p.size_bytes == g.size_bytes && p.size_bytes == l.size_bytes, "{}: the factor costs no bytes", p.variant_id);
+        let gg = g.weight_gain.unwrap();
+        assert!((gg - 1.0).abs() < 1e-4, "{}: gain {gg} after --rescale gain", p.variant_id);
+        assert!(l.weight_mse <= p.weight_mse * (1.0 + 1e-6), "{}: {} against {}", p.variant_id, l.weight_mse, p.weight_mse);
+        moved += usize::from(l.weight_mse < p.weight_mse && (p.weight_gain.unwrap() - 1.0).abs() > 1e-3);
+    }
+    assert!(moved > 0, "lsq lowered no variant's error");
+    // the folder of a rescaled run is not continued without it
+    let (o, _) = run("gain", &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("rescale") && stderr.contains("--resume"), "{stderr}");
+}
+
 /// --init-seed changes the training, not the split: its own checkpoint, the
 /// same data split; equal to --seed it is the plain run; and a folder trained
 /// with one init seed is not continued with another.

@@ -18,6 +18,8 @@ pub enum Kernel {
     LevelParams,
     Quantize,
     SqErrPartials,
+    GroupProducts,
+    Rescale,
     ScoreMlp,
 }
 
@@ -25,7 +27,7 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const LEVELS: &str = include_str!("../../shaders/levels.wgsl");
 
 impl Kernel {
-    pub const ALL: [Kernel; 9] = [
+    pub const ALL: [Kernel; 11] = [
         Kernel::GroupPartials,
         Kernel::GroupSqdevPartials,
         Kernel::ReducePartials,
@@ -34,6 +36,8 @@ impl Kernel {
         Kernel::LevelParams,
         Kernel::Quantize,
         Kernel::SqErrPartials,
+        Kernel::GroupProducts,
+        Kernel::Rescale,
         Kernel::ScoreMlp,
     ];
 
@@ -47,6 +51,8 @@ impl Kernel {
             Kernel::LevelParams => "level_params.wgsl",
             Kernel::Quantize => "quantize.wgsl",
             Kernel::SqErrPartials => "sq_err_partials.wgsl",
+            Kernel::GroupProducts => "group_products.wgsl",
+            Kernel::Rescale => "rescale.wgsl",
             Kernel::ScoreMlp => "score_mlp.wgsl",
         }
     }
@@ -61,6 +67,8 @@ impl Kernel {
             Kernel::LevelParams => include_str!("../../shaders/level_params.wgsl"),
             Kernel::Quantize => include_str!("../../shaders/quantize.wgsl"),
             Kernel::SqErrPartials => include_str!("../../shaders/sq_err_partials.wgsl"),
+            Kernel::GroupProducts => include_str!("../../shaders/group_products.wgsl"),
+            Kernel::Rescale => include_str!("../../shaders/rescale.wgsl"),
             Kernel::ScoreMlp => include_str!("../../shaders/score_mlp.wgsl"),
         }
     }
@@ -72,7 +80,7 @@ impl Kernel {
     /// Whether the kernel reads the constants buffer (bind group 1): every
     /// kernel that does exact arithmetic beyond additions.
     pub fn uses_constants(self) -> bool {
-        matches!(self, Kernel::FinishStats | Kernel::ZTable | Kernel::LevelParams)
+        matches!(self, Kernel::FinishStats | Kernel::ZTable | Kernel::LevelParams | Kernel::Rescale)
     }
 
     /// The complete WGSL the device compiles.

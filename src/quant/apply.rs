@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::gpu::GivenRanges;
 use super::reference::{self, GroupStats, LevelParams, VariantKey, tree_sum};
-use super::{Clip, Granularity, Grouping, LevelSet, Method};
+use super::{Clip, Granularity, Grouping, LevelSet, Method, Rescale};
 use crate::error::{Error, Result};
 use crate::models::{ParamRole, Weights};
 use crate::sweep::grid::Variant;
@@ -180,6 +180,8 @@ pub struct Plan {
     tables: HashMap<(usize, Granularity, u32, LevelSet), Vec<f32>>,
     /// --clip: how each group's range is narrowed
     pub clip: Option<Clip>,
+    /// --rescale: the scale applied to each group's quantized weights after rounding
+    pub rescale: Rescale,
 }
 
 impl Plan {
@@ -259,7 +261,7 @@ impl Plan {
             }
         }
         let sq_sums = targets.iter().map(|t| tree_sum(t.data.len(), |k| t.data[k] * t.data[k]) as f64).collect();
-        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new(), tables: HashMap::new(), clip: None })
+        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new(), tables: HashMap::new(), clip: None, rescale: Rescale::None })
     }
 
     pub fn grouping(&self, target: usize, g: Granularity) -> Grouping {
@@ -382,7 +384,9 @@ impl Plan {
         for (ti, bits) in self.targets_in(v) {
             let t = &self.targets[ti];
             let key = VariantKey { method: v.method, bits, seed: v.seed.unwrap_or(0), tensor: t.tensor_index };
-            let q = reference::quantize(&t.data, self.grouping(ti, v.granularity), self.params(ti, v.granularity, bits, v.method), self.table(ti, v.granularity, bits, v.method.level_set()), key);
+            let grouping = self.grouping(ti, v.granularity);
+            let mut q = reference::quantize(&t.data, grouping, self.params(ti, v.granularity, bits, v.method), self.table(ti, v.granularity, bits, v.method.level_set()), key);
+            reference::rescale(&t.data, grouping, &mut q.values, self.rescale);
             for m in &t.members {
                 t.scatter(m, &q.values, &mut out.tensors[m.tensor].data);
             }

@@ -5,7 +5,8 @@
 //! Per tensor and granularity, once: group_partials -> reduce_partials ->
 //! finish_stats (lo, hi, mean) -> group_sqdev_partials -> reduce_partials ->
 //! finish_stats (std) -> level_params for every bit width. Per batch of
-//! variants: quantize (one dispatch, the variant on z), and optionally
+//! variants: quantize (one dispatch, the variant on z), with --rescale
+//! group_products -> reduce_partials -> rescale in place, and optionally
 //! sq_err_partials -> reduce_partials for the weight error.
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use burn::tensor::wgpu::wgpu;
 use wgpu::util::DeviceExt;
 
 use super::reference::{GroupStats, LevelParams, Quantized, REDUCE_BLOCK};
-use super::{Grouping, LevelSet, Method};
+use super::{Grouping, LevelSet, Method, Rescale};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::gpu::bridge::Region;
@@ -411,6 +412,43 @@ impl GpuQuantizer {
         Ok(())
     }
 
+    /// Applies `--rescale` to the quantized values of `variants` variants of
+    /// `t` in `values` ([variant][element], as [`quantize`](Self::quantize)
+    /// wrote them), in place: group_products for the two sums of each
+    /// (variant, group), reduce_partials, then rescale. The same bits as
+    /// reference::rescale.
+    pub fn rescale(&self, t: &GpuTensor, values: &Region<'_>, variants: usize, mode: Rescale) -> Result<()> {
+        let (num, den) = match mode {
+            Rescale::None => return Ok(()),
+            Rescale::Gain => (0u32, 1u32),
+            Rescale::Lsq => (1, 2),
+        };
+        let n = t.len();
+        let g = t.grouping;
+        let blocks = g.group_len().div_ceil(REDUCE_BLOCK);
+        let rows = variants * g.groups;
+        if variants > self.ctx.limits().max_compute_workgroups_per_dimension as usize {
+            return Err(Error::Quant(format!("--rescale of {variants} variants at once exceeds the dispatch limits")));
+        }
+        let mut enc = self.encoder();
+        let [num, den] = [num, den].map(|mode| {
+            let partials = self.ctx.empty("partials", rows * blocks * 16);
+            let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[n as u32, g.groups as u32, g.stride as u32, blocks as u32, mode, 0, 0, 0]));
+            self.pass(
+                &mut enc,
+                Kernel::GroupProducts,
+                &[t.weights.as_entire_binding(), values.binding(), partials.as_entire_binding(), shape.as_entire_binding()],
+                (blocks as u32, g.groups as u32, variants as u32),
+            );
+            self.reduce(&mut enc, partials, rows, blocks)
+        });
+        let (x, y) = grid_2d(n.div_ceil(256));
+        let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[n as u32, g.groups as u32, g.stride as u32, x]));
+        self.pass(&mut enc, Kernel::Rescale, &[values.binding(), num.as_entire_binding(), den.as_entire_binding(), shape.as_entire_binding()], (x, y, variants as u32));
+        self.ctx.queue.submit([enc.finish()]);
+        Ok(())
+    }
+
     /// Σ (w - q)² and Σ w q per variant, each in the canonical tree order, read back.
     pub fn weight_sums(&self, t: &GpuTensor, values: &Region<'_>, variants: usize) -> Result<Vec<(f32, f32)>> {
         let n = t.len();
@@ -467,6 +505,16 @@ impl GpuQuantizer {
     /// As [`quantize_to_host`](Self::quantize_to_host); `one_dispatch` uses
     /// [`quantize_one_dispatch`](Self::quantize_one_dispatch).
     pub fn quantize_to_host_with(&self, t: &GpuTensor, variants: &[GpuVariant], one_dispatch: bool) -> Result<Vec<Quantized>> {
+        self.to_host(t, variants, one_dispatch, Rescale::None)
+    }
+
+    /// As [`quantize_to_host`](Self::quantize_to_host), the values then
+    /// rescaled by [`rescale`](Self::rescale) (the codes are the rounding's).
+    pub fn quantize_to_host_rescaled(&self, t: &GpuTensor, variants: &[GpuVariant], mode: Rescale) -> Result<Vec<Quantized>> {
+        self.to_host(t, variants, false, mode)
+    }
+
+    fn to_host(&self, t: &GpuTensor, variants: &[GpuVariant], one_dispatch: bool, mode: Rescale) -> Result<Vec<Quantized>> {
         let n = t.len();
         let values = self.ctx.empty("values", variants.len() * n * 4);
         let codes = self.ctx.empty("codes", variants.len() * n * 4);
@@ -476,6 +524,7 @@ impl GpuQuantizer {
         } else {
             self.quantize(t, variants, &region, Some(&codes))?;
         }
+        self.rescale(t, &region, variants.len(), mode)?;
         let v: Vec<f32> = self.read(&values, variants.len() * n * 4)?;
         let c: Vec<u32> = self.read(&codes, variants.len() * n * 4)?;
         Ok((0..variants.len()).map(|i| Quantized { codes: c[i * n..(i + 1) * n].to_vec(), values: v[i * n..(i + 1) * n].to_vec() }).collect())

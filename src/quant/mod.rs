@@ -228,6 +228,44 @@ impl Clip {
     }
 }
 
+/// --rescale: a scale applied to each group's quantized weights after
+/// rounding, chosen from the group's fp32 weights w and quantized weights q
+/// (reference::rescale). A deployed model folds it into the group's
+/// dequantization parameters (scale and offset, or level table), so it costs
+/// no bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rescale {
+    /// the levels as rounded
+    #[default]
+    None,
+    /// Σw² / Σwq: each group's weight gain Σwq/Σw² becomes 1, undoing the
+    /// systematic shrinkage (or growth) of the rounding; the noise scales with it
+    Gain,
+    /// Σwq / Σq²: the least-squares fit of the fp32 weights, the least weight
+    /// error these codes can have under one scale per group
+    Lsq,
+}
+
+impl Rescale {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rescale::None => "none",
+            Rescale::Gain => "gain",
+            Rescale::Lsq => "lsq",
+        }
+    }
+
+    /// How the report says it (None for no rescaling).
+    pub fn describe(self) -> Option<&'static str> {
+        match self {
+            Rescale::None => None,
+            Rescale::Gain => Some("each group's quantized weights rescaled by Σw²/Σwq after rounding (weight gain 1)"),
+            Rescale::Lsq => Some("each group's quantized weights rescaled by Σwq/Σq² after rounding (least-squares fit of the fp32 weights)"),
+        }
+    }
+}
+
 /// Whole tensor or one group per output channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]

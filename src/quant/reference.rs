@@ -58,7 +58,7 @@ use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
 use super::exact::{div, inv_norm_cdf, madd, recip, sqrt};
-use super::{Grouping, LevelSet, Method, draw_key, pcg_hash, stream_id, uniform_from_key};
+use super::{Grouping, LevelSet, Method, Rescale, draw_key, pcg_hash, stream_id, uniform_from_key};
 
 /// Bit widths the quantizer accepts.
 pub const BITS: std::ops::RangeInclusive<u32> = 1..=16;
@@ -162,6 +162,56 @@ pub fn group_stats(w: &[f32], grouping: Grouping) -> Vec<GroupStats> {
             GroupStats { lo, hi, mean, std: sqrt(var) }
         })
         .collect()
+}
+
+/// The factor `--rescale` applies to a group with sums `num` and `den`:
+/// `div(num, den)`, or 1 when either is not a positive finite normal number
+/// (a group rounded to zeros, or one whose rounding does not correlate
+/// positively with its weights) or the quotient is not finite. Mirrored by
+/// `rescale_factor` in shaders/rescale.wgsl.
+pub fn rescale_factor(num: f32, den: f32) -> f32 {
+    let normal = |x: f32| (f32::MIN_POSITIVE..=f32::MAX).contains(&x);
+    if !normal(num) || !normal(den) {
+        return 1.0;
+    }
+    let g = div(num, den);
+    if g.abs() <= f32::MAX { g } else { 1.0 }
+}
+
+/// The per-group factors of `mode` for the quantized weights `q` of `w`
+/// (flushed, as the quantizer reads it): Σw²/Σwq (gain) or Σwq/Σq² (lsq),
+/// each sum in the group's canonical tree order ([`tree_sum`] over k of
+/// [`Grouping::index`]), the products rounded before they are added.
+/// Computed on the GPU by shaders/group_products.wgsl and rescale.wgsl.
+pub fn rescale_factors(w: &[f32], grouping: Grouping, q: &[f32], mode: Rescale) -> Vec<f32> {
+    let n = grouping.group_len();
+    let sums = |g: usize, a: fn(f32, f32) -> f32| tree_sum(n, |k| {
+        let i = grouping.index(g, k);
+        a(flush(w[i]), q[i])
+    });
+    let ww = |w: f32, _q: f32| w * w;
+    let wq = |w: f32, q: f32| w * q;
+    let qq = |_w: f32, q: f32| q * q;
+    (0..grouping.groups)
+        .into_par_iter()
+        .map(|g| match mode {
+            Rescale::None => 1.0,
+            Rescale::Gain => rescale_factor(sums(g, ww), sums(g, wq)),
+            Rescale::Lsq => rescale_factor(sums(g, wq), sums(g, qq)),
+        })
+        .collect()
+}
+
+/// Applies `--rescale` to the quantized weights `q` of `w` in place: each
+/// group's values times its factor ([`rescale_factors`]), one f32 product.
+pub fn rescale(w: &[f32], grouping: Grouping, q: &mut [f32], mode: Rescale) {
+    if mode == Rescale::None {
+        return;
+    }
+    let f = rescale_factors(w, grouping, q, mode);
+    for (i, v) in q.iter_mut().enumerate() {
+        *v *= f[grouping.group_of(i)];
+    }
 }
 
 /// The values of group `g` as the quantizer reads them (subnormals flushed), in group order.
@@ -1404,5 +1454,65 @@ mod tests {
         let g = Grouping::whole(6);
         let t = level_table(LevelSet::Lloyd, &w, g, &group_stats(&w, g), 1);
         assert_eq!(t, vec![2.0, 100.0]);
+    }
+
+    /// 8 strided channels of one bell at scales 0.02..0.16, channel 3 all zero.
+    fn channel_bells() -> (Vec<f32>, Grouping) {
+        let (rows, ch) = (500, 8);
+        let w = (0..rows * ch)
+            .map(|i| {
+                let (r, c) = (i / ch, i % ch);
+                let z = inv_norm_cdf(((r * 7919) % rows) as f32 / rows as f32 + 0.5 / rows as f32);
+                if c == 3 { 0.0 } else { z * 0.02 * (c + 1) as f32 }
+            })
+            .collect();
+        (w, Grouping::per_channel(&[rows, ch], 1))
+    }
+
+    #[test]
+    fn rescale_restores_each_groups_gain_or_fits_it_by_least_squares() {
+        let (w, g) = channel_bells();
+        let stats = group_stats(&w, g);
+        let members = |c: usize| (0..g.group_len()).map(move |k| g.index(c, k));
+        let methods = [Method::UniformNearest, Method::UniformStochastic, Method::HistogramNearest, Method::NormalNearest, Method::Midrise];
+        for method in methods {
+            for bits in [1, 2, 3, 5] {
+                let key = VariantKey { method, bits, seed: 3, tensor: 0 };
+                let q0 = quantize(&w, g, &tensor_params(&stats, bits), &[], key).values;
+                let scaled = |mode: Rescale| {
+                    let mut v = q0.clone();
+                    rescale(&w, g, &mut v, mode);
+                    (rescale_factors(&w, g, &q0, mode), v)
+                };
+                let (gain_f, gain) = scaled(Rescale::Gain);
+                let (lsq_f, lsq) = scaled(Rescale::Lsq);
+                // Σ (w - s v)² over channel c, in f64
+                let err = |v: &[f32], c: usize, s: f64| members(c).map(|i| (w[i] as f64 - s * v[i] as f64).powi(2)).sum::<f64>();
+                for c in 0..g.groups {
+                    // one factor per group: each value is the rounding's times it
+                    for (f, v) in [(gain_f[c], &gain), (lsq_f[c], &lsq)] {
+                        assert!(members(c).all(|i| v[i].to_bits() == (q0[i] * f).to_bits()), "{method} {bits} channel {c}");
+                    }
+                    if c == 3 {
+                        assert_eq!((gain_f[c], lsq_f[c]), (1.0, 1.0), "an all-zero group keeps its levels");
+                        continue;
+                    }
+                    let ww: f64 = members(c).map(|i| (w[i] as f64).powi(2)).sum();
+                    let wq: f64 = members(c).map(|i| w[i] as f64 * gain[i] as f64).sum();
+                    assert!((wq / ww - 1.0).abs() < 1e-5, "{method} {bits} channel {c}: gain {} after --rescale gain", wq / ww);
+                    let e = err(&lsq, c, 1.0);
+                    assert!(e <= err(&q0, c, 1.0) * (1.0 + 1e-6), "{method} {bits} channel {c}: lsq has more error than no rescaling");
+                    assert!(e < err(&lsq, c, 0.99) && e < err(&lsq, c, 1.01), "{method} {bits} channel {c}: a nearby scale fits better");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rescale_factor_is_one_unless_both_sums_are_positive_finite_normals() {
+        assert_eq!(rescale_factor(3.0, 2.0), 1.5);
+        for (a, b) in [(0.0, 1.0), (1.0, 0.0), (-1.0, 2.0), (2.0, -1.0), (f32::NAN, 1.0), (1.0, f32::INFINITY), (1e-39, 1.0), (1.0, 1e-39), (3e38, 1.5e-38)] {
+            assert_eq!(rescale_factor(a, b), 1.0, "{a} / {b}");
+        }
     }
 }

@@ -382,6 +382,7 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     let weights = if folded { crate::models::fold_batchnorm(&trained, crate::models::cnn::BN_EPSILON) } else { trained };
     let mut plan = Plan::new(weights.clone(), config.bias, config.bn)?;
     plan.clip = config.clip;
+    plan.rescale = config.rescale;
     let start = Instant::now();
     plan.prepare(&config.granularities, &config.quantized_bits(), &config.methods);
     let prepare_seconds = start.elapsed().as_secs_f64();

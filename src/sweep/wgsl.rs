@@ -69,6 +69,7 @@ impl WgslScorer {
             let out = Tensor::<3>::empty([v, rows, cols], evaluator.device());
             let per_variant = bridge::with_region(&out, |region| -> Result<Vec<(f32, f32)>> {
                 self.quantizer.quantize(gt, &gv, &region, None)?;
+                self.quantizer.rescale(gt, &region, v, plan.rescale)?;
                 self.quantizer.weight_sums(gt, &region, v)
             })??;
             for (i, (e, c)) in per_variant.into_iter().enumerate() {
