@@ -311,7 +311,8 @@ def levels_section():
 
 def clip_section():
     # the dither runs under --clip mse have their own table (dither_section)
-    found = [f for f in folders_like("*-clip*") if "-dither-" not in f]
+    # the rescaled runs under --clip mse have their own table (rescale_section)
+    found = [f for f in folders_like("*-clip*") if "-dither-" not in f and not f.endswith(("-gain", "-lsq"))]
     if not found:
         return
     print("\n## Range clipping (--clip P or mse) against the full range\n")
@@ -382,6 +383,71 @@ def scope_table(pattern, caption):
             cells.append(f"{100 * float(r['value']):.1f} ({float(r['weight_mse']):.2g}{gain})")
         name = "held fp32: " + sc[4:].replace("=fp32", "") if sc.startswith("all+") else sc
         print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def rescale_section():
+    """--rescale gain / lsq against the same clip without it: the dense nets
+    under --clip mse, the CNN under each clip."""
+    dense = [f[: -len("-clipmse-gain")] for f in folders_like("*-clipmse-gain")]
+    cnn = "cnn-fashion-mnist-reduced"
+    cnn_found = os.path.isdir(os.path.join(ROOT, cnn + "-rescale"))
+    if not dense and not cnn_found:
+        return
+    print("\n## Rescaling after rounding (--rescale gain or lsq)\n")
+    print("Each group's quantized weights times Σw²/Σwq (gain: weight gain 1) or Σwq/Σq² (lsq: least "
+          "squares), against the same clip without rescaling. Per method, the smallest bit width within "
+          "1 % of fp32 (whole net); then uniform-nearest's metric at 2 / 3 / 4 bits, its weight MSE and "
+          "weight gain at 2 bits.\n")
+    groups = [(base, "mse", [(f"{base}-clipmse", "none"), (f"{base}-clipmse-gain", "gain"), (f"{base}-clipmse-lsq", "lsq")]) for base in dense]
+    if cnn_found:
+        for clip in ("none", "99", "mse"):
+            groups.append((cnn, clip, [(f"{cnn}-clip{clip}", "none")] + [(f"{cnn}-rescale/clip{clip}-{m}", m) for m in ("gain", "lsq")]))
+    present = [m for m in METHODS if any(m in summary_of(f)[1] for _, _, fs in groups for f, _ in fs)]
+    print("| run | clip | rescale | " + " | ".join(present) + " | uniform-nearest 2 / 3 / 4 | weight MSE 2 bits | gain 2 bits |")
+    print("|---|---|---|" + "---|" * len(present) + "---|---|---|")
+    for base, clip, folders in groups:
+        for folder, mode in folders:
+            s, best, at = summary_of(folder)
+            cells = [bits_cell(best.get(m)) for m in present]
+            metric = " / ".join(fmt(at[("uniform-nearest", b)]["mean"], s["metric"]) for b in (2, 3, 4))
+            u2 = at[("uniform-nearest", 2)]
+            gain = u2.get("weight_gain_mean")
+            gain = f"{gain:.3f}" if gain is not None else "—"
+            print(f"| {base} | {clip} | {mode} | " + " | ".join(cells) + f" | {metric} | {u2['weight_mse_mean']:.3g} | {gain} |")
+
+    if dense:
+        print("\nDense nets under --clip mse: cells (method x bit width, the mean over seeds for the "
+              "stochastic methods) where rescaling scores better / worse than no rescaling (the rest tie).\n")
+        print("| run | rescale | 1 bit | 2-4 bits | 5-8 bits |")
+        print("|---|---|---|---|---|")
+        for base in dense:
+            _, _, plain = summary_of(f"{base}-clipmse")
+            s, _, _ = summary_of(f"{base}-clipmse")
+            gt = better(s["metric"])
+            for mode in ("gain", "lsq"):
+                _, _, at = summary_of(f"{base}-clipmse-{mode}")
+                cells = []
+                for bits in ((1,), (2, 3, 4), (5, 6, 7, 8)):
+                    keys = [(m, b) for m in METHODS for b in bits if (m, b) in at]
+                    w = sum(gt(at[k]["mean"], plain[k]["mean"]) for k in keys)
+                    l = sum(gt(plain[k]["mean"], at[k]["mean"]) for k in keys)
+                    cells.append(f"{w} / {l} of {len(keys)}")
+                print(f"| {base} | {mode} | " + " | ".join(cells) + " |")
+
+    if cnn_found:
+        print("\nThe CNN's four nearest roundings at 2 and 3 bits: accuracy % without rescaling / gain / lsq "
+              "(weight MSE without / with gain).\n")
+        nearest = ("uniform-nearest", "histogram-nearest", "normal-nearest", "midrise")
+        print("| clip | bits | " + " | ".join(nearest) + " |")
+        print("|---|---|" + "---|" * len(nearest))
+        for _, clip, folders in [g for g in groups if g[0] == cnn]:
+            ats = [summary_of(f)[2] for f, _ in folders]
+            for b in (2, 3):
+                cells = []
+                for m in nearest:
+                    acc = " / ".join(f"{100 * a[(m, b)]['mean']:.1f}" for a in ats)
+                    cells.append(f"{acc} ({ats[0][(m, b)]['weight_mse_mean']:.2g} / {ats[1][(m, b)]['weight_mse_mean']:.2g})")
+                print(f"| {clip} | {b} | " + " | ".join(cells) + " |")
 
 
 def channel_section():
@@ -492,6 +558,7 @@ if __name__ == "__main__":
     kde_section()
     levels_section()
     clip_section()
+    rescale_section()
     channel_section()
     dither_section()
     init_seeds_section()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|init-seeds|restarts|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|init-seeds|restarts|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -180,6 +180,29 @@ if [[ $what == cnn-fmnist-clip-where || $what == all ]]; then
     run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
         --methods uniform-nearest --bits 2 --clip $clip "${scopes[@]}" \
         --checkpoint-dir results/checkpoints --out results/cnn-fashion-mnist-reduced-clip-where/$clip
+  done
+fi
+if [[ $what == cnn-fmnist-rescale || $what == all ]]; then
+  # is it the shrinkage? The same checkpoint and nearest roundings as
+  # cnn-fmnist-clip, each group's quantized weights rescaled after rounding:
+  # by Sum w^2/Sum wq (gain 1) or Sum wq/Sum q^2 (least squares), under each clip
+  for clip in none 99 mse; do
+    flag=(); [[ $clip != none ]] && flag=(--clip $clip)
+    for mode in gain lsq; do
+      run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+          --methods uniform-nearest,histogram-nearest,normal-nearest,midrise --bits 2,3,4,5,6,8 "${flag[@]}" \
+          --rescale $mode --checkpoint-dir results/checkpoints \
+          --out results/cnn-fashion-mnist-reduced-rescale/clip$clip-$mode
+    done
+  done
+fi
+if [[ $what == rescale || $what == all ]]; then
+  # the dense nets under --clip mse (gain 0.85-0.90 at 2 bits), rescaled after rounding
+  for d in churn telescope california mv; do
+    for mode in gain lsq; do
+      run --model mlp-complex --dataset $d --clip mse --rescale $mode --checkpoint-dir results/checkpoints \
+          --out results/mlp-complex-$d-clipmse-$mode
+    done
   done
 fi
 if [[ $what == init-seeds || $what == all ]]; then
