@@ -253,7 +253,9 @@ fn parity_with_thousands_of_variants_in_one_dispatch() {
 
 #[test]
 fn weight_error_and_gain_sums_match_the_reference_bit_for_bit() {
-    let w = normalish(3000, 5, 0.1);
+    let mut w = normalish(3000, 5, 0.1);
+    w[7] = 1e-40; // a subnormal weight, summed as the quantizer reads it: 0
+    w[8] = -3e-39;
     let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
     let grouping = Grouping::whole(w.len());
     let t = q.upload(&w, grouping, 0, &[3, 7]).unwrap();
@@ -274,12 +276,12 @@ fn weight_error_and_gain_sums_match_the_reference_bit_for_bit() {
     let gpu = q.weight_sums(&t, &region, 2).unwrap();
     for (i, v) in values.iter().enumerate() {
         let want = reference::tree_sum(n, |k| {
-            let d = w[k] - v.values[k];
+            let d = reference::flush(w[k]) - v.values[k];
             d * d
         });
         assert_eq!(gpu[i].0.to_bits(), want.to_bits(), "variant {i}: Σ (w - q)²");
         // the weight gain's numerator, Σ w q, in the same order
-        let cross = reference::tree_sum(n, |k| w[k] * v.values[k]);
+        let cross = reference::tree_sum(n, |k| reference::flush(w[k]) * v.values[k]);
         assert_eq!(gpu[i].1.to_bits(), cross.to_bits(), "variant {i}: Σ w q");
     }
 }
@@ -294,6 +296,7 @@ fn rescale_matches_the_reference_bit_for_bit() {
     let shape = [40usize, 300];
     let mut data = normalish(40 * 300, 11, 0.05);
     data[17] = 0.9; // an outlier
+    data[23] = 2e-39; // a subnormal, read as 0
     for r in 0..40 {
         data[r * 300 + 5] = 0.0; // column 5: an all-zero channel of axis 1
     }

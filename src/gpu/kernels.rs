@@ -17,7 +17,6 @@ pub enum Kernel {
     ZTable,
     LevelParams,
     Quantize,
-    SqErrPartials,
     GroupProducts,
     Rescale,
     ScoreMlp,
@@ -27,7 +26,7 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const LEVELS: &str = include_str!("../../shaders/levels.wgsl");
 
 impl Kernel {
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::GroupPartials,
         Kernel::GroupSqdevPartials,
         Kernel::ReducePartials,
@@ -35,7 +34,6 @@ impl Kernel {
         Kernel::ZTable,
         Kernel::LevelParams,
         Kernel::Quantize,
-        Kernel::SqErrPartials,
         Kernel::GroupProducts,
         Kernel::Rescale,
         Kernel::ScoreMlp,
@@ -50,7 +48,6 @@ impl Kernel {
             Kernel::ZTable => "z_table.wgsl",
             Kernel::LevelParams => "level_params.wgsl",
             Kernel::Quantize => "quantize.wgsl",
-            Kernel::SqErrPartials => "sq_err_partials.wgsl",
             Kernel::GroupProducts => "group_products.wgsl",
             Kernel::Rescale => "rescale.wgsl",
             Kernel::ScoreMlp => "score_mlp.wgsl",
@@ -66,7 +63,6 @@ impl Kernel {
             Kernel::ZTable => include_str!("../../shaders/z_table.wgsl"),
             Kernel::LevelParams => include_str!("../../shaders/level_params.wgsl"),
             Kernel::Quantize => include_str!("../../shaders/quantize.wgsl"),
-            Kernel::SqErrPartials => include_str!("../../shaders/sq_err_partials.wgsl"),
             Kernel::GroupProducts => include_str!("../../shaders/group_products.wgsl"),
             Kernel::Rescale => include_str!("../../shaders/rescale.wgsl"),
             Kernel::ScoreMlp => include_str!("../../shaders/score_mlp.wgsl"),

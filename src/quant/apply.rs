@@ -390,12 +390,13 @@ impl Plan {
             for m in &t.members {
                 t.scatter(m, &q.values, &mut out.tensors[m.tensor].data);
             }
-            let w = &t.data;
-            let err = tree_sum(w.len(), |k| {
-                let d = w[k] - q.values[k];
+            // w as the quantizer reads it (subnormals flushed), as the GPU sums it
+            let w = |k: usize| reference::flush(t.data[k]);
+            let err = tree_sum(t.data.len(), |k| {
+                let d = w(k) - q.values[k];
                 d * d
             });
-            let cross = tree_sum(w.len(), |k| w[k] * q.values[k]);
+            let cross = tree_sum(t.data.len(), |k| w(k) * q.values[k]);
             quantized.push((ti, err, cross));
         }
         let report = self.report(v, &quantized);

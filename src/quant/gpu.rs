@@ -7,7 +7,8 @@
 //! finish_stats (std) -> level_params for every bit width. Per batch of
 //! variants: quantize (one dispatch, the variant on z), with --rescale
 //! group_products -> reduce_partials -> rescale in place, and optionally
-//! sq_err_partials -> reduce_partials for the weight error.
+//! group_products -> reduce_partials over the whole tensor for the weight
+//! error and gain.
 
 use std::sync::Arc;
 
@@ -425,23 +426,9 @@ impl GpuQuantizer {
         };
         let n = t.len();
         let g = t.grouping;
-        let blocks = g.group_len().div_ceil(REDUCE_BLOCK);
-        let rows = variants * g.groups;
-        if variants > self.ctx.limits().max_compute_workgroups_per_dimension as usize {
-            return Err(Error::Quant(format!("--rescale of {variants} variants at once exceeds the dispatch limits")));
-        }
         let mut enc = self.encoder();
-        let [num, den] = [num, den].map(|mode| {
-            let partials = self.ctx.empty("partials", rows * blocks * 16);
-            let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[n as u32, g.groups as u32, g.stride as u32, blocks as u32, mode, 0, 0, 0]));
-            self.pass(
-                &mut enc,
-                Kernel::GroupProducts,
-                &[t.weights.as_entire_binding(), values.binding(), partials.as_entire_binding(), shape.as_entire_binding()],
-                (blocks as u32, g.groups as u32, variants as u32),
-            );
-            self.reduce(&mut enc, partials, rows, blocks)
-        });
+        let num = self.products(&mut enc, t, g, values, variants, num)?;
+        let den = self.products(&mut enc, t, g, values, variants, den)?;
         let (x, y) = grid_2d(n.div_ceil(256));
         let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[n as u32, g.groups as u32, g.stride as u32, x]));
         self.pass(&mut enc, Kernel::Rescale, &[values.binding(), num.as_entire_binding(), den.as_entire_binding(), shape.as_entire_binding()], (x, y, variants as u32));
@@ -449,30 +436,43 @@ impl GpuQuantizer {
         Ok(())
     }
 
-    /// Σ (w - q)² and Σ w q per variant, each in the canonical tree order, read back.
+    /// Σ (w - q)² and Σ w q per variant over the whole tensor (w flushed),
+    /// each in the canonical tree order, read back: group_products with one
+    /// group, modes 3 and 1.
     pub fn weight_sums(&self, t: &GpuTensor, values: &Region<'_>, variants: usize) -> Result<Vec<(f32, f32)>> {
-        let n = t.len();
-        let blocks = n.div_ceil(REDUCE_BLOCK);
         let row_bytes = (variants * 16) as u64;
         // both sums side by side, [mode][variant], so that one readback serves them
         let both = self.ctx.empty("weight sums", 2 * variants * 16);
         let mut enc = self.encoder();
-        for mode in [0u32, 1] {
-            let partials = self.ctx.empty("partials", variants * blocks * 16);
-            let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[n as u32, blocks as u32, mode, 0]));
-            self.pass(
-                &mut enc,
-                Kernel::SqErrPartials,
-                &[t.weights.as_entire_binding(), values.binding(), partials.as_entire_binding(), shape.as_entire_binding()],
-                (blocks as u32, variants as u32, 1),
-            );
-            let total = self.reduce(&mut enc, partials, variants, blocks);
-            enc.copy_buffer_to_buffer(&total, 0, &both, u64::from(mode) * row_bytes, row_bytes);
+        for (i, mode) in [3u32, 1].into_iter().enumerate() {
+            let total = self.products(&mut enc, t, Grouping::whole(t.len()), values, variants, mode)?;
+            enc.copy_buffer_to_buffer(&total, 0, &both, i as u64 * row_bytes, row_bytes);
         }
         self.ctx.queue.submit([enc.finish()]);
         let p: Vec<Partial> = self.read(&both, 2 * variants * 16)?;
         let (sq, cross) = p.split_at(variants);
         Ok(sq.iter().zip(cross).map(|(e, c)| (e.sum, c.sum)).collect())
+    }
+
+    /// Encodes group_products (`mode`, see the shader) and its reduction for
+    /// `variants` variants of `t` in `values`, grouped by `grouping`: the
+    /// buffer of one fully reduced partial per (variant, group).
+    fn products(&self, enc: &mut wgpu::CommandEncoder, t: &GpuTensor, grouping: Grouping, values: &Region<'_>, variants: usize, mode: u32) -> Result<wgpu::Buffer> {
+        let limit = self.ctx.limits().max_compute_workgroups_per_dimension as usize;
+        let blocks = grouping.group_len().div_ceil(REDUCE_BLOCK);
+        if variants > limit || blocks > limit {
+            return Err(Error::Quant(format!("{variants} variants of a tensor of {} elements exceed the dispatch limits of the weight sums", t.len())));
+        }
+        let rows = variants * grouping.groups;
+        let partials = self.ctx.empty("partials", rows * blocks * 16);
+        let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[t.len() as u32, grouping.groups as u32, grouping.stride as u32, blocks as u32, mode, 0, 0, 0]));
+        self.pass(
+            enc,
+            Kernel::GroupProducts,
+            &[t.weights.as_entire_binding(), values.binding(), partials.as_entire_binding(), shape.as_entire_binding()],
+            (blocks as u32, grouping.groups as u32, variants as u32),
+        );
+        Ok(self.reduce(enc, partials, rows, blocks))
     }
 
     /// Copies `bytes` bytes of `buffer` back to the host.
