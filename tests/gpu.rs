@@ -16,6 +16,9 @@ use sweep_gpu::quant::gpu::{GivenRanges, GpuQuantizer, GpuVariant};
 use sweep_gpu::quant::reference::{self, GroupStats, VariantKey};
 use sweep_gpu::quant::{Clip, Granularity, Grouping, LevelSet, Method, Rescale};
 
+/// A test's range of (method, bits row), as the reference computes it.
+type RangeOf = Box<dyn Fn(Method, usize) -> Vec<GroupStats>>;
+
 /// The shared quantizer; the Mutex serialises tests on the one device.
 fn quantizer() -> &'static Mutex<GpuQuantizer> {
     static Q: OnceLock<Mutex<GpuQuantizer>> = OnceLock::new();
@@ -167,7 +170,7 @@ fn parity_with_clipped_ranges() {
         let whole = reference::group_stats(&w, grouping);
         for clip in [Clip::Percentile(99.0), Clip::Mse] {
             // the range of (method, bits row)
-            let (given, range): (GivenRanges, Box<dyn Fn(Method, usize) -> Vec<GroupStats>>) = match clip {
+            let (given, range): (GivenRanges, RangeOf) = match clip {
                 Clip::Percentile(p) => {
                     let r = reference::clip_stats(&w, grouping, &whole, p);
                     (GivenRanges::PerGroup(r.clone()), Box::new(move |_, _| r.clone()))
@@ -217,7 +220,7 @@ fn parity_with_clipped_ranges() {
     let whole = reference::group_stats(&w, grouping);
     let only_nearest = GivenRanges::PerMethod(vec![Method::UniformNearest], reference::mse_clip_ranges(&w, grouping, &whole, &bits, &[Method::UniformNearest]).concat().concat());
     let t = q.upload_with(&w, grouping, 1, &bits, &[], Some(&only_nearest)).unwrap();
-    let err = q.quantize_to_host(&t, &[GpuVariant { method: Method::UniformStochastic, bits: 2, seed: 0 }]).err().expect("refused").to_string();
+    let err = q.quantize_to_host(&t, &[GpuVariant { method: Method::UniformStochastic, bits: 2, seed: 0 }]).expect_err("refused").to_string();
     assert!(err.contains("uniform-stochastic") && err.contains("without ranges"), "{err}");
 }
 
