@@ -1,11 +1,11 @@
 // group_products.wgsl: per variant and block of 256 elements of one group (in
 // the group's canonical element order, as group_partials.wgsl), the sum of
-// w w (mode 0), w q (mode 1), q q (mode 2) or (w - q)^2 (mode 3), w the
-// flushed weight and q the variant's quantized value, in the canonical tree
-// order of reference::tree_sum. Modes 0-2 per group are --rescale's sums
-// (reference::rescale_factors); modes 3 and 1 over the whole tensor (one
-// group) are the weight error and the weight gain's Σ w q
-// (apply::Plan::apply). As in group_sqdev_partials.wgsl, invocation t forms
+// w w (mode 0), w q (mode 1), q q (mode 2) or (w - q)^2 (mode 3; the modes
+// are quant::Product's), w the flushed weight and q the variant's quantized
+// value, in the canonical tree order of reference::product_sum. Modes 0-2 per
+// group are --rescale's sums (reference::rescale_factors); modes 3 and 1 over
+// the whole tensor (one group) are the weight error and the weight gain's
+// Σ w q (apply::Plan::apply). As in group_sqdev_partials.wgsl, invocation t forms
 // the product of element (t + 64) mod 256, so that no compiler fuses a
 // product into an addition. reduce_partials.wgsl finishes each (variant,
 // group) row.

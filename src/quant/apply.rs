@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::gpu::GivenRanges;
-use super::reference::{self, GroupStats, LevelParams, VariantKey, tree_sum};
-use super::{Clip, Granularity, Grouping, LevelSet, Method, Rescale};
+use super::reference::{self, GroupStats, LevelParams, VariantKey};
+use super::{Clip, Granularity, Grouping, LevelSet, Method, Product, Rescale};
 use crate::error::{Error, Result};
 use crate::models::{ParamRole, Weights};
 use crate::sweep::grid::Variant;
@@ -168,7 +168,7 @@ pub struct Plan {
     pub weights: Weights,
     pub targets: Vec<Target>,
     pub bias: BiasMode,
-    /// Σ w² of each target (canonical f32 sum), the signal of SQNR
+    /// Σ w² of each target (w flushed, canonical f32 sum), the signal of SQNR and the gain's denominator
     sq_sums: Vec<f64>,
     /// statistics of each group over all its values
     stats: HashMap<(usize, Granularity), Vec<GroupStats>>,
@@ -260,7 +260,7 @@ impl Plan {
                 targets.push(single(b, vec![t[b].len()], 0));
             }
         }
-        let sq_sums = targets.iter().map(|t| tree_sum(t.data.len(), |k| t.data[k] * t.data[k]) as f64).collect();
+        let sq_sums = targets.iter().map(|t| reference::product_sum(&t.data, Grouping::whole(t.data.len()), &t.data, 0, Product::WW) as f64).collect();
         Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new(), tables: HashMap::new(), clip: None, rescale: Rescale::None })
     }
 
@@ -390,13 +390,9 @@ impl Plan {
             for m in &t.members {
                 t.scatter(m, &q.values, &mut out.tensors[m.tensor].data);
             }
-            // w as the quantizer reads it (subnormals flushed), as the GPU sums it
-            let w = |k: usize| reference::flush(t.data[k]);
-            let err = tree_sum(t.data.len(), |k| {
-                let d = w(k) - q.values[k];
-                d * d
-            });
-            let cross = tree_sum(t.data.len(), |k| w(k) * q.values[k]);
+            let whole = Grouping::whole(t.data.len());
+            let err = reference::product_sum(&t.data, whole, &q.values, 0, Product::SqErr);
+            let cross = reference::product_sum(&t.data, whole, &q.values, 0, Product::WQ);
             quantized.push((ti, err, cross));
         }
         let report = self.report(v, &quantized);

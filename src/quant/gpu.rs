@@ -16,7 +16,7 @@ use burn::tensor::wgpu::wgpu;
 use wgpu::util::DeviceExt;
 
 use super::reference::{GroupStats, LevelParams, Quantized, REDUCE_BLOCK};
-use super::{Grouping, LevelSet, Method, Rescale};
+use super::{Grouping, LevelSet, Method, Product, Rescale};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::gpu::bridge::Region;
@@ -419,10 +419,8 @@ impl GpuQuantizer {
     /// (variant, group), reduce_partials, then rescale. The same bits as
     /// reference::rescale.
     pub fn rescale(&self, t: &GpuTensor, values: &Region<'_>, variants: usize, mode: Rescale) -> Result<()> {
-        let (num, den) = match mode {
-            Rescale::None => return Ok(()),
-            Rescale::Gain => (0u32, 1u32),
-            Rescale::Lsq => (1, 2),
+        let Some((num, den)) = mode.sums() else {
+            return Ok(());
         };
         let n = t.len();
         let g = t.grouping;
@@ -438,14 +436,14 @@ impl GpuQuantizer {
 
     /// Σ (w - q)² and Σ w q per variant over the whole tensor (w flushed),
     /// each in the canonical tree order, read back: group_products with one
-    /// group, modes 3 and 1.
+    /// group.
     pub fn weight_sums(&self, t: &GpuTensor, values: &Region<'_>, variants: usize) -> Result<Vec<(f32, f32)>> {
         let row_bytes = (variants * 16) as u64;
         // both sums side by side, [mode][variant], so that one readback serves them
         let both = self.ctx.empty("weight sums", 2 * variants * 16);
         let mut enc = self.encoder();
-        for (i, mode) in [3u32, 1].into_iter().enumerate() {
-            let total = self.products(&mut enc, t, Grouping::whole(t.len()), values, variants, mode)?;
+        for (i, product) in [Product::SqErr, Product::WQ].into_iter().enumerate() {
+            let total = self.products(&mut enc, t, Grouping::whole(t.len()), values, variants, product)?;
             enc.copy_buffer_to_buffer(&total, 0, &both, i as u64 * row_bytes, row_bytes);
         }
         self.ctx.queue.submit([enc.finish()]);
@@ -454,15 +452,16 @@ impl GpuQuantizer {
         Ok(sq.iter().zip(cross).map(|(e, c)| (e.sum, c.sum)).collect())
     }
 
-    /// Encodes group_products (`mode`, see the shader) and its reduction for
-    /// `variants` variants of `t` in `values`, grouped by `grouping`: the
-    /// buffer of one fully reduced partial per (variant, group).
-    fn products(&self, enc: &mut wgpu::CommandEncoder, t: &GpuTensor, grouping: Grouping, values: &Region<'_>, variants: usize, mode: u32) -> Result<wgpu::Buffer> {
+    /// Encodes group_products for `product` and its reduction for `variants`
+    /// variants of `t` in `values`, grouped by `grouping`: the buffer of one
+    /// fully reduced partial per (variant, group), reference::product_sum's.
+    fn products(&self, enc: &mut wgpu::CommandEncoder, t: &GpuTensor, grouping: Grouping, values: &Region<'_>, variants: usize, product: Product) -> Result<wgpu::Buffer> {
         let limit = self.ctx.limits().max_compute_workgroups_per_dimension as usize;
         let blocks = grouping.group_len().div_ceil(REDUCE_BLOCK);
         if variants > limit || blocks > limit {
-            return Err(Error::Quant(format!("{variants} variants of a tensor of {} elements exceed the dispatch limits of the weight sums", t.len())));
+            return Err(Error::Quant(format!("{variants} variants of a tensor of {} elements exceed the dispatch limits of its per-group sums", t.len())));
         }
+        let mode = product as u32;
         let rows = variants * grouping.groups;
         let partials = self.ctx.empty("partials", rows * blocks * 16);
         let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[t.len() as u32, grouping.groups as u32, grouping.stride as u32, blocks as u32, mode, 0, 0, 0]));

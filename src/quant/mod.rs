@@ -248,6 +248,16 @@ pub enum Rescale {
 }
 
 impl Rescale {
+    /// The per-group sums of its factor, numerator and denominator (None: no
+    /// rescaling): gain Σww/Σwq, lsq Σwq/Σqq.
+    pub fn sums(self) -> Option<(Product, Product)> {
+        match self {
+            Rescale::None => None,
+            Rescale::Gain => Some((Product::WW, Product::WQ)),
+            Rescale::Lsq => Some((Product::WQ, Product::QQ)),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Rescale::None => "none",
@@ -262,6 +272,34 @@ impl Rescale {
             Rescale::None => None,
             Rescale::Gain => Some("each group's quantized weights rescaled by Σw²/Σwq after rounding (weight gain 1)"),
             Rescale::Lsq => Some("each group's quantized weights rescaled by Σwq/Σq² after rounding (least-squares fit of the fp32 weights)"),
+        }
+    }
+}
+
+/// A product of a weight w (flushed, as the quantizer reads it) and its
+/// quantized value q, summed per group for --rescale and over a whole tensor
+/// for the weight error and gain (reference::product_sum); the discriminant
+/// is its mode in shaders/group_products.wgsl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Product {
+    WW = 0,
+    WQ = 1,
+    QQ = 2,
+    /// (w - q)²
+    SqErr = 3,
+}
+
+impl Product {
+    /// The product, rounded to f32 before any addition (as the kernel forms it).
+    pub fn of(self, w: f32, q: f32) -> f32 {
+        match self {
+            Product::WW => w * w,
+            Product::WQ => w * q,
+            Product::QQ => q * q,
+            Product::SqErr => {
+                let d = w - q;
+                d * d
+            }
         }
     }
 }

@@ -58,7 +58,7 @@ use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
 use super::exact::{div, inv_norm_cdf, madd, recip, sqrt};
-use super::{Grouping, LevelSet, Method, Rescale, draw_key, pcg_hash, stream_id, uniform_from_key};
+use super::{Grouping, LevelSet, Method, Product, Rescale, draw_key, pcg_hash, stream_id, uniform_from_key};
 
 /// Bit widths the quantizer accepts.
 pub const BITS: std::ops::RangeInclusive<u32> = 1..=16;
@@ -178,28 +178,25 @@ pub fn rescale_factor(num: f32, den: f32) -> f32 {
     if g.abs() <= f32::MAX { g } else { 1.0 }
 }
 
-/// The per-group factors of `mode` for the quantized weights `q` of `w`
-/// (flushed, as the quantizer reads it): Σw²/Σwq (gain) or Σwq/Σq² (lsq),
-/// each sum in the group's canonical tree order ([`tree_sum`] over k of
-/// [`Grouping::index`]), the products rounded before they are added.
-/// Computed on the GPU by shaders/group_products.wgsl and rescale.wgsl.
-pub fn rescale_factors(w: &[f32], grouping: Grouping, q: &[f32], mode: Rescale) -> Vec<f32> {
-    let n = grouping.group_len();
-    let sums = |g: usize, a: fn(f32, f32) -> f32| tree_sum(n, |k| {
+/// Σ over group `g` of `product`(flush(w), q), in the group's canonical tree
+/// order ([`tree_sum`] over k of [`Grouping::index`]), each product rounded
+/// before it is added: what shaders/group_products.wgsl sums on the GPU.
+pub fn product_sum(w: &[f32], grouping: Grouping, q: &[f32], g: usize, product: Product) -> f32 {
+    tree_sum(grouping.group_len(), |k| {
         let i = grouping.index(g, k);
-        a(flush(w[i]), q[i])
-    });
-    let ww = |w: f32, _q: f32| w * w;
-    let wq = |w: f32, q: f32| w * q;
-    let qq = |_w: f32, q: f32| q * q;
-    (0..grouping.groups)
-        .into_par_iter()
-        .map(|g| match mode {
-            Rescale::None => 1.0,
-            Rescale::Gain => rescale_factor(sums(g, ww), sums(g, wq)),
-            Rescale::Lsq => rescale_factor(sums(g, wq), sums(g, qq)),
-        })
-        .collect()
+        product.of(flush(w[i]), q[i])
+    })
+}
+
+/// The per-group factors of `mode` for the quantized weights `q` of `w`:
+/// [`rescale_factor`] of the group's two [`product_sum`]s ([`Rescale::sums`]:
+/// Σw²/Σwq for gain, Σwq/Σq² for lsq); 1 without rescaling. Computed on the
+/// GPU by shaders/group_products.wgsl and rescale.wgsl.
+pub fn rescale_factors(w: &[f32], grouping: Grouping, q: &[f32], mode: Rescale) -> Vec<f32> {
+    let Some((num, den)) = mode.sums() else {
+        return vec![1.0; grouping.groups];
+    };
+    (0..grouping.groups).into_par_iter().map(|g| rescale_factor(product_sum(w, grouping, q, g, num), product_sum(w, grouping, q, g, den))).collect()
 }
 
 /// Applies `--rescale` to the quantized weights `q` of `w` in place: each
