@@ -402,12 +402,14 @@ def rescale_section():
     if cnn_found:
         for clip in ("none", "99", "mse"):
             groups.append((cnn, clip, [(f"{cnn}-clip{clip}", "none")] + [(f"{cnn}-rescale/clip{clip}-{m}", m) for m in ("gain", "lsq")]))
-    present = [m for m in METHODS if any(m in summary_of(f)[1] for _, _, fs in groups for f, _ in fs)]
+    # every folder's summary, read once
+    summaries = {f: summary_of(f) for _, _, fs in groups for f, _ in fs}
+    present = [m for m in METHODS if any(m in best for _, best, _ in summaries.values())]
     print("| run | clip | rescale | " + " | ".join(present) + " | uniform-nearest 2 / 3 / 4 | weight MSE 2 bits | gain 2 bits |")
     print("|---|---|---|" + "---|" * len(present) + "---|---|---|")
     for base, clip, folders in groups:
         for folder, mode in folders:
-            s, best, at = summary_of(folder)
+            s, best, at = summaries[folder]
             cells = [bits_cell(best.get(m)) for m in present]
             metric = " / ".join(fmt(at[("uniform-nearest", b)]["mean"], s["metric"]) for b in (2, 3, 4))
             u2 = at[("uniform-nearest", 2)]
@@ -421,11 +423,10 @@ def rescale_section():
         print("| run | rescale | 1 bit | 2-4 bits | 5-8 bits |")
         print("|---|---|---|---|---|")
         for base in dense:
-            _, _, plain = summary_of(f"{base}-clipmse")
-            s, _, _ = summary_of(f"{base}-clipmse")
+            s, _, plain = summaries[f"{base}-clipmse"]
             gt = better(s["metric"])
             for mode in ("gain", "lsq"):
-                _, _, at = summary_of(f"{base}-clipmse-{mode}")
+                _, _, at = summaries[f"{base}-clipmse-{mode}"]
                 cells = []
                 for bits in ((1,), (2, 3, 4), (5, 6, 7, 8)):
                     keys = [(m, b) for m in METHODS for b in bits if (m, b) in at]
@@ -441,7 +442,7 @@ def rescale_section():
         print("| clip | bits | " + " | ".join(nearest) + " |")
         print("|---|---|" + "---|" * len(nearest))
         for _, clip, folders in [g for g in groups if g[0] == cnn]:
-            ats = [summary_of(f)[2] for f, _ in folders]
+            ats = [summaries[f][2] for f, _ in folders]
             for b in (2, 3):
                 cells = []
                 for m in nearest:
