@@ -1,11 +1,12 @@
 // group_products.wgsl: per variant and block of 256 elements of one group (in
 // the group's canonical element order, as group_partials.wgsl), the sum of
-// w w (mode 0), w q (mode 1), q q (mode 2) or (w - q)^2 (mode 3; the modes
-// are quant::Product's), w the flushed weight and q the variant's quantized
-// value, in the canonical tree order of reference::product_sum. Modes 0-2 per
-// group are --rescale's sums (reference::rescale_factors); modes 3 and 1 over
-// the whole tensor (one group) are the weight error and the weight gain's
-// Σ w q (apply::Plan::apply). As in group_sqdev_partials.wgsl, invocation t forms
+// w w (mode 0), w q (mode 1), q q (mode 2), (w - q)^2 (mode 3) or
+// (w - q) means[i] (mode 4; the modes are quant::Product's), w the flushed
+// weight, q the variant's quantized value and i the element's index, in the canonical tree order of reference::product_sum (mode 4:
+// reference::shift_sum). Modes 0-2 per group are --rescale's sums
+// (reference::rescale_factors); modes 3 and 1 over the whole tensor (one
+// group) are the weight error and the weight gain's Σ w q
+// (apply::Plan::apply); mode 4 per output channel is --bias-correct's shift. As in group_sqdev_partials.wgsl, invocation t forms
 // the product of element (t + 64) mod 256, so that no compiler fuses a
 // product into an addition. reduce_partials.wgsl finishes each (variant,
 // group) row.
@@ -15,12 +16,14 @@
 //   1 values:   array<f32>      [variant][n] quantized
 //   2 partials: array<Partial>  out, [variant][group][block] (sum lane)
 //   3 shape:    array<u32, 8>   n, groups, stride, blocks per group, mode, 0, 0, 0
+//   4 means:    array<f32>      n, one per weight, read by mode 4 only
 // Dispatch: (blocks per group, groups, variants), workgroup 256.
 
 @group(0) @binding(0) var<storage, read_write> weights: array<f32>;
 @group(0) @binding(1) var<storage, read_write> values: array<f32>;
 @group(0) @binding(2) var<storage, read_write> partials: array<Partial>;
 @group(0) @binding(3) var<storage, read_write> shape: array<u32, 8>;
+@group(0) @binding(4) var<storage, read_write> means: array<f32>;
 
 var<workgroup> s_sum: array<f32, 256>;
 
@@ -45,9 +48,11 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
             term = w * q;
         } else if mode == 2u {
             term = q * q;
-        } else {
+        } else if mode == 3u {
             let d = w - q;
             term = d * d;
+        } else {
+            term = (w - q) * means[i];
         }
     }
     s_sum[slot] = term;

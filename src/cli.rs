@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::data::DatasetId;
 use crate::models::ModelKind;
 use crate::quant::apply::{BiasMode, BnMode};
-use crate::quant::{Clip, Granularity, Method, Rescale};
+use crate::quant::{BiasCorrect, Clip, Granularity, Method, Rescale};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -214,6 +214,13 @@ pub struct SweepArgs {
     /// How biases meet the quantizer.
     #[arg(long, value_enum, default_value = "fp32")]
     pub bias: BiasMode,
+
+    /// Correct each quantized layer's f32 bias, after rounding (and
+    /// --rescale), for the shift its rounding gives the layer's mean output:
+    /// Σ (w - q)·μ per output, μ a mean of the layer's input over the training
+    /// split through the fp32 net. Dense nets, --bias fp32; sizes do not change.
+    #[arg(long, value_enum, default_value = "none")]
+    pub bias_correct: BiasCorrect,
 
     /// How BatchNorm meets the quantizer (conv nets): fold it into the
     /// convolutions first, keep it f32, or pool its scale and shift with the

@@ -9,7 +9,7 @@ use crate::data::DatasetId;
 use crate::error::{Error, Result};
 use crate::models::ModelKind;
 use crate::quant::apply::{BiasMode, BnMode};
-use crate::quant::{Clip, Granularity, Method, Rescale};
+use crate::quant::{BiasCorrect, Clip, Granularity, Method, Rescale};
 use crate::sweep::grid::{Held, held_text, parse_held};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,6 +41,9 @@ pub struct Config {
     /// --rescale (absent from config.json when none)
     #[serde(default, skip_serializing_if = "is_no_rescale")]
     pub rescale: Rescale,
+    /// --bias-correct (absent from config.json when none)
+    #[serde(default, skip_serializing_if = "is_no_correction")]
+    pub bias_correct: BiasCorrect,
     pub bias: BiasMode,
     #[serde(default = "default_bn")]
     pub bn: BnMode,
@@ -161,6 +164,12 @@ impl Config {
                 ));
             }
         }
+        if a.bias_correct != BiasCorrect::None && model.is_conv() {
+            return Err(Error::config("--bias-correct", format!("corrects the dense nets (mlp-simple, mlp-complex); {model} is a conv net")));
+        }
+        if a.bias_correct != BiasCorrect::None && a.bias != BiasMode::Fp32 {
+            return Err(Error::config("--bias-correct", format!("adds to the f32 biases, which --bias {} quantizes: use --bias fp32", a.bias.name())));
+        }
         if a.quantizer == QuantizerChoice::Wgsl && a.device == DeviceChoice::Cpu {
             return Err(Error::config("--quantizer", "wgsl runs on a GPU device: use --device gpu (or auto on a machine with a GPU)"));
         }
@@ -198,6 +207,7 @@ impl Config {
             layer_bits,
             clip: a.clip,
             rescale: a.rescale,
+            bias_correct: a.bias_correct,
             bias: a.bias,
             bn: a.bn,
             device: a.device,
@@ -251,4 +261,8 @@ fn is_one(n: &u32) -> bool {
 
 fn is_no_rescale(r: &Rescale) -> bool {
     *r == Rescale::None
+}
+
+fn is_no_correction(c: &BiasCorrect) -> bool {
+    *c == BiasCorrect::None
 }

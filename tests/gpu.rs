@@ -330,6 +330,52 @@ fn rescale_matches_the_reference_bit_for_bit() {
     }
 }
 
+/// --bias-correct's shifts on the device: per variant and output channel,
+/// Σ (w - q)·mean, equal bit for bit to reference::shift_sum, for every
+/// method, after --rescale or not, on strided channels longer than one
+/// reduction block (a Linear weight [in, out]) and contiguous ones (a conv
+/// weight [out, in·kh·kw]), with negative means and a subnormal weight.
+#[test]
+fn bias_correction_shifts_match_the_reference_bit_for_bit() {
+    use burn::tensor::Tensor;
+    let q = quantizer().lock().unwrap_or_else(|e| e.into_inner());
+    let bits = [1u32, 2, 4, 8];
+    let variants = all_variants(&bits, &[3]);
+    for (shape, axis) in [([300usize, 40usize], 1usize), ([40, 300], 0)] {
+        let mut data = normalish(12_000, 21, 0.1);
+        data[31] = 3e-39; // a subnormal, read as 0
+        let channels = Grouping::per_channel(&shape, axis);
+        let means: Vec<f32> = (0..data.len()).map(|i| ((i as f32) * 0.37).sin() * 0.8 + 0.1).collect();
+        for (g, mode) in [(Granularity::Layer, Rescale::None), (Granularity::Channel, Rescale::Gain)] {
+            let grouping = Grouping::for_granularity(&shape, axis, g);
+            let (t, _) = upload(&q, &data, grouping, 4, &bits);
+            let n = data.len();
+            let out = Tensor::<3>::empty([variants.len(), 1, n], &q.ctx.burn);
+            let buffer = q.upload_means(&means);
+            let shifts = sweep_gpu::gpu::bridge::with_region(&out, |region| {
+                q.quantize(&t, &variants, &region, None)?;
+                q.rescale(&t, &region, variants.len(), mode)?;
+                q.shifts(&t, channels, &region, variants.len(), &buffer)
+            })
+            .unwrap()
+            .unwrap();
+            let values = out.try_to_vec_as::<f32>().unwrap();
+            assert_eq!(shifts.len(), variants.len() * channels.groups);
+            let mut nonzero = 0;
+            for (i, v) in variants.iter().enumerate() {
+                let qv = &values[i * n..(i + 1) * n];
+                for c in 0..channels.groups {
+                    let want = reference::shift_sum(&data, channels, qv, c, &means);
+                    let got = shifts[i * channels.groups + c];
+                    assert_eq!(got.to_bits(), want.to_bits(), "{shape:?} axis {axis} {mode:?} {v:?} channel {c}: {got} on the GPU, {want} by the reference");
+                    nonzero += usize::from(want != 0.0);
+                }
+            }
+            assert!(nonzero * 2 > shifts.len(), "{shape:?} {mode:?}: only {nonzero} of {} shifts are not 0", shifts.len());
+        }
+    }
+}
+
 /// The exact-arithmetic primitives of common.wgsl against quant::exact, input by input.
 #[test]
 fn exact_primitives_match_the_reference() {
@@ -538,6 +584,33 @@ fn gpu_sweep_with_rescale_matches_the_cpu_run() {
             assert!((g.value - c.value).abs() <= 1.0 / 60.0 + 1e-12, "{}: {} vs {}", g.variant_id, g.value, c.value);
         }
     }
+}
+
+/// --bias-correct in a sweep: the WGSL path gives the CPU run's corrected
+/// biases (the same scores up to a tied sample), with --rescale too.
+#[test]
+fn gpu_sweep_with_bias_correction_matches_the_cpu_run() {
+    drop(quantizer().lock().unwrap_or_else(|e| e.into_inner())); // open the shared device first
+    let data = common::tabular_dir(300);
+    let work = tempfile::tempdir().unwrap();
+    let run = |name: &str, device: &str, extra: &[&str]| {
+        let mut args = vec!["--epochs", "1", "--bits", "1,2,4", "--seeds", "2", "--methods", "uniform-nearest,normal-stochastic,midrise", "--device", device];
+        args.extend_from_slice(extra);
+        sweep_in(work.path(), data.path(), name, &args)
+    };
+    let plain = run("plain", "gpu", &["--rescale", "lsq"]);
+    let cpu = run("cpu", "cpu", &["--bias-correct", "active", "--rescale", "lsq", "--scope", "each-layer"]);
+    let gpu = run("gpu", "gpu", &["--bias-correct", "active", "--rescale", "lsq", "--scope", "each-layer"]);
+    assert_eq!(gpu.len(), 3 * 3 * (1 + 2 + 1), "three scopes");
+    assert!(gpu.iter().all(|r| r.quantizer == "wgsl"));
+    for (g, c) in gpu.iter().zip(&cpu) {
+        assert_eq!(g.variant_id, c.variant_id);
+        assert_eq!((g.weight_mse.to_bits(), g.size_bytes), (c.weight_mse.to_bits(), c.size_bytes), "{}", g.variant_id);
+        assert!((g.value - c.value).abs() <= 1.0 / 60.0 + 1e-12, "{}: {} vs {}", g.variant_id, g.value, c.value);
+    }
+    // the correction moves the scores (the uncorrected run shares the checkpoint)
+    let moved = plain.iter().zip(&gpu).filter(|(p, g)| p.value != g.value).count();
+    assert!(moved > 0, "bias correction changed no score");
 }
 
 /// A grid whose naive single batch would not fit one storage binding (lavapipe

@@ -413,6 +413,49 @@ fn rescaling_restores_the_gain_or_lowers_the_error_and_is_recorded() {
     assert!(!o.status.success() && stderr.contains("rescale") && stderr.contains("--resume"), "{stderr}");
 }
 
+/// --bias-correct: the weights, their error and the sizes stay as rounded,
+/// the scores move; it is recorded and reported, a folder swept with it is not
+/// continued without it, and it is refused where it has no f32 bias to correct
+/// (conv nets, --bias separate or pool).
+#[test]
+fn bias_correction_moves_the_scores_not_the_weights_and_is_recorded() {
+    let e = run_fail(&["--model", "cnn", "--dataset", "fashion-mnist", "--bias-correct", "mean"]);
+    assert!(e.contains("--bias-correct") && e.contains("dense nets"), "{e}");
+    let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--bias-correct", "active", "--bias", "pool"]);
+    assert!(e.contains("--bias-correct") && e.contains("--bias fp32"), "{e}");
+    let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--bias-correct", "median"]);
+    assert!(e.contains("--bias-correct") && e.contains("mean") && e.contains("active"), "{e}");
+    let data = tabular_dir(200);
+    let work = tempfile::tempdir().unwrap();
+    let base = ["--model", "mlp-complex", "--dataset", "churn", "--device", "cpu", "--epochs", "1", "--bits", "1,2,4", "--seeds", "2", "--methods", "uniform-nearest,normal-stochastic"];
+    let run = |out: &str, extra: &[&str]| sweep_into(data.path(), work.path(), out, &[&base[..], extra].concat());
+    let read = |out: &str, extra: &[&str]| {
+        let (o, dir) = run(out, extra);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        (sweep_gpu::report::read_results(&dir.join("results.csv"), false).unwrap(), std::fs::read_to_string(dir.join("report.md")).unwrap(), config)
+    };
+    let (plain, report, config) = read("plain", &[]);
+    assert!(config["config"].get("bias_correct").is_none() && !report.contains("biases corrected"), "left out when none, as before the flag");
+    for mode in ["mean", "active"] {
+        let (fixed, report, config) = read(mode, &["--bias-correct", mode]);
+        assert_eq!(config["config"]["bias_correct"], mode);
+        assert!(report.contains("biases corrected"), "{report}");
+        assert_eq!(plain.len(), 3 * (1 + 2));
+        let mut moved = 0;
+        for (p, f) in plain.iter().zip(&fixed) {
+            assert_eq!(p.variant_id, f.variant_id);
+            assert_eq!((p.weight_mse.to_bits(), p.weight_gain.map(f64::to_bits), p.size_bytes), (f.weight_mse.to_bits(), f.weight_gain.map(f64::to_bits), f.size_bytes), "{}", p.variant_id);
+            assert_eq!(p.fp32_value, f.fp32_value);
+            moved += usize::from(p.value != f.value);
+        }
+        assert!(moved > 0, "--bias-correct {mode} changed no score");
+    }
+    let (o, _) = run("mean", &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("bias_correct") && stderr.contains("--resume"), "{stderr}");
+}
+
 /// --init-seed changes the training, not the split: its own checkpoint, the
 /// same data split; equal to --seed it is the plain run; and a folder trained
 /// with one init seed is not continued with another.

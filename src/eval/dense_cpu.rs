@@ -443,4 +443,87 @@ mod tests {
         let s = dense.sums(&[&w, &w], &[0, 1]);
         assert_eq!(s[0], s[1]);
     }
+
+    /// Layer `l`'s outputs before its ReLU, given fp32 inputs (the layers
+    /// before it from `fp32`, layer l from `w`), summed in f64 over the rows
+    /// where `keep(row, output)`.
+    fn layer_output_sums(fp32: &Weights, w: &Weights, layers: &[(usize, Option<usize>)], x: &[f32], features: usize, l: usize, keep: &dyn Fn(usize, usize) -> bool) -> Vec<(f64, f64)> {
+        let (wi, bi) = layers[l];
+        let n_out = w.tensors[wi].shape[1];
+        let single = Weights { tensors: vec![w.tensors[wi].clone(), w.tensors[bi.unwrap()].clone()] };
+        let mut sums = vec![(0.0f64, 0.0f64); n_out];
+        for (r, row) in x.chunks(features).enumerate() {
+            let h = if l == 0 { row.to_vec() } else { plain_forward(fp32, &layers[..l], row).into_iter().map(relu).collect() };
+            for (j, v) in plain_forward(&single, &[(0, Some(1))], &h).into_iter().enumerate() {
+                if keep(r, j) {
+                    sums[j].0 += v as f64;
+                    sums[j].1 += 1.0;
+                }
+            }
+        }
+        sums
+    }
+
+    /// --bias-correct: the input means are those of a plain forward pass; with
+    /// `mean` each quantized layer's mean output over the calibration rows
+    /// (its inputs fp32) is the fp32 layer's again, and with `active` its mean
+    /// over the rows where the fp32 output passes the ReLU, where rounding had
+    /// moved them. The weights stay as rounded.
+    #[test]
+    fn bias_correction_restores_each_layers_mean_output() {
+        use crate::data::{Table, Targets};
+        use crate::quant::apply::{BiasMode, BnMode, Plan};
+        use crate::quant::{BiasCorrect, Granularity, Method};
+        use crate::sweep::grid::{Scope, Variant};
+        let widths = [5, 12, 7, 1];
+        let (fp32, layers) = net(&widths, 40);
+        let rows = 300;
+        // inputs in [0, 1] with means far from 0, as min-max scaling leaves them
+        let x: Vec<f32> = values(rows * widths[0], 7).iter().map(|v| 0.5 + 0.5 * v).collect();
+        let table = Table { x: x.clone(), sample_shape: vec![widths[0]], y: Targets::Values(vec![0.0; rows]) };
+        let inputs = |l: usize| -> Vec<Vec<f32>> { x.chunks(widths[0]).map(|r| if l == 0 { r.to_vec() } else { plain_forward(&fp32, &layers[..l], r).into_iter().map(relu).collect() }).collect() };
+        // fp32 pre-activation of layer l, output j, row r
+        let z = |l: usize| -> Vec<Vec<f32>> { x.chunks(widths[0]).map(|r| plain_forward(&fp32, &layers[..=l], r)).collect() };
+        let mut plain = Plan::new(fp32.clone(), BiasMode::Fp32, BnMode::Fold).unwrap();
+        plain.prepare(&[Granularity::Layer], &[2], &[Method::UniformNearest]);
+        for mode in [BiasCorrect::Mean, BiasCorrect::Active] {
+            let means = crate::eval::dense_input_means(&fp32, &table, mode).unwrap();
+            let mut corrected = Plan::new(fp32.clone(), BiasMode::Fp32, BnMode::Fold).unwrap();
+            corrected.set_input_means(&means).unwrap();
+            corrected.prepare(&[Granularity::Layer], &[2], &[Method::UniformNearest]);
+            for l in 0..layers.len() {
+                let (h, zl) = (inputs(l), z(l));
+                let (n_in, n_out) = (widths[l], widths[l + 1]);
+                let passes = |r: usize, j: usize| mode == BiasCorrect::Mean || l + 1 == layers.len() || zl[r][j] > 0.0;
+                // the means against a plain count
+                let got = &means[&format!("layers.{l}")];
+                assert_eq!(got.len(), n_in * n_out);
+                for (e, &got) in got.iter().enumerate() {
+                    let (i, j) = (e / n_out, e % n_out);
+                    let (s, c) = (0..rows).filter(|&r| passes(r, j)).fold((0.0f64, 0.0f64), |(s, c), r| (s + h[r][i] as f64, c + 1.0));
+                    let want = if c > 0.0 { (s / c) as f32 } else { 0.0 };
+                    assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "{mode:?} layer {l} weight {e}: {got} against {want}");
+                }
+                let v = Variant { method: Method::UniformNearest, bits: 2, granularity: Granularity::Layer, seed: None, scope: Scope::Layer(format!("layers.{l}")) };
+                let (rounded, report) = plain.apply(&v);
+                let (fixed, fixed_report) = corrected.apply(&v);
+                assert_eq!(report.sq_err, fixed_report.sq_err, "the weights are the same");
+                let want = layer_output_sums(&fp32, &fp32, &layers, &x, widths[0], l, &passes);
+                let off = |w: &Weights| {
+                    let s = layer_output_sums(&fp32, w, &layers, &x, widths[0], l, &passes);
+                    s.iter().zip(&want).filter(|(a, _)| a.1 > 0.0).map(|(a, b)| (a.0 - b.0).abs() / a.1).fold(0.0, f64::max)
+                };
+                assert!(off(&fixed) < 1e-4, "{mode:?} layer {l}: mean output off by {} after the correction", off(&fixed));
+                assert!(off(&rounded) > 1e-2, "{mode:?} layer {l}: rounding moved the mean output by only {}", off(&rounded));
+            }
+        }
+        // the two differ where a ReLU follows
+        let (m, a) = (crate::eval::dense_input_means(&fp32, &table, BiasCorrect::Mean).unwrap(), crate::eval::dense_input_means(&fp32, &table, BiasCorrect::Active).unwrap());
+        assert_ne!(m["layers.0"], a["layers.0"]);
+        assert_eq!(m["layers.2"], a["layers.2"], "the last layer has no ReLU after it");
+        // the correction adds to f32 biases only
+        let mut separate = Plan::new(fp32, BiasMode::Separate, BnMode::Fold).unwrap();
+        let e = separate.set_input_means(&m).unwrap_err().to_string();
+        assert!(e.contains("--bias fp32"), "{e}");
+    }
 }

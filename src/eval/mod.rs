@@ -22,6 +22,7 @@ use crate::gpu::GpuContext;
 use crate::error::{Error, Result};
 use crate::models::cnn::{BN_EPSILON, Op};
 use crate::models::{ParamRole, Weights, mlp};
+use crate::quant::BiasCorrect;
 
 pub mod dense_cpu;
 pub mod fused;
@@ -117,6 +118,95 @@ fn dense_layers(weights: &Weights) -> Vec<(usize, Option<usize>)> {
         .filter(|(_, p)| matches!(p.role, ParamRole::Weight { .. }))
         .map(|(i, p)| (i, t.iter().position(|b| b.layer == p.layer && b.role == ParamRole::Bias)))
         .collect()
+}
+
+/// One layer's sums over a block of rows for [`dense_input_means`].
+struct InputSums {
+    /// Σ input over every row [in]
+    all: Vec<f64>,
+    /// per output, Σ input over the rows whose output passes the ReLU [in][out]
+    active: Vec<f64>,
+    /// per output, how many rows pass the ReLU [out]
+    rows: Vec<f64>,
+}
+
+/// --bias-correct's calibration: for each layer of a dense net (ReLU between
+/// layers), by name, the mean over the rows of `table`, through the fp32
+/// weights, of the input each weight multiplies, one per weight in its
+/// [in][out] layout. `Mean`: over every row (the same for every output).
+/// `Active`: for each output, over the rows where its fp32 value passes the
+/// ReLU after it (every row for the last layer; 0 for an output no row
+/// passes). Rows run in f32; the sums are f64 over blocks of rows in a fixed
+/// order, so the means do not depend on the thread count.
+pub fn dense_input_means(weights: &Weights, table: &Table, mode: BiasCorrect) -> Result<std::collections::HashMap<String, Vec<f32>>> {
+    use rayon::prelude::*;
+    let t = &weights.tensors;
+    let layers = dense_layers(weights);
+    if t.iter().any(|p| p.shape.len() > 2) || layers.is_empty() {
+        return Err(Error::Eval("input means are for the dense nets (mlp-simple, mlp-complex)".into()));
+    }
+    let features = table.sample_len();
+    let dims: Vec<(usize, usize)> = layers.iter().map(|&(w, _)| (t[w].shape[0], t[w].shape[1])).collect();
+    if dims[0].0 != features {
+        return Err(Error::Eval(format!("the net takes {} inputs, the rows have {features}", dims[0].0)));
+    }
+    let last = layers.len() - 1;
+    let per_output = |l: usize| mode == BiasCorrect::Active && l < last;
+    let block_sums = |rows: &[f32]| -> Vec<InputSums> {
+        let mut sums: Vec<InputSums> = dims
+            .iter()
+            .enumerate()
+            .map(|(l, &(i, o))| InputSums { all: vec![0.0; i], active: if per_output(l) { vec![0.0; i * o] } else { Vec::new() }, rows: vec![0.0; o] })
+            .collect();
+        for x in rows.chunks(features) {
+            let mut a = x.to_vec();
+            for (l, &(w, b)) in layers.iter().enumerate() {
+                let (inputs, outputs) = dims[l];
+                let InputSums { all, active, rows: count } = &mut sums[l];
+                for (s, v) in all.iter_mut().zip(&a) {
+                    *s += *v as f64;
+                }
+                let mut z = b.map_or_else(|| vec![0.0f32; outputs], |b| t[b].data.clone());
+                for (i, &v) in a.iter().enumerate() {
+                    for (z, &wv) in z.iter_mut().zip(&t[w].data[i * outputs..(i + 1) * outputs]) {
+                        *z += v * wv;
+                    }
+                }
+                if per_output(l) {
+                    for (j, _) in z.iter().enumerate().filter(|(_, z)| **z > 0.0) {
+                        count[j] += 1.0;
+                        for i in 0..inputs {
+                            active[i * outputs + j] += a[i] as f64;
+                        }
+                    }
+                }
+                if l < last {
+                    z.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+                a = z;
+            }
+        }
+        sums
+    };
+    let blocks: Vec<_> = table.x.par_chunks(1024 * features).map(block_sums).collect();
+    let n = table.len().max(1) as f64;
+    Ok(layers
+        .iter()
+        .enumerate()
+        .map(|(l, &(w, _))| {
+            let (inputs, outputs) = dims[l];
+            // the blocks' sums, added in block order
+            let sum = |pick: &dyn Fn(&InputSums) -> &Vec<f64>, len: usize| -> Vec<f64> { (0..len).map(|k| blocks.iter().map(|b| pick(&b[l])[k]).sum()).collect() };
+            let means: Vec<f32> = if per_output(l) {
+                let (active, rows) = (sum(&|s| &s.active, inputs * outputs), sum(&|s| &s.rows, outputs));
+                active.iter().enumerate().map(|(e, &a)| if rows[e % outputs] > 0.0 { (a / rows[e % outputs]) as f32 } else { 0.0 }).collect()
+            } else {
+                let all = sum(&|s| &s.all, inputs);
+                (0..inputs * outputs).map(|e| (all[e / outputs] / n) as f32).collect()
+            };
+            (t[w].layer.clone(), means)
+        })
+        .collect())
 }
 
 /// The first dense layer that any variant changes: the activations before it

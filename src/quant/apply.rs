@@ -159,6 +159,21 @@ impl QuantReport {
     }
 }
 
+/// --bias-correct for one target: after rounding (and --rescale), each output
+/// channel's f32 bias gains Σ (w - q) × means[i] over the channel
+/// (reference::shift_sum), so that the layer's mean output over the
+/// calibration rows is the fp32 layer's again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Correction {
+    /// the layer's bias tensor (f32: --bias fp32)
+    pub bias: usize,
+    /// one group per output channel of the target
+    pub channels: Grouping,
+    /// the mean of the input each weight multiplies, one per weight (in the
+    /// target's layout)
+    pub means: Vec<f32>,
+}
+
 /// (target, granularity, bits, method whose ranges these are: None when every
 /// method shares them)
 type RangeKey = (usize, Granularity, u32, Option<Method>);
@@ -182,6 +197,8 @@ pub struct Plan {
     pub clip: Option<Clip>,
     /// --rescale: the scale applied to each group's quantized weights after rounding
     pub rescale: Rescale,
+    /// --bias-correct: per target, its correction (None: its bias stays as trained)
+    pub corrections: Vec<Option<Correction>>,
 }
 
 impl Plan {
@@ -261,7 +278,56 @@ impl Plan {
             }
         }
         let sq_sums = targets.iter().map(|t| reference::product_sum(&t.data, Grouping::whole(t.data.len()), &t.data, 0, Product::WW) as f64).collect();
-        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new(), tables: HashMap::new(), clip: None, rescale: Rescale::None })
+        Ok(Plan { weights, targets, bias, sq_sums, stats: HashMap::new(), params: HashMap::new(), tables: HashMap::new(), clip: None, rescale: Rescale::None, corrections: Vec::new() })
+    }
+
+    /// Turns on --bias-correct, given for each layer (by name) the mean of the
+    /// input each of its weights multiplies over the calibration rows
+    /// (eval::dense_input_means). Every weight target gets a correction; its
+    /// layer needs an f32 bias (--bias fp32) and one mean per weight.
+    pub fn set_input_means(&mut self, means: &HashMap<String, Vec<f32>>) -> Result<()> {
+        if self.bias != BiasMode::Fp32 {
+            return Err(Error::Quant(format!("--bias-correct adds to the f32 biases; --bias {} quantizes them: use --bias fp32", self.bias.name())));
+        }
+        let t = &self.weights.tensors;
+        let mut corrections = Vec::with_capacity(self.targets.len());
+        for target in &self.targets {
+            let [m] = target.members.as_slice() else {
+                return Err(Error::Quant(format!("--bias-correct: {} pools several tensors in one group", target.name)));
+            };
+            let ParamRole::Weight { .. } = t[m.tensor].role else {
+                return Err(Error::Quant(format!("--bias-correct: {} is not a weight", target.name)));
+            };
+            let bias = t.iter().position(|x| x.layer == target.layer && x.role == ParamRole::Bias);
+            let (Some(bias), Some(mean)) = (bias, means.get(&target.layer)) else {
+                return Err(Error::Quant(format!("--bias-correct: layer {} needs a bias and the mean of its input", target.layer)));
+            };
+            let channels = Grouping::per_channel(&target.shape, target.channel_axis);
+            if mean.len() != target.data.len() || t[bias].len() != channels.groups {
+                return Err(Error::Quant(format!(
+                    "--bias-correct: {} has {} weights in {} outputs, its bias {} values and its input means {}",
+                    target.name,
+                    target.data.len(),
+                    channels.groups,
+                    t[bias].len(),
+                    mean.len()
+                )));
+            }
+            corrections.push(Some(Correction { bias, channels, means: mean.clone() }));
+        }
+        self.corrections = corrections;
+        Ok(())
+    }
+
+    /// The bias tensor of target `ti` and its corrected values for the
+    /// target's quantized (and rescaled) values `q`: the trained bias plus
+    /// each channel's shift (reference::shift_sum), one f32 addition. None
+    /// without --bias-correct.
+    pub fn corrected_bias(&self, ti: usize, q: &[f32]) -> Option<(usize, Vec<f32>)> {
+        let c = self.corrections.get(ti)?.as_ref()?;
+        let w = &self.targets[ti].data;
+        let b = &self.weights.tensors[c.bias].data;
+        Some((c.bias, b.iter().enumerate().map(|(g, &b)| b + reference::shift_sum(w, c.channels, q, g, &c.means)).collect()))
     }
 
     pub fn grouping(&self, target: usize, g: Granularity) -> Grouping {
@@ -389,6 +455,9 @@ impl Plan {
             reference::rescale(&t.data, grouping, &mut q.values, self.rescale);
             for m in &t.members {
                 t.scatter(m, &q.values, &mut out.tensors[m.tensor].data);
+            }
+            if let Some((b, values)) = self.corrected_bias(ti, &q.values) {
+                out.tensors[b].data = values;
             }
             let whole = Grouping::whole(t.data.len());
             let err = reference::product_sum(&t.data, whole, &q.values, 0, Product::SqErr);

@@ -425,8 +425,8 @@ impl GpuQuantizer {
         let n = t.len();
         let g = t.grouping;
         let mut enc = self.encoder();
-        let num = self.products(&mut enc, t, g, values, variants, num)?;
-        let den = self.products(&mut enc, t, g, values, variants, den)?;
+        let num = self.products(&mut enc, t, g, values, variants, num, None)?;
+        let den = self.products(&mut enc, t, g, values, variants, den, None)?;
         let (x, y) = grid_2d(n.div_ceil(256));
         let shape = self.ctx.storage("shape", bytemuck::cast_slice(&[n as u32, g.groups as u32, g.stride as u32, x]));
         self.pass(&mut enc, Kernel::Rescale, &[values.binding(), num.as_entire_binding(), den.as_entire_binding(), shape.as_entire_binding()], (x, y, variants as u32));
@@ -443,7 +443,7 @@ impl GpuQuantizer {
         let both = self.ctx.empty("weight sums", 2 * variants * 16);
         let mut enc = self.encoder();
         for (i, product) in [Product::SqErr, Product::WQ].into_iter().enumerate() {
-            let total = self.products(&mut enc, t, Grouping::whole(t.len()), values, variants, product)?;
+            let total = self.products(&mut enc, t, Grouping::whole(t.len()), values, variants, product, None)?;
             enc.copy_buffer_to_buffer(&total, 0, &both, i as u64 * row_bytes, row_bytes);
         }
         self.ctx.queue.submit([enc.finish()]);
@@ -452,10 +452,33 @@ impl GpuQuantizer {
         Ok(sq.iter().zip(cross).map(|(e, c)| (e.sum, c.sum)).collect())
     }
 
+    /// --bias-correct's shifts: per variant and output channel (`channels`, one
+    /// group per output channel of `t`), Σ (w - q) × means[i] over the
+    /// channel's elements, read back [variant][channel]: group_products' mode
+    /// 4 and its reduction, bit for bit reference::shift_sum. `means` holds
+    /// one f32 per weight ([`upload_means`](Self::upload_means)).
+    pub fn shifts(&self, t: &GpuTensor, channels: Grouping, values: &Region<'_>, variants: usize, means: &wgpu::Buffer) -> Result<Vec<f32>> {
+        if channels.len != t.len() || means.size() < (t.len() * 4) as u64 {
+            return Err(Error::Quant(format!("bias correction of a tensor of {} elements: channels of {} elements and {} bytes of means do not fit it", t.len(), channels.len, means.size())));
+        }
+        let mut enc = self.encoder();
+        let sums = self.products(&mut enc, t, channels, values, variants, Product::Shift, Some(means))?;
+        self.ctx.queue.submit([enc.finish()]);
+        let p: Vec<Partial> = self.read(&sums, variants * channels.groups * 16)?;
+        Ok(p.iter().map(|p| p.sum).collect())
+    }
+
+    /// A buffer of the per-weight input means that [`shifts`](Self::shifts) reads.
+    pub fn upload_means(&self, means: &[f32]) -> wgpu::Buffer {
+        self.ctx.storage("input means", bytemuck::cast_slice(means))
+    }
+
     /// Encodes group_products for `product` and its reduction for `variants`
     /// variants of `t` in `values`, grouped by `grouping`: the buffer of one
-    /// fully reduced partial per (variant, group), reference::product_sum's.
-    fn products(&self, enc: &mut wgpu::CommandEncoder, t: &GpuTensor, grouping: Grouping, values: &Region<'_>, variants: usize, product: Product) -> Result<wgpu::Buffer> {
+    /// fully reduced partial per (variant, group), reference::product_sum's
+    /// (mode 4, [`Product::Shift`], reads `means`; the others ignore it).
+    #[allow(clippy::too_many_arguments)] // one pass: its encoder, tensor, grouping, values, count, product and mode 4's means
+    fn products(&self, enc: &mut wgpu::CommandEncoder, t: &GpuTensor, grouping: Grouping, values: &Region<'_>, variants: usize, product: Product, means: Option<&wgpu::Buffer>) -> Result<wgpu::Buffer> {
         let limit = self.ctx.limits().max_compute_workgroups_per_dimension as usize;
         let blocks = grouping.group_len().div_ceil(REDUCE_BLOCK);
         if variants > limit || blocks > limit {
@@ -468,7 +491,7 @@ impl GpuQuantizer {
         self.pass(
             enc,
             Kernel::GroupProducts,
-            &[t.weights.as_entire_binding(), values.binding(), partials.as_entire_binding(), shape.as_entire_binding()],
+            &[t.weights.as_entire_binding(), values.binding(), partials.as_entire_binding(), shape.as_entire_binding(), means.unwrap_or(&self.dummy).as_entire_binding()],
             (blocks as u32, grouping.groups as u32, variants as u32),
         );
         Ok(self.reduce(enc, partials, rows, blocks))

@@ -276,6 +276,44 @@ impl Rescale {
     }
 }
 
+/// --bias-correct: after rounding (and --rescale), each quantized layer's f32
+/// bias gains the shift its rounding gives the layer's mean output,
+/// Σ (w - q)·μ per output, μ a mean of the layer's input over the training
+/// split through the fp32 net (the calibration rows).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BiasCorrect {
+    /// the biases as trained
+    #[default]
+    None,
+    /// μ the input's mean over every calibration row: each output's mean over
+    /// them is the fp32 layer's again
+    Mean,
+    /// μ, for each output, the input's mean over the rows where the fp32
+    /// output passes the ReLU that follows (every row for the last layer):
+    /// the mean shift where the next layer sees it
+    Active,
+}
+
+impl BiasCorrect {
+    pub fn name(self) -> &'static str {
+        match self {
+            BiasCorrect::None => "none",
+            BiasCorrect::Mean => "mean",
+            BiasCorrect::Active => "active",
+        }
+    }
+
+    /// How the report says it (None without correction).
+    pub fn describe(self) -> Option<&'static str> {
+        match self {
+            BiasCorrect::None => None,
+            BiasCorrect::Mean => Some("biases corrected for the shift of each output's mean (input means over the training split)"),
+            BiasCorrect::Active => Some("biases corrected for the shift of each output's mean where it passes the ReLU (input means over the training rows where it does)"),
+        }
+    }
+}
+
 /// A product of a weight w (flushed, as the quantizer reads it) and its
 /// quantized value q, summed per group for --rescale and over a whole tensor
 /// for the weight error and gain (reference::product_sum); the discriminant
@@ -287,6 +325,10 @@ pub enum Product {
     QQ = 2,
     /// (w - q)²
     SqErr = 3,
+    /// (w - q) times the mean of the input it multiplies (--bias-correct):
+    /// summed per output channel, the shift of that output's mean
+    /// ([`reference::shift_sum`]); `of` gives the difference alone
+    Shift = 4,
 }
 
 impl Product {
@@ -300,6 +342,7 @@ impl Product {
                 let d = w - q;
                 d * d
             }
+            Product::Shift => w - q,
         }
     }
 }

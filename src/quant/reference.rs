@@ -188,6 +188,19 @@ pub fn product_sum(w: &[f32], grouping: Grouping, q: &[f32], g: usize, product: 
     })
 }
 
+/// Σ over group `g` of (flush(w) - q) × `means[i]`, i the element's flat
+/// index, in the group's canonical tree order, each term rounded before it is
+/// added: with one group per output channel and `means` the mean of the input
+/// each weight multiplies, the shift of that output's mean that
+/// --bias-correct takes back. shaders/group_products.wgsl's mode 4.
+pub fn shift_sum(w: &[f32], grouping: Grouping, q: &[f32], g: usize, means: &[f32]) -> f32 {
+    assert_eq!(means.len(), w.len(), "one mean per weight");
+    tree_sum(grouping.group_len(), |k| {
+        let i = grouping.index(g, k);
+        Product::Shift.of(flush(w[i]), q[i]) * means[i]
+    })
+}
+
 /// The per-group factors of `mode` for the quantized weights `q` of `w`:
 /// [`rescale_factor`] of the group's two [`product_sum`]s ([`Rescale::sums`]:
 /// Σw²/Σwq for gain, Σwq/Σq² for lsq); 1 without rescaling. Computed on the

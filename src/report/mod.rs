@@ -125,7 +125,7 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String, String)], hea
             },
         ),
         ("training", format!("{} epochs, batch {}, Adam lr {}, seed {}; kept the weights at epoch {:.2} (best on validation){}", info.training.epochs, info.training.batch_size, info.training.learning_rate, info.training.seed, info.training_summary.best_epoch, if info.checkpoint_reused { "; checkpoint reused" } else { "" })),
-        ("grid", format!("{} variants: methods {}, bits {:?}, granularity {}, {} seed(s) per stochastic setting, scope {:?}{}, bias {}", info.variants, c.methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "), c.bits, c.granularities.iter().map(|g| g.name()).collect::<Vec<_>>().join(","), c.seeds, c.scope, mixed_scopes(info), c.bias.name()) + &c.clip.map_or(String::new(), |clip| format!(", {}", clip.describe())) + &c.rescale.describe().map_or(String::new(), |r| format!(", {r}"))),
+        ("grid", format!("{} variants: methods {}, bits {:?}, granularity {}, {} seed(s) per stochastic setting, scope {:?}{}, bias {}", info.variants, c.methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "), c.bits, c.granularities.iter().map(|g| g.name()).collect::<Vec<_>>().join(","), c.seeds, c.scope, mixed_scopes(info), c.bias.name()) + &c.clip.map_or(String::new(), |clip| format!(", {}", clip.describe())) + &c.rescale.describe().map_or(String::new(), |r| format!(", {r}")) + &c.bias_correct.describe().map_or(String::new(), |b| format!(", {b}"))),
         ("scored", format!("{} of {} variants", s.variants, info.variants)),
         (
             "fp32 baseline",

@@ -23,7 +23,7 @@ use crate::gpu::{self, AdapterSummary, GpuContext};
 use crate::models::{ModelSpec, Weights};
 use crate::progress::Progress;
 use crate::quant::apply::{BnMode, Plan, QuantReport};
-use crate::quant::Clip;
+use crate::quant::{BiasCorrect, Clip};
 use crate::quant::reference::MSE_CLIP_CANDIDATES;
 use clap::Parser;
 use crate::report::{self, ResultRow, ResultsWriter};
@@ -383,6 +383,9 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     let mut plan = Plan::new(weights.clone(), config.bias, config.bn)?;
     plan.clip = config.clip;
     plan.rescale = config.rescale;
+    if config.bias_correct != BiasCorrect::None {
+        plan.set_input_means(&crate::eval::dense_input_means(&weights, &dataset.train, config.bias_correct)?)?;
+    }
     let start = Instant::now();
     plan.prepare(&config.granularities, &config.quantized_bits(), &config.methods);
     let prepare_seconds = start.elapsed().as_secs_f64();

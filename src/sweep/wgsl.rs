@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::eval::{Evaluator, Scores, stack_tensor};
@@ -18,11 +18,16 @@ use crate::quant::apply::{Layout, Plan, QuantReport};
 use crate::quant::gpu::{GpuQuantizer, GpuTensor, GpuVariant, Tables};
 use crate::sweep::grid::Variant;
 
+/// Per variant Σ (w - q)² and Σ w q; with --bias-correct, the shifts [variant][channel].
+type WeightSumsAndShifts = (Vec<(f32, f32)>, Option<Vec<f32>>);
+
 pub struct WgslScorer {
     quantizer: GpuQuantizer,
     tensors: HashMap<(usize, Granularity), GpuTensor>,
     /// fp32 parameters on the device, stacked once: [1, rows, cols]
     fp32: Vec<Tensor<3>>,
+    /// --bias-correct: per target with a correction, its input means on the device
+    means: HashMap<usize, wgpu::Buffer>,
 }
 
 impl WgslScorer {
@@ -43,7 +48,8 @@ impl WgslScorer {
             }
         }
         let fp32 = (0..plan.weights.tensors.len()).map(|i| stack_tensor(&[&plan.weights], i, &ctx.burn)).collect();
-        Ok(WgslScorer { quantizer, tensors, fp32 })
+        let means = plan.corrections.iter().enumerate().filter_map(|(ti, c)| Some((ti, quantizer.upload_means(&c.as_ref()?.means)))).collect();
+        Ok(WgslScorer { quantizer, tensors, fp32, means })
     }
 
     /// Scores a batch whose variants share one scope and granularity.
@@ -67,13 +73,23 @@ impl WgslScorer {
             let gt = &self.tensors[&(ti, first.granularity)];
             let (rows, cols) = if target.shape.len() == 1 { (1, target.data.len()) } else { (target.shape[0], target.cols()) };
             let out = Tensor::<3>::empty([v, rows, cols], evaluator.device());
-            let per_variant = bridge::with_region(&out, |region| -> Result<Vec<(f32, f32)>> {
+            let correction = plan.corrections.get(ti).and_then(Option::as_ref);
+            let (per_variant, shifts) = bridge::with_region(&out, |region| -> Result<WeightSumsAndShifts> {
                 self.quantizer.quantize(gt, &gv, &region, None)?;
                 self.quantizer.rescale(gt, &region, v, plan.rescale)?;
-                self.quantizer.weight_sums(gt, &region, v)
+                let shifts = correction.map(|c| self.quantizer.shifts(gt, c.channels, &region, v, &self.means[&ti])).transpose()?;
+                Ok((self.quantizer.weight_sums(gt, &region, v)?, shifts))
             })??;
             for (i, (e, c)) in per_variant.into_iter().enumerate() {
                 sums[i].push((ti, e, c));
+            }
+            if let (Some(c), Some(shifts)) = (correction, shifts) {
+                // the trained bias plus each variant's shift, the f32 addition of Plan::corrected_bias
+                let b = &plan.weights.tensors[c.bias].data;
+                let data: Vec<f32> = shifts.chunks(b.len()).flat_map(|s| b.iter().zip(s).map(|(b, s)| b + s)).collect();
+                let [_, r, cols] = self.fp32[c.bias].dims();
+                params[c.bias] = Tensor::from_data(TensorData::new(data, [v, r, cols]), evaluator.device());
+                changed[c.bias] = true;
             }
             for m in &target.members {
                 let [_, r, c] = self.fp32[m.tensor].dims();
