@@ -18,6 +18,10 @@ METHODS = ["uniform-nearest", "uniform-stochastic", "histogram-nearest", "histog
            "normal-nearest", "normal-stochastic", "midrise"]
 
 
+# the --bias-correct runs, each named after the run it corrects
+BIAS_CORRECT_SUFFIXES = ("-bcmean", "-bcactive")
+
+
 def read_rows(folder):
     """A run's results.csv rows (runs over 2 MB keep it gzipped in git)."""
     plain = os.path.join(ROOT, folder, "results.csv")
@@ -34,7 +38,7 @@ def runs():
     sections after main() read them."""
     folders = sorted({os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(ROOT, "*", "results.csv*"))})
     for folder in folders:
-        if folder.endswith(("-mixed", "-lloyd", "-kde", "-dither", "-levels")) or "-clip" in folder or "-channel-" in folder:
+        if folder.endswith(("-mixed", "-lloyd", "-kde", "-dither", "-levels") + BIAS_CORRECT_SUFFIXES) or "-clip" in folder or "-channel-" in folder:
             continue
         rows = read_rows(folder)
         if rows:
@@ -312,7 +316,8 @@ def levels_section():
 def clip_section():
     # the dither runs under --clip mse have their own table (dither_section)
     # the rescaled runs under --clip mse have their own table (rescale_section)
-    found = [f for f in folders_like("*-clip*") if "-dither-" not in f and not f.endswith(("-gain", "-lsq"))]
+    # and the bias-corrected ones theirs (bias_correct_section)
+    found = [f for f in folders_like("*-clip*") if "-dither-" not in f and not f.endswith(("-gain", "-lsq") + BIAS_CORRECT_SUFFIXES)]
     if not found:
         return
     print("\n## Range clipping (--clip P or mse) against the full range\n")
@@ -451,6 +456,42 @@ def rescale_section():
                 print(f"| {clip} | {b} | " + " | ".join(cells) + " |")
 
 
+def bias_correct_section():
+    """--bias-correct mean / active against the same run without it."""
+    bases = sorted(f[: -len("-bcmean")] for f in folders_like("*-bcmean") if os.path.isdir(os.path.join(ROOT, f[: -len("-bcmean")])))
+    if not bases:
+        return
+    print("\n## Bias correction after rounding (--bias-correct mean or active)\n")
+    print("Each quantized layer's f32 bias plus Σ(w - q)·μ per output, μ the layer's mean input over the "
+          "training split (mean), or over the training rows where that output passes its ReLU (active), "
+          "against the same run without it. Per method, the smallest bit width within 1 % of fp32 (whole "
+          "net); then uniform-nearest's metric at 2 / 3 / 4 bits; then the cells (method x bit width, the "
+          "mean over seeds for the stochastic methods) where the correction scores better / worse than "
+          "none (the rest tie).\n")
+    summaries = {f: summary_of(f) for b in bases for f in (b, b + "-bcmean", b + "-bcactive")}
+    present = [m for m in METHODS if any(m in best for _, best, _ in summaries.values())]
+    spans = ((1,), (2, 3, 4), (5, 6, 7, 8), tuple(range(9, 17)))
+    print("| run | correction | " + " | ".join(present) + " | uniform-nearest 2 / 3 / 4 | better / worse: 1 bit | 2-4 bits | 5-8 bits | 9-16 bits |")
+    print("|---|---|" + "---|" * len(present) + "---|---|---|---|---|")
+    for base in bases:
+        s, _, plain = summaries[base]
+        gt = better(s["metric"])
+        for folder, mode in ((base, "none"), (base + "-bcmean", "mean"), (base + "-bcactive", "active")):
+            _, best, at = summaries[folder]
+            cells = [bits_cell(best.get(m)) for m in present]
+            metric = " / ".join(fmt(at[("uniform-nearest", b)]["mean"], s["metric"]) for b in (2, 3, 4))
+            counts = []
+            for bits in spans:
+                keys = [(m, b) for m in METHODS for b in bits if (m, b) in at]
+                if mode == "none":
+                    counts.append("")
+                    continue
+                w = sum(gt(at[k]["mean"], plain[k]["mean"]) for k in keys)
+                l = sum(gt(plain[k]["mean"], at[k]["mean"]) for k in keys)
+                counts.append(f"{w} / {l}")
+            print(f"| {base} | {mode} | " + " | ".join(cells) + f" | {metric} | " + " | ".join(counts) + " |")
+
+
 def channel_section():
     found = folders_like("*-channel-bn-*")
     if not found:
@@ -560,6 +601,7 @@ if __name__ == "__main__":
     levels_section()
     clip_section()
     rescale_section()
+    bias_correct_section()
     channel_section()
     dither_section()
     init_seeds_section()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|init-seeds|restarts|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|init-seeds|restarts|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -202,6 +202,36 @@ if [[ $what == rescale || $what == all ]]; then
     for mode in gain lsq; do
       run --model mlp-complex --dataset $d --clip mse --rescale $mode --checkpoint-dir results/checkpoints \
           --out results/mlp-complex-$d-clipmse-$mode
+    done
+  done
+fi
+if [[ $what == bias-correct || $what == all ]]; then
+  # the dense nets with each quantized layer's bias corrected for the shift of
+  # its mean output, over every training row (mean) or over the rows where the
+  # output passes its ReLU (active): on the full range, under --clip mse, and
+  # under --clip mse with --rescale gain; then the regressors without dropout
+  # (dense-dropout's checkpoints)
+  for mode in mean active; do
+    for d in churn telescope california mv; do
+      run --model mlp-complex --dataset $d --bias-correct $mode --checkpoint-dir results/checkpoints \
+          --out results/mlp-complex-$d-bc$mode
+      run --model mlp-complex --dataset $d --clip mse --bias-correct $mode --checkpoint-dir results/checkpoints \
+          --out results/mlp-complex-$d-clipmse-bc$mode
+      run --model mlp-complex --dataset $d --clip mse --rescale gain --bias-correct $mode --checkpoint-dir results/checkpoints \
+          --out results/mlp-complex-$d-clipmse-gain-bc$mode
+    done
+    for d in california mv; do
+      run --model mlp-complex --dataset $d --dropout 0 --bias-correct $mode --checkpoint-dir results/checkpoints \
+          --out results/mlp-complex-$d-dropout0-bc$mode
+    done
+  done
+  # why --rescale gain hurts california: each layer alone, with and without
+  # the gain and the correction (uniform and normal nearest, 2-4 bits)
+  for mode in none gain; do
+    for bc in none mean; do
+      run --model mlp-complex --dataset california --clip mse --rescale $mode --bias-correct $bc --scope each-layer \
+          --methods uniform-nearest,normal-nearest --bits 2,3,4 --checkpoint-dir results/checkpoints \
+          --out results/mlp-complex-california-gain-layers/clipmse-$mode-bc$bc
     done
   done
 fi
