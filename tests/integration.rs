@@ -191,6 +191,14 @@ fn sweep_into(data: &Path, work: &Path, out: &str, args: &[&str]) -> (std::proce
     (o, dir)
 }
 
+/// [`sweep_into`] that must succeed: its results.csv rows, report.md and config.json.
+fn sweep_and_read(data: &Path, work: &Path, out: &str, args: &[&str]) -> (Vec<sweep_gpu::report::ResultRow>, String, serde_json::Value) {
+    let (o, dir) = sweep_into(data, work, out, args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    (sweep_gpu::report::read_results(&dir.join("results.csv"), false).unwrap(), std::fs::read_to_string(dir.join("report.md")).unwrap(), config)
+}
+
 fn run_fail(args: &[&str]) -> String {
     let out = sweep_gpu().args(args).output().unwrap();
     assert!(!out.status.success(), "{args:?} must fail");
@@ -383,12 +391,7 @@ fn rescaling_restores_the_gain_or_lowers_the_error_and_is_recorded() {
     let work = tempfile::tempdir().unwrap();
     let base = ["--model", "mlp-complex", "--dataset", "churn", "--device", "cpu", "--epochs", "1", "--bits", "1,2,4", "--seeds", "2", "--methods", "uniform-nearest,uniform-stochastic,midrise"];
     let run = |out: &str, extra: &[&str]| sweep_into(data.path(), work.path(), out, &[&base[..], extra].concat());
-    let read = |out: &str, extra: &[&str]| {
-        let (o, dir) = run(out, extra);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-        (sweep_gpu::report::read_results(&dir.join("results.csv"), false).unwrap(), std::fs::read_to_string(dir.join("report.md")).unwrap(), config)
-    };
+    let read = |out: &str, extra: &[&str]| sweep_and_read(data.path(), work.path(), out, &[&base[..], extra].concat());
     let (plain, _, config) = read("plain", &[]);
     assert!(config["config"].get("rescale").is_none(), "no rescaling is left out of config.json, as before --rescale");
     let (gain, report, config) = read("gain", &["--rescale", "gain"]);
@@ -429,12 +432,7 @@ fn bias_correction_moves_the_scores_not_the_weights_and_is_recorded() {
     let work = tempfile::tempdir().unwrap();
     let base = ["--model", "mlp-complex", "--dataset", "churn", "--device", "cpu", "--epochs", "1", "--bits", "1,2,4", "--seeds", "2", "--methods", "uniform-nearest,normal-stochastic"];
     let run = |out: &str, extra: &[&str]| sweep_into(data.path(), work.path(), out, &[&base[..], extra].concat());
-    let read = |out: &str, extra: &[&str]| {
-        let (o, dir) = run(out, extra);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-        (sweep_gpu::report::read_results(&dir.join("results.csv"), false).unwrap(), std::fs::read_to_string(dir.join("report.md")).unwrap(), config)
-    };
+    let read = |out: &str, extra: &[&str]| sweep_and_read(data.path(), work.path(), out, &[&base[..], extra].concat());
     let (plain, report, config) = read("plain", &[]);
     assert!(config["config"].get("bias_correct").is_none() && !report.contains("biases corrected"), "left out when none, as before the flag");
     for mode in ["mean", "active"] {
