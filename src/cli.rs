@@ -218,7 +218,8 @@ pub struct SweepArgs {
     /// Correct each quantized layer's f32 bias, after rounding (and
     /// --rescale), for the shift its rounding gives the layer's mean output:
     /// Σ (w - q)·μ per output, μ a mean of the layer's input over the training
-    /// split through the fp32 net. Dense nets, --bias fp32; sizes do not change.
+    /// split through the fp32 net (conv nets: its first 1,024 images). --bias
+    /// fp32, and for conv nets --bn fold; sizes do not change.
     #[arg(long, value_enum, default_value = "none")]
     pub bias_correct: BiasCorrect,
 

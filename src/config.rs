@@ -164,8 +164,8 @@ impl Config {
                 ));
             }
         }
-        if a.bias_correct != BiasCorrect::None && model.is_conv() {
-            return Err(Error::config("--bias-correct", format!("corrects the dense nets (mlp-simple, mlp-complex); {model} is a conv net")));
+        if a.bias_correct != BiasCorrect::None && model.is_conv() && a.bn != BnMode::Fold {
+            return Err(Error::config("--bias-correct", format!("corrects the biases BatchNorm folds into the convolutions; --bn {} leaves them out: use --bn fold", a.bn.name())));
         }
         if a.bias_correct != BiasCorrect::None && a.bias != BiasMode::Fp32 {
             return Err(Error::config("--bias-correct", format!("adds to the f32 biases, which --bias {} quantizes: use --bias fp32", a.bias.name())));

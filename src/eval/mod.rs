@@ -209,6 +209,162 @@ pub fn dense_input_means(weights: &Weights, table: &Table, mode: BiasCorrect) ->
         .collect())
 }
 
+/// The training images a conv net's --bias-correct calibration reads at most
+/// (the first of the seeded-shuffled training part): means settle long before
+/// a 45,000-image pass on the CPU would end.
+pub const CONV_CALIBRATION_IMAGES: usize = 1024;
+
+/// [`dense_input_means`] for a conv program with BatchNorm folded: for every
+/// Conv (3x3, padding 1) and Linear of `ops`, by its weight's layer, the mean
+/// of the input each weight multiplies, one per weight in the weight's layout
+/// ([out][in·3·3] for a conv: the padded input patch at the weight's offset,
+/// over images and output positions; [in][out] for a linear layer), over the
+/// first `limit` images of `table`. `Active`: for each output channel, over the
+/// (image, position) pairs where its fp32 value passes the ReLU after it.
+/// Runs on burn's CPU backend whatever the run's device, so CPU and GPU runs
+/// correct by the same means.
+pub fn program_input_means(ops: &[Op], weights: &Weights, table: &Table, mode: BiasCorrect, limit: usize) -> Result<std::collections::HashMap<String, Vec<f32>>> {
+    use burn::tensor::ops::PadMode;
+    let device = Device::flex();
+    let t = &weights.tensors;
+    let [c, h, w] = match table.sample_shape[..] {
+        [c, h, w] => [c, h, w],
+        _ => return Err(Error::Eval(format!("conv calibration needs images, the rows have shape {:?}", table.sample_shape))),
+    };
+    let tensor = |i: usize| -> Tensor<1> { Tensor::from_data(TensorData::new(t[i].data.clone(), [t[i].len()]), &device) };
+    // per Conv / Linear op: its weight, Σ input per weight place, and the rows counted per output
+    struct Acc {
+        weight: usize,
+        sums: Vec<f64>,
+        rows: Vec<f64>,
+    }
+    let mut accs: Vec<Option<Acc>> = ops
+        .iter()
+        .map(|op| match *op {
+            Op::Conv { weight, .. } | Op::Linear { weight, .. } => Some(Acc { weight, sums: vec![0.0; t[weight].len()], rows: vec![0.0; t[weight].shape[if matches!(op, Op::Conv { .. }) { 0 } else { 1 }]] }),
+            _ => None,
+        })
+        .collect();
+    let add = |acc: &mut Vec<f64>, x: Tensor<1>| -> Result<()> {
+        let v = x.try_to_vec_as::<f32>().map_err(|e| Error::Eval(format!("calibration read-back: {e:?}")))?;
+        acc.iter_mut().zip(v).for_each(|(a, v)| *a += v as f64);
+        Ok(())
+    };
+    let n = table.len().min(limit);
+    let chunk = 64;
+    let mut start = 0;
+    while start < n {
+        let b = chunk.min(n - start);
+        let x = Tensor::<4>::from_data(TensorData::new(table.x[start * c * h * w..(start + b) * c * h * w].to_vec(), [b, c, h, w]), &device);
+        enum Act {
+            Maps(Tensor<4>),
+            Rows(Tensor<2>),
+        }
+        let mut act = Act::Maps(x);
+        let mut saved: Option<Tensor<4>> = None;
+        for (j, op) in ops.iter().enumerate() {
+            let gated = mode == BiasCorrect::Active && matches!(ops.get(j + 1), Some(Op::Relu));
+            act = match (op, act) {
+                (Op::Conv { weight, bias }, Act::Maps(x)) => {
+                    let [out, cin, kh, kw] = t[*weight].shape[..] else { return Err(Error::Eval(format!("{} is not a conv weight", t[*weight].name))) };
+                    let wt: Tensor<4> = tensor(*weight).reshape([out, cin, kh, kw]);
+                    if (kh, kw) != (3, 3) {
+                        return Err(Error::Eval(format!("{} is not a 3x3 convolution", t[*weight].name)));
+                    }
+                    let z = conv2d(x.clone(), wt, bias.map(tensor), ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+                    let [bs, _, zh, zw] = z.dims();
+                    let positions = bs * zh * zw;
+                    let inner = cin * kh * kw;
+                    // the input each weight place (channel, ky, kx) meets at every
+                    // output position: the zero-padded input shifted by (ky, kx)
+                    let padded = x.pad((1, 1, 1, 1), PadMode::Constant(0.0));
+                    let shifted = |ky: usize, kx: usize| -> Tensor<4> { padded.clone().slice([0..bs, 0..cin, ky..ky + zh, kx..kx + zw]) };
+                    let acc = accs[j].as_mut().expect("a Conv has an accumulator");
+                    // [out or 1][cin] sums at offset (ky, kx) into [out][in·3·3]
+                    let mut add_at = |ky: usize, kx: usize, s: Tensor<2>| -> Result<()> {
+                        let [rows, _] = s.dims();
+                        let v = s.try_to_vec_as::<f32>().map_err(|e| Error::Eval(format!("calibration read-back: {e:?}")))?;
+                        for o in 0..out {
+                            for i in 0..cin {
+                                acc.sums[o * inner + (i * kh + ky) * kw + kx] += v[if rows == 1 { i } else { o * cin + i }] as f64;
+                            }
+                        }
+                        Ok(())
+                    };
+                    if gated {
+                        // [out, B·H·W]: which positions pass the ReLU
+                        let mask: Tensor<2> = z.clone().greater_elem(0.0).float().swap_dims(0, 1).reshape([out, positions]);
+                        for (ky, kx) in (0..kh).flat_map(|ky| (0..kw).map(move |kx| (ky, kx))) {
+                            let input: Tensor<2> = shifted(ky, kx).swap_dims(0, 1).reshape([cin, positions]);
+                            add_at(ky, kx, mask.clone().matmul(input.transpose()))?;
+                        }
+                        add(&mut acc.rows, mask.sum_dim(1).reshape([out]))?;
+                    } else {
+                        for (ky, kx) in (0..kh).flat_map(|ky| (0..kw).map(move |kx| (ky, kx))) {
+                            let input: Tensor<2> = shifted(ky, kx).swap_dims(0, 1).reshape([cin, positions]);
+                            add_at(ky, kx, input.sum_dim(1).reshape([1, cin]))?;
+                        }
+                        acc.rows.iter_mut().for_each(|r| *r += positions as f64);
+                    }
+                    Act::Maps(z)
+                }
+                (Op::Linear { weight, bias }, Act::Rows(x)) => {
+                    let [inputs, out] = t[*weight].shape[..] else { return Err(Error::Eval(format!("{} is not a linear weight", t[*weight].name))) };
+                    let mut z = x.clone().matmul(tensor(*weight).reshape([inputs, out]));
+                    if let Some(bias) = bias {
+                        z = z + tensor(*bias).unsqueeze_dim::<2>(0);
+                    }
+                    let acc = accs[j].as_mut().expect("a Linear has an accumulator");
+                    if gated {
+                        let mask = z.clone().greater_elem(0.0).float();
+                        add(&mut acc.sums, x.transpose().matmul(mask.clone()).reshape([inputs * out]))?;
+                        add(&mut acc.rows, mask.sum_dim(0).reshape([out]))?;
+                    } else {
+                        let s: Tensor<2> = x.sum_dim(0);
+                        add(&mut acc.sums, s.transpose().repeat_dim(1, out).reshape([inputs * out]))?;
+                        acc.rows.iter_mut().for_each(|r| *r += b as f64);
+                    }
+                    Act::Rows(z)
+                }
+                (Op::Relu, Act::Maps(x)) => Act::Maps(relu(x)),
+                (Op::Relu, Act::Rows(x)) => Act::Rows(relu(x)),
+                (Op::MaxPool(k), Act::Maps(x)) => Act::Maps(max_pool2d(x, MaxPoolOptions::new([*k, *k]))),
+                (Op::Save, Act::Maps(x)) => {
+                    saved = Some(x.clone());
+                    Act::Maps(x)
+                }
+                (Op::AddSaved, Act::Maps(x)) => Act::Maps(x + saved.take().expect("AddSaved follows Save")),
+                (Op::Flatten, Act::Maps(x)) => {
+                    let [bs, ch, hh, ww] = x.dims();
+                    Act::Rows(x.reshape([bs, ch * hh * ww]))
+                }
+                (op, _) => return Err(Error::Eval(format!("--bias-correct calibrates conv programs with BatchNorm folded (--bn fold); {op:?} is out of place"))),
+            };
+        }
+        start += b;
+    }
+    Ok(accs
+        .into_iter()
+        .flatten()
+        .map(|acc| {
+            let out = acc.rows.len();
+            let inner = acc.sums.len() / out;
+            // conv [out][inner], linear [inner][out]: the output a place belongs to
+            let conv = t[acc.weight].shape.len() == 4;
+            let means = acc
+                .sums
+                .iter()
+                .enumerate()
+                .map(|(e, &s)| {
+                    let rows = acc.rows[if conv { e / inner } else { e % out }];
+                    if rows > 0.0 { (s / rows) as f32 } else { 0.0 }
+                })
+                .collect();
+            (t[acc.weight].layer.clone(), means)
+        })
+        .collect())
+}
+
 /// The first dense layer that any variant changes: the activations before it
 /// are the fp32 ones, computed once.
 fn first_changed(layers: &[(usize, Option<usize>)], changed: &[bool]) -> usize {
@@ -548,5 +704,169 @@ fn run_program(ops: &[Op], params: &[Tensor<3>], x: Tensor<4>) -> Tensor<3> {
     match act {
         Act::Rows(h) => h,
         Act::Maps(..) => panic!("a conv program ends with a linear layer"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Table, Targets};
+    use crate::models::ParamTensor;
+    use crate::quant::apply::{BiasMode, BnMode, Plan};
+    use crate::quant::{Granularity, Method};
+    use crate::sweep::grid::{Scope, Variant};
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    fn tensor(name: &str, layer: &str, shape: Vec<usize>, role: ParamRole, seed: u32) -> ParamTensor {
+        let n = shape.iter().product();
+        ParamTensor { name: name.into(), layer: layer.into(), shape, role, data: values(n, seed) }
+    }
+
+    /// A 3x3 convolution (padding 1) written out: [out][y][x] of one image [in][h][w].
+    fn conv(x: &[f32], (cin, h, w): (usize, usize, usize), weight: &[f32], bias: &[f32]) -> Vec<f32> {
+        let out = bias.len();
+        let mut z = vec![0.0f32; out * h * w];
+        for o in 0..out {
+            for y in 0..h {
+                for xx in 0..w {
+                    let mut acc = bias[o];
+                    for (k, &wv) in weight[o * cin * 9..(o + 1) * cin * 9].iter().enumerate() {
+                        if let Some(v) = patch(x, (cin, h, w), k, y, xx) {
+                            acc += wv * v;
+                        }
+                    }
+                    z[(o * h + y) * w + xx] = acc;
+                }
+            }
+        }
+        z
+    }
+
+    /// The padded input that weight place k (channel, ky, kx) meets at output (y, x); None in the padding.
+    fn patch(x: &[f32], (_, h, w): (usize, usize, usize), k: usize, y: usize, xx: usize) -> Option<f32> {
+        let (i, ky, kx) = (k / 9, (k / 3) % 3, k % 3);
+        let (yy, xs) = ((y + ky).checked_sub(1)?, (xx + kx).checked_sub(1)?);
+        (yy < h && xs < w).then(|| x[(i * h + yy) * w + xs])
+    }
+
+    /// Conv nets' calibration: the means of a program (conv, ReLU, pool,
+    /// linear, ReLU, linear) over the first `limit` images, in two chunks,
+    /// equal a plain count, per weight place, over every position (mean) or
+    /// over the positions where the output passes its ReLU (active); and the
+    /// corrected conv bias restores the conv's mean output over them.
+    #[test]
+    fn conv_program_means_match_a_plain_count_and_correct_the_conv() {
+        let (cin, hw, out, hidden) = (2usize, 4usize, 3usize, 5usize);
+        let weights = Weights {
+            tensors: vec![
+                tensor("c.weight", "c", vec![out, cin, 3, 3], ParamRole::Weight { channel_axis: 0 }, 1),
+                tensor("c.bias", "c", vec![out], ParamRole::Bias, 2),
+                tensor("f.weight", "f", vec![out * 4, hidden], ParamRole::Weight { channel_axis: 1 }, 3),
+                tensor("f.bias", "f", vec![hidden], ParamRole::Bias, 4),
+                tensor("g.weight", "g", vec![hidden, 2], ParamRole::Weight { channel_axis: 1 }, 5),
+                tensor("g.bias", "g", vec![2], ParamRole::Bias, 6),
+            ],
+        };
+        let t = &weights.tensors;
+        let ops = vec![
+            Op::Conv { weight: 0, bias: Some(1) },
+            Op::Relu,
+            Op::MaxPool(2),
+            Op::Flatten,
+            Op::Linear { weight: 2, bias: Some(3) },
+            Op::Relu,
+            Op::Linear { weight: 4, bias: Some(5) },
+        ];
+        let (images, limit) = (70, 67);
+        let len = cin * hw * hw;
+        // non-negative images with means far from 0, as the image loaders leave them
+        let x: Vec<f32> = values(images * len, 9).iter().map(|v| 0.5 + 0.5 * v).collect();
+        let table = Table { x: x.clone(), sample_shape: vec![cin, hw, hw], y: Targets::Classes(vec![0; images]) };
+        let shape = (cin, hw, hw);
+        // the plain forward pass up to each linear layer's input
+        let conv_out: Vec<Vec<f32>> = x.chunks(len).take(limit).map(|img| conv(img, shape, &t[0].data, &t[1].data)).collect();
+        let flat: Vec<Vec<f32>> = conv_out
+            .iter()
+            .map(|z| {
+                let mut f = Vec::new();
+                for o in 0..out {
+                    for py in 0..2 {
+                        for px in 0..2 {
+                            let v = (0..4).map(|d| z[(o * hw + 2 * py + d / 2) * hw + 2 * px + d % 2].max(0.0)).fold(f32::MIN, f32::max);
+                            f.push(v);
+                        }
+                    }
+                }
+                f
+            })
+            .collect();
+        let f_pre: Vec<Vec<f32>> = flat.iter().map(|f| (0..hidden).map(|j| t[3].data[j] + (0..out * 4).map(|i| f[i] * t[2].data[i * hidden + j]).sum::<f32>()).collect()).collect();
+        let close = |got: f32, want: f64, what: &str| assert!((got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()), "{what}: {got} against {want}");
+        for mode in [BiasCorrect::Mean, BiasCorrect::Active] {
+            let means = program_input_means(&ops, &weights, &table, mode, limit).unwrap();
+            let gated = mode == BiasCorrect::Active;
+            let c = &means["c"];
+            assert_eq!(c.len(), out * cin * 9);
+            for o in 0..out {
+                for k in 0..cin * 9 {
+                    let (mut s, mut n) = (0.0f64, 0.0f64);
+                    for (img, z) in x.chunks(len).zip(&conv_out) {
+                        for y in 0..hw {
+                            for xx in 0..hw {
+                                if !gated || z[(o * hw + y) * hw + xx] > 0.0 {
+                                    s += patch(img, shape, k, y, xx).unwrap_or(0.0) as f64;
+                                    n += 1.0;
+                                }
+                            }
+                        }
+                    }
+                    close(c[o * cin * 9 + k], s / n, &format!("{mode:?} conv output {o} place {k}"));
+                }
+            }
+            for (layer, inputs, outputs, rows, pre) in [("f", out * 4, hidden, &flat, Some(&f_pre)), ("g", hidden, 2, &f_pre.iter().map(|v| v.iter().map(|a| a.max(0.0)).collect()).collect::<Vec<Vec<f32>>>(), None)] {
+                let m = &means[layer];
+                for i in 0..inputs {
+                    for j in 0..outputs {
+                        let pass = |r: usize| !gated || pre.is_none_or(|p| p[r][j] > 0.0);
+                        let (s, n) = (0..limit).filter(|&r| pass(r)).fold((0.0f64, 0.0f64), |(s, n), r| (s + rows[r][i] as f64, n + 1.0));
+                        close(m[i * outputs + j], if n > 0.0 { s / n } else { 0.0 }, &format!("{mode:?} {layer} input {i} output {j}"));
+                    }
+                }
+            }
+            // the conv's corrected bias brings its mean output over those positions back
+            let mut plan = Plan::new(weights.clone(), BiasMode::Fp32, BnMode::Fold).unwrap();
+            plan.set_input_means(&means).unwrap();
+            plan.prepare(&[Granularity::Layer], &[2], &[Method::UniformNearest]);
+            let v = Variant { method: Method::UniformNearest, bits: 2, granularity: Granularity::Layer, seed: None, scope: Scope::Layer("c".into()) };
+            let (q, _) = plan.apply(&v);
+            let q_out: Vec<Vec<f32>> = x.chunks(len).take(limit).map(|img| conv(img, shape, &q.tensors[0].data, &q.tensors[1].data)).collect();
+            let rounded: Vec<Vec<f32>> = x.chunks(len).take(limit).map(|img| conv(img, shape, &q.tensors[0].data, &t[1].data)).collect();
+            for o in 0..out {
+                let mean_of = |zs: &[Vec<f32>]| {
+                    let (mut s, mut n) = (0.0f64, 0.0f64);
+                    for (z, z32) in zs.iter().zip(&conv_out) {
+                        for p in 0..hw * hw {
+                            if !gated || z32[o * hw * hw + p] > 0.0 {
+                                s += z[o * hw * hw + p] as f64;
+                                n += 1.0;
+                            }
+                        }
+                    }
+                    s / n
+                };
+                let (want, fixed, moved) = (mean_of(&conv_out), mean_of(&q_out), mean_of(&rounded));
+                assert!((fixed - want).abs() < 1e-4, "{mode:?} output {o}: {fixed} after the correction, {want} at fp32");
+                assert!((moved - want).abs() > 1e-2, "{mode:?} output {o}: rounding moved the mean by only {}", (moved - want).abs());
+            }
+        }
     }
 }

@@ -278,8 +278,9 @@ impl Rescale {
 
 /// --bias-correct: after rounding (and --rescale), each quantized layer's f32
 /// bias gains the shift its rounding gives the layer's mean output,
-/// Σ (w - q)·μ per output, μ a mean of the layer's input over the training
-/// split through the fp32 net (the calibration rows).
+/// Σ (w - q)·μ per output, μ a mean of the input each weight multiplies over
+/// the training split through the fp32 net (the calibration rows; a conv
+/// net's first eval::CONV_CALIBRATION_IMAGES images, over every output position).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum BiasCorrect {
@@ -289,9 +290,9 @@ pub enum BiasCorrect {
     /// μ the input's mean over every calibration row: each output's mean over
     /// them is the fp32 layer's again
     Mean,
-    /// μ, for each output, the input's mean over the rows where the fp32
-    /// output passes the ReLU that follows (every row for the last layer):
-    /// the mean shift where the next layer sees it
+    /// μ, for each output, the input's mean over the rows (and positions)
+    /// where the fp32 output passes the ReLU that follows (every row for the
+    /// last layer): the mean shift where the next layer sees it
     Active,
 }
 

@@ -384,7 +384,13 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     plan.clip = config.clip;
     plan.rescale = config.rescale;
     if config.bias_correct != BiasCorrect::None {
-        plan.set_input_means(&crate::eval::dense_input_means(&weights, &dataset.train, config.bias_correct)?)?;
+        let means = if conv {
+            let ops = crate::models::cnn::program(spec.kind, &weights, true)?;
+            crate::eval::program_input_means(&ops, &weights, &dataset.train, config.bias_correct, crate::eval::CONV_CALIBRATION_IMAGES)?
+        } else {
+            crate::eval::dense_input_means(&weights, &dataset.train, config.bias_correct)?
+        };
+        plan.set_input_means(&means)?;
     }
     let start = Instant::now();
     plan.prepare(&config.granularities, &config.quantized_bits(), &config.methods);
