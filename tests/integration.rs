@@ -449,6 +449,10 @@ fn bias_correction_moves_the_scores_not_the_weights_and_is_recorded() {
         }
         assert!(moved > 0, "--bias-correct {mode} changed no score");
     }
+    // the log says what calibrated it: the 120 training rows of 200 (60 %)
+    let (o, _) = run("active-again", &["--bias-correct", "active"]);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && log.contains("--bias-correct active: input means over the 120 training rows"), "{log}");
     let (o, _) = run("mean", &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && stderr.contains("bias_correct") && stderr.contains("--resume"), "{stderr}");

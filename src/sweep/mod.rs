@@ -383,14 +383,18 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     let mut plan = Plan::new(weights.clone(), config.bias, config.bn)?;
     plan.clip = config.clip;
     plan.rescale = config.rescale;
+    let mut calibration = None;
     if config.bias_correct != BiasCorrect::None {
-        let means = if conv {
+        let start = Instant::now();
+        let (means, rows) = if conv {
             let ops = crate::models::cnn::program(spec.kind, &weights, true)?;
-            crate::eval::program_input_means(&ops, &weights, &dataset.train, config.bias_correct, crate::eval::CONV_CALIBRATION_IMAGES)?
+            let images = crate::eval::CONV_CALIBRATION_IMAGES.min(dataset.train.len());
+            (crate::eval::program_input_means(&ops, &weights, &dataset.train, config.bias_correct, images)?, format!("the first {images} training images"))
         } else {
-            crate::eval::dense_input_means(&weights, &dataset.train, config.bias_correct)?
+            (crate::eval::dense_input_means(&weights, &dataset.train, config.bias_correct)?, format!("the {} training rows", dataset.train.len()))
         };
         plan.set_input_means(&means)?;
+        calibration = Some(format!("--bias-correct {}: input means over {rows} in {:.1} s", config.bias_correct.name(), start.elapsed().as_secs_f64()));
     }
     let start = Instant::now();
     plan.prepare(&config.granularities, &config.quantized_bits(), &config.methods);
@@ -443,6 +447,7 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
             limit >> 20
         ));
     }
+    notes.extend(calibration);
     if prepare_seconds >= 1.0 {
         let bits = config.quantized_bits().len();
         let weights: usize = plan.targets.iter().map(|t| t.data.len()).sum();
