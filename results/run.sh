@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|init-seeds|restarts|resnet9|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|resnet9|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -234,6 +234,24 @@ if [[ $what == bias-correct || $what == all ]]; then
           --out results/mlp-complex-california-gain-layers/clipmse-$mode-bc$bc
     done
   done
+fi
+if [[ $what == cnn-fmnist-bias-correct || $what == all ]]; then
+  # the reduced CNN's clip grid (cnn-fmnist-clip) with the folded biases
+  # corrected, calibrated on its first 1,024 training images; and under mse
+  # with the gain restored too
+  for clip in none 99 mse; do
+    flag=(); [[ $clip != none ]] && flag=(--clip $clip)
+    for mode in mean active; do
+      run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+          --methods uniform-nearest,histogram-nearest,normal-nearest,midrise --bits 2,3,4,5,6,8 "${flag[@]}" \
+          --bias-correct $mode --checkpoint-dir results/checkpoints \
+          --out results/cnn-fashion-mnist-reduced-bias-correct/clip$clip-bc$mode
+    done
+  done
+  run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+      --methods uniform-nearest,histogram-nearest,normal-nearest,midrise --bits 2,3,4,5,6,8 --clip mse \
+      --rescale gain --bias-correct active --checkpoint-dir results/checkpoints \
+      --out results/cnn-fashion-mnist-reduced-bias-correct/clipmse-gain-bcactive
 fi
 if [[ $what == init-seeds || $what == all ]]; then
   # mlp-simple on telescope with seed 1's split, trained from 16 initial states
