@@ -305,18 +305,8 @@ fn dense_body(layer: &Layer, h: &[f32], y: &mut [f32], stride: usize, hidden: bo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::tests::values;
     use crate::models::{ParamRole, ParamTensor};
-
-    /// Deterministic values in [-1, 1) (a 32-bit LCG's top bits).
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
 
     fn tensor(name: &str, shape: Vec<usize>, role: ParamRole, data: Vec<f32>) -> ParamTensor {
         ParamTensor { name: name.into(), layer: name.split('.').take(2).collect::<Vec<_>>().join("."), shape, role, data }

@@ -716,7 +716,8 @@ mod tests {
     use crate::quant::{Granularity, Method};
     use crate::sweep::grid::{Scope, Variant};
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// Deterministic values in [-1, 1) (a 32-bit LCG's top bits); the CPU kernel's tests use them too.
+    pub(super) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
         (0..n)
             .map(|_| {
