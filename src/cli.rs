@@ -219,7 +219,7 @@ pub struct SweepArgs {
     /// --rescale), for the shift its rounding gives the layer's mean output:
     /// Σ (w - q)·μ per output, μ a mean of the layer's input over the training
     /// split through the fp32 net (conv nets: its first 1,024 images). --bias
-    /// fp32, and for conv nets --bn fold; sizes do not change.
+    /// fp32, and for conv nets --bn fold or keep; sizes do not change.
     #[arg(long, value_enum, default_value = "none")]
     pub bias_correct: BiasCorrect,
 

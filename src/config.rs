@@ -164,8 +164,8 @@ impl Config {
                 ));
             }
         }
-        if a.bias_correct != BiasCorrect::None && model.is_conv() && a.bn != BnMode::Fold {
-            return Err(Error::config("--bias-correct", format!("corrects the biases BatchNorm folds into the convolutions; --bn {} leaves them out: use --bn fold", a.bn.name())));
+        if a.bias_correct != BiasCorrect::None && model.is_conv() && a.bn == BnMode::Pool {
+            return Err(Error::config("--bias-correct", "adds to the f32 conv biases; --bn pool quantizes BatchNorm's shift with the weights: use --bn fold or keep"));
         }
         if a.bias_correct != BiasCorrect::None && a.bias != BiasMode::Fp32 {
             return Err(Error::config("--bias-correct", format!("adds to the f32 biases, which --bias {} quantizes: use --bias fp32", a.bias.name())));

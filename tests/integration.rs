@@ -419,11 +419,11 @@ fn rescaling_restores_the_gain_or_lowers_the_error_and_is_recorded() {
 /// --bias-correct: the weights, their error and the sizes stay as rounded,
 /// the scores move; it is recorded and reported, a folder swept with it is not
 /// continued without it, and it is refused where it has no f32 bias to correct
-/// (--bias separate or pool; a conv net's BatchNorm not folded).
+/// (--bias separate or pool; a conv net's BatchNorm pooled with its weights).
 #[test]
 fn bias_correction_moves_the_scores_not_the_weights_and_is_recorded() {
-    let e = run_fail(&["--model", "cnn", "--dataset", "fashion-mnist", "--bias-correct", "mean", "--bn", "keep"]);
-    assert!(e.contains("--bias-correct") && e.contains("--bn fold"), "{e}");
+    let e = run_fail(&["--model", "cnn", "--dataset", "fashion-mnist", "--bias-correct", "mean", "--bn", "pool"]);
+    assert!(e.contains("--bias-correct") && e.contains("--bn fold or keep"), "{e}");
     let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--bias-correct", "active", "--bias", "pool"]);
     assert!(e.contains("--bias-correct") && e.contains("--bias fp32"), "{e}");
     let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--bias-correct", "median"]);

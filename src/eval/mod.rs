@@ -214,13 +214,14 @@ pub fn dense_input_means(weights: &Weights, table: &Table, mode: BiasCorrect) ->
 /// a 45,000-image pass on the CPU would end.
 pub const CONV_CALIBRATION_IMAGES: usize = 1024;
 
-/// [`dense_input_means`] for a conv program with BatchNorm folded: for every
+/// [`dense_input_means`] for a conv program (BatchNorm folded or kept): for every
 /// Conv (3x3, padding 1) and Linear of `ops`, by its weight's layer, the mean
 /// of the input each weight multiplies, one per weight in the weight's layout
 /// ([out][in·3·3] for a conv: the padded input patch at the weight's offset,
 /// over images and output positions; [in][out] for a linear layer), over the
 /// first `limit` images of `table`. `Active`: for each output channel, over the
-/// (image, position) pairs where its fp32 value passes the ReLU after it.
+/// (image, position) pairs where its fp32 value passes the ReLU after it (after
+/// the BatchNorm between them, when it is kept).
 /// Runs on burn's CPU backend whatever the run's device, so CPU and GPU runs
 /// correct by the same means.
 pub fn program_input_means(ops: &[Op], weights: &Weights, table: &Table, mode: BiasCorrect, limit: usize) -> Result<std::collections::HashMap<String, Vec<f32>>> {
@@ -263,7 +264,13 @@ pub fn program_input_means(ops: &[Op], weights: &Weights, table: &Table, mode: B
         let mut act = Act::Maps(x);
         let mut saved: Option<Tensor<4>> = None;
         for (j, op) in ops.iter().enumerate() {
-            let gated = mode == BiasCorrect::Active && matches!(ops.get(j + 1), Some(Op::Relu));
+            // the ReLU the output meets: next, or after a kept BatchNorm
+            let bn_next = match ops.get(j + 1) {
+                Some(&Op::Bn { gamma, beta, mean, var }) if matches!(ops.get(j + 2), Some(Op::Relu)) => Some([gamma, beta, mean, var]),
+                _ => None,
+            };
+            let gated = mode == BiasCorrect::Active && (matches!(ops.get(j + 1), Some(Op::Relu)) || bn_next.is_some());
+            let bn = |z: Tensor<4>, [gamma, beta, mean, var]: [usize; 4]| batch_norm(z, tensor(gamma), tensor(beta), tensor(mean), tensor(var), BN_EPSILON);
             act = match (op, act) {
                 (Op::Conv { weight, bias }, Act::Maps(x)) => {
                     let [out, cin, kh, kw] = t[*weight].shape[..] else { return Err(Error::Eval(format!("{} is not a conv weight", t[*weight].name))) };
@@ -292,8 +299,9 @@ pub fn program_input_means(ops: &[Op], weights: &Weights, table: &Table, mode: B
                         Ok(())
                     };
                     if gated {
-                        // [out, B·H·W]: which positions pass the ReLU
-                        let mask: Tensor<2> = z.clone().greater_elem(0.0).float().swap_dims(0, 1).reshape([out, positions]);
+                        // [out, B·H·W]: which positions pass the ReLU (after the BatchNorm, if kept)
+                        let seen = bn_next.map_or_else(|| z.clone(), |p| bn(z.clone(), p));
+                        let mask: Tensor<2> = seen.greater_elem(0.0).float().swap_dims(0, 1).reshape([out, positions]);
                         for (ky, kx) in (0..kh).flat_map(|ky| (0..kw).map(move |kx| (ky, kx))) {
                             let input: Tensor<2> = shifted(ky, kx).swap_dims(0, 1).reshape([cin, positions]);
                             add_at(ky, kx, mask.clone().matmul(input.transpose()))?;
@@ -326,6 +334,7 @@ pub fn program_input_means(ops: &[Op], weights: &Weights, table: &Table, mode: B
                     }
                     Act::Rows(z)
                 }
+                (&Op::Bn { gamma, beta, mean, var }, Act::Maps(x)) => Act::Maps(bn(x, [gamma, beta, mean, var])),
                 (Op::Relu, Act::Maps(x)) => Act::Maps(relu(x)),
                 (Op::Relu, Act::Rows(x)) => Act::Rows(relu(x)),
                 (Op::MaxPool(k), Act::Maps(x)) => Act::Maps(max_pool2d(x, MaxPoolOptions::new([*k, *k]))),
@@ -338,7 +347,7 @@ pub fn program_input_means(ops: &[Op], weights: &Weights, table: &Table, mode: B
                     let [bs, ch, hh, ww] = x.dims();
                     Act::Rows(x.reshape([bs, ch * hh * ww]))
                 }
-                (op, _) => return Err(Error::Eval(format!("--bias-correct calibrates conv programs with BatchNorm folded (--bn fold); {op:?} is out of place"))),
+                (op, _) => return Err(Error::Eval(format!("conv program out of order at {op:?}"))),
             };
         }
         start += b;
@@ -766,27 +775,46 @@ mod tests {
     /// corrected conv bias restores the conv's mean output over them.
     #[test]
     fn conv_program_means_match_a_plain_count_and_correct_the_conv() {
+        for kept_bn in [false, true] {
+            conv_program_case(kept_bn);
+        }
+    }
+
+    /// One program of the test above: with a kept BatchNorm between the conv
+    /// and its ReLU, the positions that pass are those after the BatchNorm.
+    fn conv_program_case(kept_bn: bool) {
         let (cin, hw, out, hidden) = (2usize, 4usize, 3usize, 5usize);
-        let weights = Weights {
-            tensors: vec![
-                tensor("c.weight", "c", vec![out, cin, 3, 3], ParamRole::Weight { channel_axis: 0 }, 1),
-                tensor("c.bias", "c", vec![out], ParamRole::Bias, 2),
-                tensor("f.weight", "f", vec![out * 4, hidden], ParamRole::Weight { channel_axis: 1 }, 3),
-                tensor("f.bias", "f", vec![hidden], ParamRole::Bias, 4),
-                tensor("g.weight", "g", vec![hidden, 2], ParamRole::Weight { channel_axis: 1 }, 5),
-                tensor("g.bias", "g", vec![2], ParamRole::Bias, 6),
-            ],
-        };
+        let mut tensors = vec![
+            tensor("c.weight", "c", vec![out, cin, 3, 3], ParamRole::Weight { channel_axis: 0 }, 1),
+            tensor("c.bias", "c", vec![out], ParamRole::Bias, 2),
+            tensor("f.weight", "f", vec![out * 4, hidden], ParamRole::Weight { channel_axis: 1 }, 3),
+            tensor("f.bias", "f", vec![hidden], ParamRole::Bias, 4),
+            tensor("g.weight", "g", vec![hidden, 2], ParamRole::Weight { channel_axis: 1 }, 5),
+            tensor("g.bias", "g", vec![2], ParamRole::Bias, 6),
+        ];
+        // a BatchNorm that flips one channel's sign and moves the others
+        let bn = [vec![1.5f32, -0.8, 0.6], vec![0.3, 0.1, 0.2], vec![0.2, -0.1, 0.1], vec![0.7, 1.3, 0.4]];
+        for (name, role, data) in [("gamma", ParamRole::BnGamma, &bn[0]), ("beta", ParamRole::BnBeta, &bn[1]), ("mean", ParamRole::BnMean, &bn[2]), ("var", ParamRole::BnVar, &bn[3])] {
+            if kept_bn {
+                tensors.push(ParamTensor { name: format!("c.bn.{name}"), layer: "c".into(), shape: vec![out], role, data: data.clone() });
+            }
+        }
+        let weights = Weights { tensors };
         let t = &weights.tensors;
-        let ops = vec![
-            Op::Conv { weight: 0, bias: Some(1) },
+        let mut ops = vec![Op::Conv { weight: 0, bias: Some(1) }];
+        if kept_bn {
+            ops.push(Op::Bn { gamma: 6, beta: 7, mean: 8, var: 9 });
+        }
+        ops.extend([
             Op::Relu,
             Op::MaxPool(2),
             Op::Flatten,
             Op::Linear { weight: 2, bias: Some(3) },
             Op::Relu,
             Op::Linear { weight: 4, bias: Some(5) },
-        ];
+        ]);
+        // what the conv's ReLU sees: its output, through the BatchNorm if kept
+        let seen = |o: usize, z: f32| if kept_bn { bn[0][o] * (z - bn[2][o]) / (bn[3][o] + BN_EPSILON as f32).sqrt() + bn[1][o] } else { z };
         let (images, limit) = (70, 67);
         let len = cin * hw * hw;
         // non-negative images with means far from 0, as the image loaders leave them
@@ -802,7 +830,7 @@ mod tests {
                 for o in 0..out {
                     for py in 0..2 {
                         for px in 0..2 {
-                            let v = (0..4).map(|d| z[(o * hw + 2 * py + d / 2) * hw + 2 * px + d % 2].max(0.0)).fold(f32::MIN, f32::max);
+                            let v = (0..4).map(|d| seen(o, z[(o * hw + 2 * py + d / 2) * hw + 2 * px + d % 2]).max(0.0)).fold(f32::MIN, f32::max);
                             f.push(v);
                         }
                     }
@@ -823,14 +851,15 @@ mod tests {
                     for (img, z) in x.chunks(len).zip(&conv_out) {
                         for y in 0..hw {
                             for xx in 0..hw {
-                                if !gated || z[(o * hw + y) * hw + xx] > 0.0 {
+                                if !gated || seen(o, z[(o * hw + y) * hw + xx]) > 0.0 {
                                     s += patch(img, shape, k, y, xx).unwrap_or(0.0) as f64;
                                     n += 1.0;
                                 }
                             }
                         }
                     }
-                    close(c[o * cin * 9 + k], s / n, &format!("{mode:?} conv output {o} place {k}"));
+                    assert!(n > 0.0, "output {o} passes its ReLU nowhere: the test gates nothing");
+                    close(c[o * cin * 9 + k], s / n, &format!("{mode:?} (BatchNorm kept: {kept_bn}) conv output {o} place {k}"));
                 }
             }
             for (layer, inputs, outputs, rows, pre) in [("f", out * 4, hidden, &flat, Some(&f_pre)), ("g", hidden, 2, &f_pre.iter().map(|v| v.iter().map(|a| a.max(0.0)).collect()).collect::<Vec<Vec<f32>>>(), None)] {
@@ -839,12 +868,12 @@ mod tests {
                     for j in 0..outputs {
                         let pass = |r: usize| !gated || pre.is_none_or(|p| p[r][j] > 0.0);
                         let (s, n) = (0..limit).filter(|&r| pass(r)).fold((0.0f64, 0.0f64), |(s, n), r| (s + rows[r][i] as f64, n + 1.0));
-                        close(m[i * outputs + j], if n > 0.0 { s / n } else { 0.0 }, &format!("{mode:?} {layer} input {i} output {j}"));
+                        close(m[i * outputs + j], if n > 0.0 { s / n } else { 0.0 }, &format!("{mode:?} (BatchNorm kept: {kept_bn}) {layer} input {i} output {j}"));
                     }
                 }
             }
             // the conv's corrected bias brings its mean output over those positions back
-            let mut plan = Plan::new(weights.clone(), BiasMode::Fp32, BnMode::Fold).unwrap();
+            let mut plan = Plan::new(weights.clone(), BiasMode::Fp32, if kept_bn { BnMode::Keep } else { BnMode::Fold }).unwrap();
             plan.set_input_means(&means).unwrap();
             plan.prepare(&[Granularity::Layer], &[2], &[Method::UniformNearest]);
             let v = Variant { method: Method::UniformNearest, bits: 2, granularity: Granularity::Layer, seed: None, scope: Scope::Layer("c".into()) };
@@ -856,7 +885,7 @@ mod tests {
                     let (mut s, mut n) = (0.0f64, 0.0f64);
                     for (z, z32) in zs.iter().zip(&conv_out) {
                         for p in 0..hw * hw {
-                            if !gated || z32[o * hw * hw + p] > 0.0 {
+                            if !gated || seen(o, z32[o * hw * hw + p]) > 0.0 {
                                 s += z[o * hw * hw + p] as f64;
                                 n += 1.0;
                             }
@@ -865,7 +894,7 @@ mod tests {
                     s / n
                 };
                 let (want, fixed, moved) = (mean_of(&conv_out), mean_of(&q_out), mean_of(&rounded));
-                assert!((fixed - want).abs() < 1e-4, "{mode:?} output {o}: {fixed} after the correction, {want} at fp32");
+                assert!((fixed - want).abs() < 1e-4, "{mode:?} (BatchNorm kept: {kept_bn}) output {o}: {fixed} after the correction, {want} at fp32");
                 assert!((moved - want).abs() > 1e-2, "{mode:?} output {o}: rounding moved the mean by only {}", (moved - want).abs());
             }
         }

@@ -387,7 +387,7 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     if config.bias_correct != BiasCorrect::None {
         let start = Instant::now();
         let (means, rows) = if conv {
-            let ops = crate::models::cnn::program(spec.kind, &weights, true)?;
+            let ops = crate::models::cnn::program(spec.kind, &weights, folded)?;
             let images = crate::eval::CONV_CALIBRATION_IMAGES.min(dataset.train.len());
             (crate::eval::program_input_means(&ops, &weights, &dataset.train, config.bias_correct, images)?, format!("the first {images} training images"))
         } else {
