@@ -495,7 +495,7 @@ def bias_correct_section():
     corrected = f"{cnn}-bias-correct"
     if not os.path.isdir(os.path.join(ROOT, corrected)):
         return
-    print("\nThe reduced CNN (BatchNorm folded; calibration on its first 1,024 training images): accuracy % "
+    print("\nThe reduced CNN (BatchNorm folded unless kept; calibration on its first 1,024 training images): accuracy % "
           "of the four nearest roundings at 2 / 3 / 4 bits, and the smallest bit width within 1 % of fp32, "
           "against the same clip without correction (and, under mse, with the gain restored).\n")
     nearest = ("uniform-nearest", "histogram-nearest", "normal-nearest", "midrise")
@@ -503,11 +503,14 @@ def bias_correct_section():
     print("|---|---|---|" + "---|" * len(nearest))
     rows = [(clip, "none", mode, f"{corrected}/clip{clip}-bc{mode}" if mode != "none" else f"{cnn}-clip{clip}") for clip in ("none", "99", "mse") for mode in ("none", "mean", "active")]
     rows += [("mse", "gain", "none", f"{cnn}-rescale/clipmse-gain"), ("mse", "gain", "active", f"{corrected}/clipmse-gain-bcactive")]
+    # BatchNorm kept f32: uniform-nearest only (cnn-fmnist-clip-keep's grid)
+    rows += [(f"{clip}, BatchNorm kept", "none", mode, folder) for clip in ("none", "mse")
+             for mode, folder in (("none", f"{cnn}-bn-keep-clip{clip}"), ("active", f"{corrected}/bn-keep-clip{clip}-bcactive"))]
     for clip, rescale, mode, folder in rows:
         if not os.path.isfile(os.path.join(ROOT, folder, "summary.json")):
             continue
         _, best, at = summary_of(folder)
-        cells = [" / ".join(f"{100 * at[(m, b)]['mean']:.1f}" for b in (2, 3, 4)) + f" ({bits_cell(best.get(m))})" for m in nearest]
+        cells = [" / ".join(f"{100 * at[(m, b)]['mean']:.1f}" for b in (2, 3, 4)) + f" ({bits_cell(best.get(m))})" if (m, 2) in at else "" for m in nearest]
         print(f"| {clip} | {rescale} | {mode} | " + " | ".join(cells) + " |")
 
 

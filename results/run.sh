@@ -252,6 +252,13 @@ if [[ $what == cnn-fmnist-bias-correct || $what == all ]]; then
       --methods uniform-nearest,histogram-nearest,normal-nearest,midrise --bits 2,3,4,5,6,8 --clip mse \
       --rescale gain --bias-correct active --checkpoint-dir results/checkpoints \
       --out results/cnn-fashion-mnist-reduced-bias-correct/clipmse-gain-bcactive
+  # BatchNorm kept f32 (cnn-fmnist-clip-keep's grid): the conv biases before it corrected
+  for clip in none mse; do
+    flag=(); [[ $clip != none ]] && flag=(--clip $clip)
+    run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+        --methods uniform-nearest --bits 2,3,4,5,6,8 --bn keep "${flag[@]}" --bias-correct active \
+        --checkpoint-dir results/checkpoints --out results/cnn-fashion-mnist-reduced-bias-correct/bn-keep-clip$clip-bcactive
+  done
 fi
 if [[ $what == init-seeds || $what == all ]]; then
   # mlp-simple on telescope with seed 1's split, trained from 16 initial states
