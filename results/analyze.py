@@ -67,6 +67,13 @@ def better(metric):
     return (lambda a, b: a > b) if metric == "accuracy" else (lambda a, b: a < b)
 
 
+def better_worse(at, plain, gt, bits):
+    """Cells (method x bit width in `bits`, both runs' whole-net means) where `at`
+    scores better / worse than `plain` by `gt`, and how many cells there are."""
+    keys = [(m, b) for m in METHODS for b in bits if (m, b) in at]
+    return sum(gt(at[k]["mean"], plain[k]["mean"]) for k in keys), sum(gt(plain[k]["mean"], at[k]["mean"]) for k in keys), len(keys)
+
+
 def fmt(v, metric):
     return f"{100 * v:.2f}" if metric == "accuracy" else f"{v:.4g}"
 
@@ -434,10 +441,8 @@ def rescale_section():
                 _, _, at = summaries[f"{base}-clipmse-{mode}"]
                 cells = []
                 for bits in ((1,), (2, 3, 4), (5, 6, 7, 8)):
-                    keys = [(m, b) for m in METHODS for b in bits if (m, b) in at]
-                    w = sum(gt(at[k]["mean"], plain[k]["mean"]) for k in keys)
-                    l = sum(gt(plain[k]["mean"], at[k]["mean"]) for k in keys)
-                    cells.append(f"{w} / {l} of {len(keys)}")
+                    w, l, n = better_worse(at, plain, gt, bits)
+                    cells.append(f"{w} / {l} of {n}")
                 print(f"| {base} | {mode} | " + " | ".join(cells) + " |")
 
     if cnn_found:
@@ -480,15 +485,7 @@ def bias_correct_section():
             _, best, at = summaries[folder]
             cells = [bits_cell(best.get(m)) for m in present]
             metric = " / ".join(fmt(at[("uniform-nearest", b)]["mean"], s["metric"]) for b in (2, 3, 4))
-            counts = []
-            for bits in spans:
-                keys = [(m, b) for m in METHODS for b in bits if (m, b) in at]
-                if mode == "none":
-                    counts.append("")
-                    continue
-                w = sum(gt(at[k]["mean"], plain[k]["mean"]) for k in keys)
-                l = sum(gt(plain[k]["mean"], at[k]["mean"]) for k in keys)
-                counts.append(f"{w} / {l}")
+            counts = ["" if mode == "none" else "{} / {}".format(*better_worse(at, plain, gt, bits)[:2]) for bits in spans]
             print(f"| {base} | {mode} | " + " | ".join(cells) + f" | {metric} | " + " | ".join(counts) + " |")
 
     cnn = "cnn-fashion-mnist-reduced"

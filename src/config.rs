@@ -39,10 +39,10 @@ pub struct Config {
     #[serde(default)]
     pub clip: Option<Clip>,
     /// --rescale (absent from config.json when none)
-    #[serde(default, skip_serializing_if = "is_no_rescale")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub rescale: Rescale,
     /// --bias-correct (absent from config.json when none)
-    #[serde(default, skip_serializing_if = "is_no_correction")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub bias_correct: BiasCorrect,
     pub bias: BiasMode,
     #[serde(default = "default_bn")]
@@ -259,10 +259,8 @@ fn is_one(n: &u32) -> bool {
     *n == 1
 }
 
-fn is_no_rescale(r: &Rescale) -> bool {
-    *r == Rescale::None
-}
-
-fn is_no_correction(c: &BiasCorrect) -> bool {
-    *c == BiasCorrect::None
+/// A setting at its default (none), left out of config.json so that folders
+/// written before it existed read the same.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }

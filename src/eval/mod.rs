@@ -120,93 +120,31 @@ fn dense_layers(weights: &Weights) -> Vec<(usize, Option<usize>)> {
         .collect()
 }
 
-/// One layer's sums over a block of rows for [`dense_input_means`].
-struct InputSums {
-    /// Σ input over every row [in]
-    all: Vec<f64>,
-    /// per output, Σ input over the rows whose output passes the ReLU [in][out]
-    active: Vec<f64>,
-    /// per output, how many rows pass the ReLU [out]
-    rows: Vec<f64>,
-}
-
-/// --bias-correct's calibration: for each layer of a dense net (ReLU between
-/// layers), by name, the mean over the rows of `table`, through the fp32
-/// weights, of the input each weight multiplies, one per weight in its
-/// [in][out] layout. `Mean`: over every row (the same for every output).
-/// `Active`: for each output, over the rows where its fp32 value passes the
-/// ReLU after it (every row for the last layer; 0 for an output no row
-/// passes). Rows run in f32; the sums are f64 over blocks of rows in a fixed
-/// order, so the means do not depend on the thread count.
+/// --bias-correct's calibration for a dense net (ReLU between layers): by
+/// layer name, the mean over the rows of `table`, through the fp32 weights,
+/// of the input each weight multiplies, one per weight in its [in][out]
+/// layout. `Mean`: over every row (the same for every output). `Active`: for
+/// each output, over the rows where its fp32 value passes the ReLU after it
+/// (every row for the last layer; 0 for an output no row passes). The net runs
+/// as a program of linear layers and ReLUs through [`program_input_means`].
 pub fn dense_input_means(weights: &Weights, table: &Table, mode: BiasCorrect) -> Result<std::collections::HashMap<String, Vec<f32>>> {
-    use rayon::prelude::*;
     let t = &weights.tensors;
     let layers = dense_layers(weights);
     if t.iter().any(|p| p.shape.len() > 2) || layers.is_empty() {
         return Err(Error::Eval("input means are for the dense nets (mlp-simple, mlp-complex)".into()));
     }
     let features = table.sample_len();
-    let dims: Vec<(usize, usize)> = layers.iter().map(|&(w, _)| (t[w].shape[0], t[w].shape[1])).collect();
-    if dims[0].0 != features {
-        return Err(Error::Eval(format!("the net takes {} inputs, the rows have {features}", dims[0].0)));
+    if t[layers[0].0].shape[0] != features {
+        return Err(Error::Eval(format!("the net takes {} inputs, the rows have {features}", t[layers[0].0].shape[0])));
     }
-    let last = layers.len() - 1;
-    let per_output = |l: usize| mode == BiasCorrect::Active && l < last;
-    let block_sums = |rows: &[f32]| -> Vec<InputSums> {
-        let mut sums: Vec<InputSums> = dims
-            .iter()
-            .enumerate()
-            .map(|(l, &(i, o))| InputSums { all: vec![0.0; i], active: if per_output(l) { vec![0.0; i * o] } else { Vec::new() }, rows: vec![0.0; o] })
-            .collect();
-        for x in rows.chunks(features) {
-            let mut a = x.to_vec();
-            for (l, &(w, b)) in layers.iter().enumerate() {
-                let (inputs, outputs) = dims[l];
-                let InputSums { all, active, rows: count } = &mut sums[l];
-                for (s, v) in all.iter_mut().zip(&a) {
-                    *s += *v as f64;
-                }
-                let mut z = b.map_or_else(|| vec![0.0f32; outputs], |b| t[b].data.clone());
-                for (i, &v) in a.iter().enumerate() {
-                    for (z, &wv) in z.iter_mut().zip(&t[w].data[i * outputs..(i + 1) * outputs]) {
-                        *z += v * wv;
-                    }
-                }
-                if per_output(l) {
-                    for (j, _) in z.iter().enumerate().filter(|(_, z)| **z > 0.0) {
-                        count[j] += 1.0;
-                        for i in 0..inputs {
-                            active[i * outputs + j] += a[i] as f64;
-                        }
-                    }
-                }
-                if l < last {
-                    z.iter_mut().for_each(|v| *v = v.max(0.0));
-                }
-                a = z;
-            }
+    let mut ops = Vec::new();
+    for (l, &(weight, bias)) in layers.iter().enumerate() {
+        ops.push(Op::Linear { weight, bias });
+        if l + 1 < layers.len() {
+            ops.push(Op::Relu);
         }
-        sums
-    };
-    let blocks: Vec<_> = table.x.par_chunks(1024 * features).map(block_sums).collect();
-    let n = table.len().max(1) as f64;
-    Ok(layers
-        .iter()
-        .enumerate()
-        .map(|(l, &(w, _))| {
-            let (inputs, outputs) = dims[l];
-            // the blocks' sums, added in block order
-            let sum = |pick: &dyn Fn(&InputSums) -> &Vec<f64>, len: usize| -> Vec<f64> { (0..len).map(|k| blocks.iter().map(|b| pick(&b[l])[k]).sum()).collect() };
-            let means: Vec<f32> = if per_output(l) {
-                let (active, rows) = (sum(&|s| &s.active, inputs * outputs), sum(&|s| &s.rows, outputs));
-                active.iter().enumerate().map(|(e, &a)| if rows[e % outputs] > 0.0 { (a / rows[e % outputs]) as f32 } else { 0.0 }).collect()
-            } else {
-                let all = sum(&|s| &s.all, inputs);
-                (0..inputs * outputs).map(|e| (all[e / outputs] / n) as f32).collect()
-            };
-            (t[w].layer.clone(), means)
-        })
-        .collect())
+    }
+    program_input_means(&ops, weights, table, mode, table.len())
 }
 
 /// The training images a conv net's --bias-correct calibration reads at most
@@ -214,24 +152,27 @@ pub fn dense_input_means(weights: &Weights, table: &Table, mode: BiasCorrect) ->
 /// a 45,000-image pass on the CPU would end.
 pub const CONV_CALIBRATION_IMAGES: usize = 1024;
 
-/// [`dense_input_means`] for a conv program (BatchNorm folded or kept): for every
-/// Conv (3x3, padding 1) and Linear of `ops`, by its weight's layer, the mean
-/// of the input each weight multiplies, one per weight in the weight's layout
-/// ([out][in·3·3] for a conv: the padded input patch at the weight's offset,
-/// over images and output positions; [in][out] for a linear layer), over the
-/// first `limit` images of `table`. `Active`: for each output channel, over the
-/// (image, position) pairs where its fp32 value passes the ReLU after it (after
-/// the BatchNorm between them, when it is kept).
-/// Runs on burn's CPU backend whatever the run's device, so CPU and GPU runs
-/// correct by the same means.
+/// --bias-correct's calibration: for every Conv (3x3, padding 1) and Linear
+/// of a program (a dense net's, or a conv net's with BatchNorm folded or
+/// kept), by its weight's layer, the mean of the input each weight
+/// multiplies, one per weight in the weight's layout ([out][in·3·3] for a
+/// conv: the padded input patch at the weight's offset, over images and output
+/// positions; [in][out] for a linear layer), over the first `limit` samples
+/// (rows or images) of `table`. `Active`: for each output channel, over the
+/// (sample, position) pairs where its fp32 value passes the ReLU after it
+/// (after the BatchNorm between them, when it is kept; every pair for the
+/// last layer; 0 for an output none passes). Runs on burn's CPU backend
+/// whatever the run's device, so CPU and GPU runs correct by the same means;
+/// sums of each chunk of samples are added in f64 in a fixed order.
 pub fn program_input_means(ops: &[Op], weights: &Weights, table: &Table, mode: BiasCorrect, limit: usize) -> Result<std::collections::HashMap<String, Vec<f32>>> {
     use burn::tensor::ops::PadMode;
     let device = Device::flex();
     let t = &weights.tensors;
-    let [c, h, w] = match table.sample_shape[..] {
-        [c, h, w] => [c, h, w],
-        _ => return Err(Error::Eval(format!("conv calibration needs images, the rows have shape {:?}", table.sample_shape))),
-    };
+    let shape = table.sample_shape.clone();
+    if !matches!(shape.len(), 1 | 3) {
+        return Err(Error::Eval(format!("calibration reads rows of features or images, not samples of shape {shape:?}")));
+    }
+    let len = table.sample_len();
     let tensor = |i: usize| -> Tensor<1> { Tensor::from_data(TensorData::new(t[i].data.clone(), [t[i].len()]), &device) };
     // per Conv / Linear op: its weight, Σ input per weight place, and the rows counted per output
     struct Acc {
@@ -252,16 +193,18 @@ pub fn program_input_means(ops: &[Op], weights: &Weights, table: &Table, mode: B
         Ok(())
     };
     let n = table.len().min(limit);
-    let chunk = 64;
+    // images in chunks of 64, rows of features in chunks of 1,024
+    let chunk = if shape.len() == 3 { 64 } else { 1024 };
     let mut start = 0;
     while start < n {
         let b = chunk.min(n - start);
-        let x = Tensor::<4>::from_data(TensorData::new(table.x[start * c * h * w..(start + b) * c * h * w].to_vec(), [b, c, h, w]), &device);
+        let data = TensorData::new(table.x[start * len..(start + b) * len].to_vec(), [b * len]);
         enum Act {
             Maps(Tensor<4>),
             Rows(Tensor<2>),
         }
-        let mut act = Act::Maps(x);
+        let x = Tensor::<1>::from_data(data, &device);
+        let mut act = if let [c, h, w] = shape[..] { Act::Maps(x.reshape([b, c, h, w])) } else { Act::Rows(x.reshape([b, len])) };
         let mut saved: Option<Tensor<4>> = None;
         for (j, op) in ops.iter().enumerate() {
             // the ReLU the output meets: next, or after a kept BatchNorm

@@ -320,14 +320,19 @@ impl Plan {
     }
 
     /// The bias tensor of target `ti` and its corrected values for the
-    /// target's quantized (and rescaled) values `q`: the trained bias plus
-    /// each channel's shift (reference::shift_sum), one f32 addition. None
-    /// without --bias-correct.
+    /// target's quantized (and rescaled) values `q`, each channel's shift by
+    /// reference::shift_sum. None without --bias-correct.
     pub fn corrected_bias(&self, ti: usize, q: &[f32]) -> Option<(usize, Vec<f32>)> {
         let c = self.corrections.get(ti)?.as_ref()?;
         let w = &self.targets[ti].data;
-        let b = &self.weights.tensors[c.bias].data;
-        Some((c.bias, b.iter().enumerate().map(|(g, &b)| b + reference::shift_sum(w, c.channels, q, g, &c.means)).collect()))
+        let shifts: Vec<f32> = (0..c.channels.groups).map(|g| reference::shift_sum(w, c.channels, q, g, &c.means)).collect();
+        Some((c.bias, self.bias_plus(c, &shifts)))
+    }
+
+    /// The trained bias of a correction plus `shifts`, one per channel, one
+    /// f32 addition each: the CPU reference's and the WGSL scorer's.
+    pub fn bias_plus(&self, c: &Correction, shifts: &[f32]) -> Vec<f32> {
+        self.weights.tensors[c.bias].data.iter().zip(shifts).map(|(b, s)| b + s).collect()
     }
 
     pub fn grouping(&self, target: usize, g: Granularity) -> Grouping {

@@ -249,8 +249,9 @@ fn estimate_seconds_per_variant(spec: &ModelSpec, dataset: &Dataset, compute: &C
     let conv = spec.kind.is_conv();
     let rows = if conv { dataset.test.len().min(32) } else { dataset.test.len() };
     let table = head(&dataset.test, rows);
-    // the scoring time does not depend on the ranges: skip --clip mse's search
-    let config = &Config { clip: config.clip.filter(|c| *c != Clip::Mse), ..config.clone() };
+    // the scoring time does not depend on the ranges or the biases: skip
+    // --clip mse's search and --bias-correct's calibration
+    let config = &Config { clip: config.clip.filter(|c| *c != Clip::Mse), bias_correct: BiasCorrect::None, ..config.clone() };
     let prepared = prepare_on(config, spec, dataset, &table, weights, compute)?;
     let plan = &prepared.plan;
     let evaluator = &prepared.evaluator;
@@ -383,13 +384,13 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     let mut plan = Plan::new(weights.clone(), config.bias, config.bn)?;
     plan.clip = config.clip;
     plan.rescale = config.rescale;
+    let ops = if conv { Some(crate::models::cnn::program(spec.kind, &weights, folded)?) } else { None };
     let mut calibration = None;
     if config.bias_correct != BiasCorrect::None {
         let start = Instant::now();
-        let (means, rows) = if conv {
-            let ops = crate::models::cnn::program(spec.kind, &weights, folded)?;
+        let (means, rows) = if let Some(ops) = &ops {
             let images = crate::eval::CONV_CALIBRATION_IMAGES.min(dataset.train.len());
-            (crate::eval::program_input_means(&ops, &weights, &dataset.train, config.bias_correct, images)?, format!("the first {images} training images"))
+            (crate::eval::program_input_means(ops, &weights, &dataset.train, config.bias_correct, images)?, format!("the first {images} training images"))
         } else {
             (crate::eval::dense_input_means(&weights, &dataset.train, config.bias_correct)?, format!("the {} training rows", dataset.train.len()))
         };
@@ -453,7 +454,6 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
         let weights: usize = plan.targets.iter().map(|t| t.data.len()).sum();
         notes.push(format!("group ranges and levels for {weights} weights x {bits} bit widths prepared in {prepare_seconds:.1} s"));
     }
-    let ops = if conv { Some(crate::models::cnn::program(spec.kind, &weights, folded)?) } else { None };
     // conv activations [rows, V * channels, 32, 32] within a quarter of a binding
     let rows = match compute {
         Compute::Cpu { .. } => 64,

@@ -84,9 +84,7 @@ impl WgslScorer {
                 sums[i].push((ti, e, c));
             }
             if let (Some(c), Some(shifts)) = (correction, shifts) {
-                // the trained bias plus each variant's shift, the f32 addition of Plan::corrected_bias
-                let b = &plan.weights.tensors[c.bias].data;
-                let data: Vec<f32> = shifts.chunks(b.len()).flat_map(|s| b.iter().zip(s).map(|(b, s)| b + s)).collect();
+                let data: Vec<f32> = shifts.chunks(c.channels.groups).flat_map(|s| plan.bias_plus(c, s)).collect();
                 let [_, r, cols] = self.fp32[c.bias].dims();
                 params[c.bias] = Tensor::from_data(TensorData::new(data, [v, r, cols]), evaluator.device());
                 changed[c.bias] = true;
