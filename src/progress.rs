@@ -50,3 +50,31 @@ impl Progress {
         }
     }
 }
+
+/// A duration for a log line: tenths of a second below 10 s, seconds below
+/// 2 min, minutes below 2 h, then hours.
+pub fn human_duration(seconds: f64) -> String {
+    if seconds < 10.0 {
+        format!("{seconds:.1} s")
+    } else if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 7200.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_pick_the_unit_a_reader_wants() {
+        assert_eq!(human_duration(4.25), "4.2 s");
+        assert_eq!(human_duration(95.0), "95 s");
+        assert_eq!(human_duration(665.0), "11 min");
+        assert_eq!(human_duration(7200.0), "2.0 h");
+        assert_eq!(human_duration(26_640.0), "7.4 h");
+    }
+}

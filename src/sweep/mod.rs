@@ -197,8 +197,8 @@ fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, setti
     if spec.kind.is_conv() {
         let rough = estimate_training_seconds(spec, dataset, &settings, compute);
         progress.log(&format!(
-            "training estimate: about {} on {} ({} images x {} epochs); --train-limit, --epochs and --eval-limit make a CPU-sized run",
-            human_duration(rough),
+            "training estimate: about {} on {} ({} images x {} epochs, at a fixed guess of the device's speed; each epoch's line gives the measured time); --train-limit, --epochs and --eval-limit make a CPU-sized run",
+            crate::progress::human_duration(rough),
             compute.adapter(),
             settings.train_limit.map_or(dataset.train.len(), |l| l.min(dataset.train.len())),
             settings.epochs
@@ -343,18 +343,6 @@ fn estimate_training_seconds(spec: &ModelSpec, dataset: &Dataset, settings: &Tra
     };
     let images = settings.train_limit.map_or(dataset.train.len(), |l| l.min(dataset.train.len())) * settings.epochs;
     3.0 * gflop_per_image * images as f64 / rate
-}
-
-fn human_duration(seconds: f64) -> String {
-    if seconds < 10.0 {
-        format!("{seconds:.1} s")
-    } else if seconds < 120.0 {
-        format!("{seconds:.0} s")
-    } else if seconds < 7200.0 {
-        format!("{:.0} min", seconds / 60.0)
-    } else {
-        format!("{:.1} h", seconds / 3600.0)
-    }
 }
 
 /// The model as the sweep quantizes and scores it.
@@ -517,7 +505,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         let per_variant = estimate_seconds_per_variant(&spec, &dataset, &compute, config)?;
         println!(
             "estimate: {} of scoring on {} ({:.1} ms per variant, measured on a sample), plus training unless a checkpoint is cached",
-            human_duration(per_variant * total as f64),
+            crate::progress::human_duration(per_variant * total as f64),
             compute.adapter(),
             per_variant * 1000.0,
         );
@@ -536,7 +524,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         let per_variant = estimate_seconds_per_variant(&spec, &dataset, &compute, config)?;
         progress.log(&format!(
             "scoring estimate: about {} for {total} variants on {} test images ({:.1} s each); --eval-limit, --bits, --methods and --seeds make it smaller",
-            human_duration(per_variant * total as f64),
+            crate::progress::human_duration(per_variant * total as f64),
             dataset.test.len(),
             per_variant
         ));
@@ -678,7 +666,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
     } else {
         let rate = todo.len() as f64 / scoring_seconds;
         let rate = if rate >= 10.0 { format!("{rate:.0} variants/s") } else { format!("{:.1} s per variant", 1.0 / rate) };
-        progress.log(&format!("scored {} variants in {} ({rate})", todo.len(), human_duration(scoring_seconds)));
+        progress.log(&format!("scored {} variants in {} ({rate})", todo.len(), crate::progress::human_duration(scoring_seconds)));
     }
     let summary = report::write_all(&config.out)?;
     Ok(Outcome { out: config.out.clone(), summary, variants: variants.len(), scored: todo.len(), scoring_seconds })

@@ -23,7 +23,7 @@ use crate::eval::{Evaluator, improves};
 use crate::models::cnn::ConvNet;
 use crate::models::mlp::Mlp;
 use crate::models::{ModelSpec, Weights};
-use crate::progress::Progress;
+use crate::progress::{Progress, human_duration};
 
 /// The optimizer, as recorded in checkpoint keys: Adam with PyTorch's epsilon
 /// (the 2020 study trained with PyTorch; burn's default epsilon is 1e-5).
@@ -236,7 +236,16 @@ fn fit_model<M: Trainable>(
         }
         epoch_losses.push(mean_loss);
         bar.set_message(format!("epoch {}/{} loss {mean_loss:.4} valid {last_valid:.4}", epoch + 1, settings.epochs));
-        progress.log(&format!("epoch {:>3}/{}: loss {mean_loss:.4}, validation {last_valid:.4}", epoch + 1, settings.epochs));
+        // measured time so far and its projection over the epochs left: a
+        // better guide than the estimate printed before training
+        let elapsed = start.elapsed().as_secs_f64();
+        let left = settings.epochs - epoch - 1;
+        let timing = if left > 0 {
+            format!("{} so far, about {} left", human_duration(elapsed), human_duration(elapsed / (epoch + 1) as f64 * left as f64))
+        } else {
+            human_duration(elapsed)
+        };
+        progress.log(&format!("epoch {:>3}/{}: loss {mean_loss:.4}, validation {last_valid:.4} ({timing})", epoch + 1, settings.epochs));
     }
     bar.finish_and_clear();
     let (best_epoch, valid_metric, weights) = best.expect("at least one step ran");
