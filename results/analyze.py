@@ -515,22 +515,23 @@ def channel_section():
     found = folders_like("*-channel-bn-*")
     if not found:
         return
-    print("\n## One group per output channel under each BatchNorm treatment (CNN)\n")
+    print("\n## One group per output channel under each BatchNorm treatment (conv nets)\n")
     print("Top-1 accuracy in % by bit width: the per-layer rows are the runs of the BatchNorm "
           "table above (the same checkpoint), the per-channel rows `--granularity channel`.\n")
-    base_of = {"fold": "cnn-fashion-mnist-reduced", "keep": "cnn-fashion-mnist-reduced-bn-keep", "pool": "cnn-fashion-mnist-reduced-bn-pool"}
     bits = list(range(1, 9))
-    print("| bn | method | granularity | " + " | ".join(f"{b}" for b in bits) + " |")
-    print("|---|---|---|" + "---|" * len(bits))
+    print("| net | bn | method | granularity | " + " | ".join(f"{b}" for b in bits) + " |")
+    print("|---|---|---|---|" + "---|" * len(bits))
     for folder in found:
-        bn = folder.rsplit("-bn-", 1)[1]
+        net, bn = folder.rsplit("-channel-bn-", 1)
+        # the per-layer run of the same checkpoint: <net>-bn-<bn>, or <net> itself for fold (the default)
+        base = next((b for b in (f"{net}-bn-{bn}", net if bn == "fold" else None) if b and os.path.isdir(os.path.join(ROOT, b))), None)
         with open(os.path.join(ROOT, folder, "summary.json")) as f:
             ch = {(x["method"], x["bits"]): x for x in json.load(f)["settings"] if x["scope"] == "all" and x["granularity"] == "channel"}
-        _, _, layer = summary_of(base_of[bn]) if bn in base_of and os.path.isdir(os.path.join(ROOT, base_of[bn])) else (None, None, {})
+        layer = summary_of(base)[2] if base else {}
         for m in sorted({m for m, _ in ch}, key=METHODS.index):
             for gran, at in (("layer", layer), ("channel", ch)):
                 cells = [f"{100 * at[(m, b)]['mean']:.1f}" if (m, b) in at else "—" for b in bits]
-                print(f"| {bn} | {m} | {gran} | " + " | ".join(cells) + " |")
+                print(f"| {net} | {bn} | {m} | {gran} | " + " | ".join(cells) + " |")
 
 
 def dither_section():
