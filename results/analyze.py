@@ -511,6 +511,32 @@ def bias_correct_section():
         print(f"| {clip} | {rescale} | {mode} | " + " | ".join(cells) + " |")
 
 
+def resnet9_clip_section():
+    """ResNet9 on Fashion-MNIST (BatchNorm folded), uniform-nearest: clipping,
+    and under --clip mse the gain restored or the biases corrected."""
+    base = "resnet9-fashion-mnist-reduced-bn-fold"
+    order = ["clip99", "clip99-bcactive", "clipmse", "clipmse-gain", "clipmse-bcactive"]
+    found = folders_like("resnet9-fashion-mnist-reduced-clip/*")
+    clipped = [f"resnet9-fashion-mnist-reduced-clip/{f}" for f in sorted(found, key=lambda f: (order.index(f) if f in order else len(order), f))]
+    if not clipped or not os.path.isdir(os.path.join(ROOT, base)):
+        return
+    print("\n## ResNet9 (Fashion-MNIST, reduced, BatchNorm folded): clipping, rescaling, bias correction\n")
+    print("uniform-nearest, top-1 accuracy in % by bit width; the smallest bit width within 1 % of fp32 "
+          "over bits 1-8; the weight gain Σwq/Σw² over the whole net at 2 bits.\n")
+    bits = list(range(1, 9))
+    print("| run | " + " | ".join(str(b) for b in bits) + " | within 1 % | gain 2 bits |")
+    print("|---|" + "---|" * len(bits) + "---|---|")
+    for folder in [base] + clipped:
+        s, _, at = summary_of(folder)
+        fp32 = s["fp32_value"]
+        cells = [f"{100 * at[('uniform-nearest', b)]['mean']:.1f}" for b in bits]
+        # within 1 % from b on, over this table's bit widths (the base run also swept 10-16)
+        within = next((b for b in bits if all(at[("uniform-nearest", c)]["mean"] >= 0.99 * fp32 for c in bits if c >= b)), None)
+        gain = at[("uniform-nearest", 2)].get("weight_gain_mean")
+        name = "no clip" if folder == base else folder.rsplit("/", 1)[1]
+        print(f"| {name} | " + " | ".join(cells) + f" | {bits_cell(within)} | " + (f"{gain:.3f}" if gain is not None else "—") + " |")
+
+
 def channel_section():
     found = folders_like("*-channel-bn-*")
     if not found:
@@ -623,6 +649,7 @@ if __name__ == "__main__":
     rescale_section()
     bias_correct_section()
     channel_section()
+    resnet9_clip_section()
     dither_section()
     init_seeds_section()
     restarts_section()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|resnet9|resnet9-fmnist|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|resnet9|resnet9-fmnist|resnet9-fmnist-clip|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -303,6 +303,16 @@ if [[ $what == resnet9-fmnist || $what == all ]]; then
   for bn in fold keep pool; do
     run $r9 --methods uniform-nearest,normal-nearest --bits 1-8 --granularity channel \
         --bn $bn --out results/resnet9-fashion-mnist-reduced-channel-bn-$bn
+  done
+fi
+if [[ $what == resnet9-fmnist-clip || $what == all ]]; then
+  # do the CNN's clipping findings (section 3) hold on ResNet9? Its checkpoint, BatchNorm
+  # folded, uniform-nearest: the 99th percentile, mse, and mse with the gain restored
+  # or the biases corrected
+  r9="--model resnet9 --dataset fashion-mnist --train-limit 3000 --epochs 3 --eval-limit 500 --checkpoint-dir results/checkpoints"
+  for v in "99" "mse" "mse --rescale gain" "mse --bias-correct active" "99 --bias-correct active"; do
+    name=clip$(echo $v | sed 's/ --rescale /-/; s/ --bias-correct /-bc/')
+    run $r9 --methods uniform-nearest --bits 1-8 --clip $v --out results/resnet9-fashion-mnist-reduced-clip/$name
   done
 fi
 if [[ $what == cnn-cifar || $what == all ]]; then
