@@ -221,9 +221,16 @@ fn bad_flags_exit_non_zero_with_a_message() {
     assert!(e.contains("--model"), "{e}");
     let e = run_fail(&["bench", "--methods", "lloyd-nearest"]);
     assert!(e.contains("--methods") && e.contains("study's seven"), "{e}");
-    // the OS error is said once, not again as a cause
-    let e = run_fail(&["report", "/nonexistent/run"]);
-    assert!(e.contains("/nonexistent/run/config.json") && e.matches("os error").count() == 1, "{e}");
+    // a folder without a run says so, for report and --resume alike
+    for args in [&["report", "/nonexistent/run"][..], &["--resume", "/nonexistent/run"]] {
+        let e = run_fail(args);
+        assert!(e.contains("/nonexistent/run/config.json") && e.contains("holds no sweep-gpu run"), "{e}");
+    }
+    // any other OS error is said once, not again as a cause
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("config.json")).unwrap();
+    let e = run_fail(&["report", d.path().to_str().unwrap()]);
+    assert!(e.contains("config.json") && e.matches("os error").count() == 1, "{e}");
     let d = tempfile::tempdir().unwrap();
     let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--data-dir", d.path().to_str().unwrap(), "--device", "cpu", "--out", d.path().join("o").to_str().unwrap()]);
     assert!(e.contains("Churn_Modelling.csv"), "{e}");

@@ -29,7 +29,13 @@ pub fn short_hash(hash: &str) -> &str {
 /// Reads a run's config.json.
 pub fn read_info(dir: &Path) -> Result<RunInfo> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Results {
+            path: path.clone(),
+            message: format!("not found: {} holds no sweep-gpu run (a run writes config.json when it starts); give the folder a run wrote", dir.display()),
+        },
+        _ => Error::io(&path, e),
+    })?;
     serde_json::from_str(&text).map_err(|e| Error::Results { path, message: format!("not a sweep-gpu config.json: {e}") })
 }
 
