@@ -38,7 +38,7 @@ def runs():
     sections after main() read them."""
     folders = sorted({os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(ROOT, "*", "results.csv*"))})
     for folder in folders:
-        if folder.endswith(("-mixed", "-lloyd", "-kde", "-dither", "-levels") + BIAS_CORRECT_SUFFIXES) or "-clip" in folder or "-channel-" in folder:
+        if folder.endswith(("-mixed", "-lloyd", "-kde", "-dither", "-levels", "-layers") + BIAS_CORRECT_SUFFIXES) or "-clip" in folder or "-channel-" in folder:
             continue
         rows = read_rows(folder)
         if rows:
@@ -145,7 +145,8 @@ def main():
         print()
 
     print("## Per-layer sensitivity (one layer quantized, the rest fp32), nearest methods\n")
-    for folder, rows in all_runs:
+    # the runs above with --scope each-layer, and the *-layers runs that repeat a checkpoint for it
+    for folder, rows in all_runs + [(f, read_rows(f)) for f in folders_like("*-layers")]:
         layers = sorted({r["scope"] for r in rows if r["scope"].startswith("layer=")})
         if not layers:
             continue

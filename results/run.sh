@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|resnet9|resnet9-fmnist|resnet9-fmnist-clip|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|resnet9|resnet9-fmnist|resnet9-fmnist-layers|resnet9-fmnist-clip|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -304,6 +304,12 @@ if [[ $what == resnet9-fmnist || $what == all ]]; then
     run $r9 --methods uniform-nearest,normal-nearest --bits 1-8 --granularity channel \
         --bn $bn --out results/resnet9-fashion-mnist-reduced-channel-bn-$bn
   done
+fi
+if [[ $what == resnet9-fmnist-layers || $what == all ]]; then
+  # which of ResNet9's layers cost the bits (section 4): each layer alone, the rest fp32
+  run --model resnet9 --dataset fashion-mnist --train-limit 3000 --epochs 3 --eval-limit 500 \
+      --checkpoint-dir results/checkpoints --methods uniform-nearest --bits 1-8 --scope each-layer \
+      --out results/resnet9-fashion-mnist-reduced-layers
 fi
 if [[ $what == resnet9-fmnist-clip || $what == all ]]; then
   # do the CNN's clipping findings (section 3) hold on ResNet9? Its checkpoint, BatchNorm
