@@ -310,6 +310,11 @@ if [[ $what == resnet9-fmnist-layers || $what == all ]]; then
   run --model resnet9 --dataset fashion-mnist --train-limit 3000 --epochs 3 --eval-limit 500 \
       --checkpoint-dir results/checkpoints --methods uniform-nearest --bits 1-8 --scope each-layer \
       --out results/resnet9-fashion-mnist-reduced-layers
+  # and the bits spent where that points: layer 3, or the four main-path convolutions, at 8
+  run --model resnet9 --dataset fashion-mnist --train-limit 3000 --epochs 3 --eval-limit 500 \
+      --checkpoint-dir results/checkpoints --methods uniform-nearest --bits 1-4 \
+      --layer-bits blocks.5=8 --layer-bits blocks.0=8,blocks.1=8,blocks.4=8,blocks.5=8 \
+      --out results/resnet9-fashion-mnist-reduced-mixed
 fi
 if [[ $what == resnet9-fmnist-clip || $what == all ]]; then
   # do the CNN's clipping findings (section 3) hold on ResNet9? Its checkpoint, BatchNorm
