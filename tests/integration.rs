@@ -221,6 +221,11 @@ fn bad_flags_exit_non_zero_with_a_message() {
     assert!(e.contains("--model"), "{e}");
     let e = run_fail(&["bench", "--methods", "lloyd-nearest"]);
     assert!(e.contains("--methods") && e.contains("study's seven"), "{e}");
+    // a model on the wrong kind of data is refused before any file is read
+    let e = run_fail(&["--model", "cnn", "--dataset", "churn", "--data-dir", "/nonexistent"]);
+    assert!(e.contains("cnn needs image (fashion-mnist, cifar100) data; churn is tabular") && !e.contains("/nonexistent"), "{e}");
+    let e = run_fail(&["--model", "mlp-simple", "--dataset", "cifar100", "--data-dir", "/nonexistent"]);
+    assert!(e.contains("mlp-simple needs tabular") && e.contains("cifar100 is images") && !e.contains("/nonexistent"), "{e}");
     // a folder without a run says so, for report and --resume alike
     for args in [&["report", "/nonexistent/run"][..], &["--resume", "/nonexistent/run"]] {
         let e = run_fail(args);

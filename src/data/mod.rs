@@ -55,6 +55,11 @@ impl DatasetId {
         }
     }
 
+    /// Fashion-MNIST and CIFAR-100: 3x32x32 images, for the conv nets.
+    pub fn is_image(self) -> bool {
+        matches!(self, DatasetId::FashionMnist | DatasetId::Cifar100)
+    }
+
     pub fn task(self) -> Task {
         match self {
             DatasetId::Churn | DatasetId::Telescope => Task::Classification { classes: 2 },

@@ -56,20 +56,26 @@ pub struct ModelSpec {
     pub dropout: f64,
 }
 
+/// Conv nets take images, dense nets tabular rows: the error names both.
+pub fn check_data_kind(kind: ModelKind, dataset: DatasetId, images: bool) -> Result<()> {
+    if kind.is_conv() == images {
+        return Ok(());
+    }
+    Err(Error::config(
+        "--model",
+        format!(
+            "{kind} needs {} data; {dataset} is {}",
+            if kind.is_conv() { "image (fashion-mnist, cifar100)" } else { "tabular (churn, telescope, california, mv)" },
+            if images { "images" } else { "tabular" }
+        ),
+    ))
+}
+
 impl ModelSpec {
     /// The study's architectures: `mlp-complex` is [20, 40, 60, 30] for the
     /// classifiers and [50, 100, 100, 50] for the regressors.
     pub fn new(kind: ModelKind, dataset: DatasetId, inputs: usize, task: Task) -> Result<ModelSpec> {
-        if kind.is_conv() != (inputs == 3 * 32 * 32) {
-            return Err(Error::config(
-                "--model",
-                format!(
-                    "{kind} needs {} data; {dataset} is {}",
-                    if kind.is_conv() { "image (fashion-mnist, cifar100)" } else { "tabular (churn, telescope, california, mv)" },
-                    if inputs == 3 * 32 * 32 { "images" } else { "tabular" }
-                ),
-            ));
-        }
+        check_data_kind(kind, dataset, inputs == 3 * 32 * 32)?;
         let (hidden, dropout) = match kind {
             ModelKind::Cnn | ModelKind::Resnet9 => (vec![], 0.0),
             ModelKind::MlpSimple => (vec![10], 0.0),
