@@ -296,7 +296,9 @@ if [[ $what == resnet9-fmnist || $what == all ]]; then
   # 2-core CPU. The three BatchNorm treatments on one checkpoint, per layer, then per
   # output channel as cnn-fmnist-channel does for the CNN
   r9="--model resnet9 --dataset fashion-mnist --train-limit 3000 --epochs 3 --eval-limit 500 --checkpoint-dir results/checkpoints"
-  for bn in fold keep pool; do
+  # fold (the default): the study's seven methods; keep and pool: three of them
+  run $r9 --seeds 3 --bits 1-8,10,12,16 --out results/resnet9-fashion-mnist-reduced-bn-fold
+  for bn in keep pool; do
     run $r9 --methods uniform-nearest,uniform-stochastic,normal-nearest --seeds 3 --bits 1-8,10,12,16 \
         --bn $bn --out results/resnet9-fashion-mnist-reduced-bn-$bn
   done
