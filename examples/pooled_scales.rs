@@ -6,7 +6,7 @@
 //! cargo run --example pooled_scales -- CHECKPOINT_DIR [METHOD] [BITS,...]
 //! e.g. cargo run --example pooled_scales -- results/checkpoints/resnet9-fashion-mnist-8ee49412547c1b4c normal-nearest 8,16
 
-use sweep_gpu::models::{ModelSpec, ParamRole};
+use sweep_gpu::models::ParamRole;
 use sweep_gpu::quant::apply::{BiasMode, BnMode, Plan};
 use sweep_gpu::quant::{Granularity, Method};
 use sweep_gpu::sweep::grid::{Scope, Variant};
@@ -18,12 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let method = <Method as clap::ValueEnum>::from_str(args.get(1).map_or("normal-nearest", String::as_str), false)?;
     let bits: Vec<u32> = args.get(2).map_or("8,16", String::as_str).split(',').map(str::parse).collect::<Result<_, _>>()?;
-    let meta_path = dir.join("meta.json");
-    let text = std::fs::read_to_string(&meta_path).map_err(|e| format!("{}: {e} (expected a checkpoint folder: meta.json and model.bpk)", meta_path.display()))?;
-    let meta: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let spec: ModelSpec = serde_json::from_value(meta["model"].clone())?;
-    let weights = sweep_gpu::train::checkpoint::load_weights(&dir.join("model.bpk"), &spec)?;
-    let mut plan = Plan::new(weights.clone(), BiasMode::Fp32, BnMode::Pool)?;
+    use sweep_gpu::train::checkpoint;
+    let no_checkpoint = || format!("{}: no checkpoint there (expected meta.json and model.bpk)", dir.display());
+    let spec = checkpoint::read_meta(&dir)?.ok_or_else(no_checkpoint)?.model;
+    let (weights, _) = checkpoint::load(&dir, &spec)?.ok_or_else(no_checkpoint)?;
+    let mut plan = Plan::new(weights, BiasMode::Fp32, BnMode::Pool)?;
     plan.prepare(&[Granularity::Layer], &bits, &[method]);
     println!("{} {}, BatchNorm pooled with each layer's weights, per-layer groups", spec.kind, method);
     println!("| bits | layer | scales (fp32) | scales (quantized) | largest relative error |");
@@ -31,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for &b in &bits {
         let variant = Variant { method, bits: b, granularity: Granularity::Layer, seed: method.is_stochastic().then_some(1), scope: Scope::All };
         let (q, _) = plan.apply(&variant);
-        for (i, t) in weights.tensors.iter().enumerate() {
+        for (i, t) in plan.weights.tensors.iter().enumerate() {
             if t.role != ParamRole::BnGamma {
                 continue;
             }

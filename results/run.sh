@@ -7,6 +7,8 @@ SWEEP=${SWEEP:-"cargo run --quiet --"}
 export SWEEP_DATA_DIR=${SWEEP_DATA_DIR:-../shared/datasets}
 what=${1:-all}
 run() { echo "+ sweep-gpu $*" >&2; $SWEEP "$@"; }
+# the reduced ResNet9 on Fashion-MNIST and its checkpoint, shared by the resnet9-fmnist* sections
+r9="--model resnet9 --dataset fashion-mnist --train-limit 3000 --epochs 3 --eval-limit 500 --checkpoint-dir results/checkpoints"
 
 if [[ $what == dense || $what == all ]]; then
   for d in churn telescope california mv; do
@@ -295,7 +297,6 @@ if [[ $what == resnet9-fmnist || $what == all ]]; then
   # 500 test images) but 3 epochs: a ResNet9 that trains to a usable accuracy on a
   # 2-core CPU. The three BatchNorm treatments on one checkpoint, per layer, then per
   # output channel as cnn-fmnist-channel does for the CNN
-  r9="--model resnet9 --dataset fashion-mnist --train-limit 3000 --epochs 3 --eval-limit 500 --checkpoint-dir results/checkpoints"
   # fold (the default): the study's seven methods; keep and pool: three of them
   run $r9 --seeds 3 --bits 1-8,10,12,16 --out results/resnet9-fashion-mnist-reduced-bn-fold
   for bn in keep pool; do
@@ -309,12 +310,10 @@ if [[ $what == resnet9-fmnist || $what == all ]]; then
 fi
 if [[ $what == resnet9-fmnist-layers || $what == all ]]; then
   # which of ResNet9's layers cost the bits (section 4): each layer alone, the rest fp32
-  run --model resnet9 --dataset fashion-mnist --train-limit 3000 --epochs 3 --eval-limit 500 \
-      --checkpoint-dir results/checkpoints --methods uniform-nearest --bits 1-8 --scope each-layer \
+  run $r9 --methods uniform-nearest --bits 1-8 --scope each-layer \
       --out results/resnet9-fashion-mnist-reduced-layers
   # and the bits spent where that points: layer 3, or the four main-path convolutions, at 8
-  run --model resnet9 --dataset fashion-mnist --train-limit 3000 --epochs 3 --eval-limit 500 \
-      --checkpoint-dir results/checkpoints --methods uniform-nearest --bits 1-4 \
+  run $r9 --methods uniform-nearest --bits 1-4 \
       --layer-bits blocks.5=8 --layer-bits blocks.0=8,blocks.1=8,blocks.4=8,blocks.5=8 \
       --out results/resnet9-fashion-mnist-reduced-mixed
 fi
@@ -322,7 +321,6 @@ if [[ $what == resnet9-fmnist-clip || $what == all ]]; then
   # do the CNN's clipping findings (section 3) hold on ResNet9? Its checkpoint, BatchNorm
   # folded, uniform-nearest: the 99th percentile, mse, and mse with the gain restored
   # or the biases corrected
-  r9="--model resnet9 --dataset fashion-mnist --train-limit 3000 --epochs 3 --eval-limit 500 --checkpoint-dir results/checkpoints"
   for v in "99" "mse" "mse --rescale gain" "mse --bias-correct active" "99 --bias-correct active"; do
     name=clip$(echo $v | sed 's/ --rescale /-/; s/ --bias-correct /-bc/')
     run $r9 --methods uniform-nearest --bits 1-8 --clip $v --out results/resnet9-fashion-mnist-reduced-clip/$name

@@ -101,7 +101,7 @@ impl Config {
         let model = a.model.ok_or_else(|| Error::config("--model", "is required"))?;
         let dataset = a.dataset.ok_or_else(|| Error::config("--dataset", "is required"))?;
         // before a device is chosen or a file read
-        crate::models::check_data_kind(model, dataset, dataset.is_image())?;
+        crate::models::check_data_kind(model, dataset)?;
         let bits = parse_bits(&a.bits).map_err(|m| Error::config("--bits", m))?;
         let mut methods = if a.methods.is_empty() { Method::STUDY.to_vec() } else { a.methods.clone() };
         methods.sort();

@@ -57,7 +57,8 @@ pub struct ModelSpec {
 }
 
 /// Conv nets take images, dense nets tabular rows: the error names both.
-pub fn check_data_kind(kind: ModelKind, dataset: DatasetId, images: bool) -> Result<()> {
+pub fn check_data_kind(kind: ModelKind, dataset: DatasetId) -> Result<()> {
+    let images = dataset.is_image();
     if kind.is_conv() == images {
         return Ok(());
     }
@@ -75,7 +76,7 @@ impl ModelSpec {
     /// The study's architectures: `mlp-complex` is [20, 40, 60, 30] for the
     /// classifiers and [50, 100, 100, 50] for the regressors.
     pub fn new(kind: ModelKind, dataset: DatasetId, inputs: usize, task: Task) -> Result<ModelSpec> {
-        check_data_kind(kind, dataset, inputs == 3 * 32 * 32)?;
+        check_data_kind(kind, dataset)?;
         let (hidden, dropout) = match kind {
             ModelKind::Cnn | ModelKind::Resnet9 => (vec![], 0.0),
             ModelKind::MlpSimple => (vec![10], 0.0),

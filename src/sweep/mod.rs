@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::eval::{Evaluator, Scores, metric_names};
 use crate::gpu::{self, AdapterSummary, GpuContext};
 use crate::models::{ModelSpec, Weights};
-use crate::progress::Progress;
+use crate::progress::{Progress, human_duration};
 use crate::quant::apply::{BnMode, Plan, QuantReport};
 use crate::quant::{BiasCorrect, Clip};
 use crate::quant::reference::MSE_CLIP_CANDIDATES;
@@ -198,7 +198,7 @@ fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, setti
         let rough = estimate_training_seconds(spec, dataset, &settings, compute);
         progress.log(&format!(
             "training estimate: about {} on {} ({} images x {} epochs, at a fixed guess of the device's speed; each epoch's line gives the measured time); --train-limit, --epochs and --eval-limit make a CPU-sized run",
-            crate::progress::human_duration(rough),
+            human_duration(rough),
             compute.adapter(),
             settings.train_limit.map_or(dataset.train.len(), |l| l.min(dataset.train.len())),
             settings.epochs
@@ -505,7 +505,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         let per_variant = estimate_seconds_per_variant(&spec, &dataset, &compute, config)?;
         println!(
             "estimate: {} of scoring on {} ({:.1} ms per variant, measured on a sample), plus training unless a checkpoint is cached",
-            crate::progress::human_duration(per_variant * total as f64),
+            human_duration(per_variant * total as f64),
             compute.adapter(),
             per_variant * 1000.0,
         );
@@ -524,7 +524,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         let per_variant = estimate_seconds_per_variant(&spec, &dataset, &compute, config)?;
         progress.log(&format!(
             "scoring estimate: about {} for {total} variants on {} test images ({:.1} s each); --eval-limit, --bits, --methods and --seeds make it smaller",
-            crate::progress::human_duration(per_variant * total as f64),
+            human_duration(per_variant * total as f64),
             dataset.test.len(),
             per_variant
         ));
@@ -666,7 +666,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
     } else {
         let rate = todo.len() as f64 / scoring_seconds;
         let rate = if rate >= 10.0 { format!("{rate:.0} variants/s") } else { format!("{:.1} s per variant", 1.0 / rate) };
-        progress.log(&format!("scored {} variants in {} ({rate})", todo.len(), crate::progress::human_duration(scoring_seconds)));
+        progress.log(&format!("scored {} variants in {} ({rate})", todo.len(), human_duration(scoring_seconds)));
     }
     let summary = report::write_all(&config.out)?;
     Ok(Outcome { out: config.out.clone(), summary, variants: variants.len(), scored: todo.len(), scoring_seconds })

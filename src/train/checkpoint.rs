@@ -79,23 +79,32 @@ pub fn save(dir: &Path, spec: &ModelSpec, weights: &Weights, meta: &CheckpointMe
 /// Loads the checkpoint in `dir` if it is complete; `Ok(None)` when there is none.
 /// A checkpoint that exists but is corrupt or belongs to another model is an error.
 pub fn load(dir: &Path, spec: &ModelSpec) -> Result<Option<(Weights, CheckpointMeta)>> {
-    let meta_file = meta_path(dir);
-    if !meta_file.is_file() {
+    let Some(meta) = read_meta(dir)? else {
         return Ok(None);
-    }
-    let text = std::fs::read_to_string(&meta_file).map_err(|e| Error::io(&meta_file, e))?;
-    let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
-        path: meta_file.clone(),
-        message: format!("corrupt meta.json ({e}); delete the folder or pass --retrain"),
-    })?;
+    };
     if &meta.model != spec {
         return Err(Error::Checkpoint {
-            path: meta_file,
+            path: meta_path(dir),
             message: format!("was trained for another model ({:?}, not {:?}); delete the folder or pass --retrain", meta.model, spec),
         });
     }
     let weights = load_weights(&model_path(dir), spec)?;
     Ok(Some((weights, meta)))
+}
+
+/// The meta.json of the checkpoint in `dir`; `Ok(None)` when it has none (no
+/// checkpoint, or an incomplete one).
+pub fn read_meta(dir: &Path) -> Result<Option<CheckpointMeta>> {
+    let meta_file = meta_path(dir);
+    if !meta_file.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&meta_file).map_err(|e| Error::io(&meta_file, e))?;
+    let meta = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+        path: meta_file.clone(),
+        message: format!("corrupt meta.json ({e}); delete the folder or pass --retrain"),
+    })?;
+    Ok(Some(meta))
 }
 
 /// Reads a model record into host weights; any mismatch is an error naming the file.
