@@ -259,6 +259,23 @@ pub struct SweepArgs {
     #[arg(long)]
     pub lr: Option<f64>,
 
+    /// Quantization-aware training: fine-tune the trained net with its weights
+    /// quantized by METHOD at BITS (every layer; per layer, or per channel with
+    /// --granularity channel alone; with --bias, --clip and --rescale) in each forward pass, gradients passed
+    /// straight through, keeping the weights whose quantized form scores best on
+    /// validation; then sweep the fine-tuned net. METHOD is a deterministic one
+    /// (e.g. uniform-nearest:4). Dense nets only; cached as its own checkpoint.
+    #[arg(long, value_name = "METHOD:BITS", value_parser = parse_qat)]
+    pub qat: Option<QatTarget>,
+
+    /// Epochs of --qat fine-tuning.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub qat_epochs: usize,
+
+    /// Adam learning rate of --qat fine-tuning [default: a tenth of the training's].
+    #[arg(long, value_name = "LR")]
+    pub qat_lr: Option<f64>,
+
     /// L2 weight decay [default: 0 for the dense nets, 1e-4 for the conv nets].
     #[arg(long)]
     pub weight_decay: Option<f64>,
@@ -313,6 +330,30 @@ pub struct SweepArgs {
 }
 
 /// Parses `K/N` with 1 <= K <= N.
+/// --qat's target: a method and a bit width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QatTarget {
+    pub method: Method,
+    pub bits: u32,
+}
+
+/// `METHOD:BITS`, e.g. `uniform-nearest:4`.
+pub fn parse_qat(text: &str) -> Result<QatTarget, String> {
+    let (m, b) = text.split_once(':').ok_or_else(|| format!("{text:?}: expected METHOD:BITS, e.g. uniform-nearest:4"))?;
+    let method = Method::from_str(m.trim(), true).map_err(|_| {
+        let names: Vec<String> = Method::value_variants().iter().filter(|m| !m.is_stochastic()).map(|m| m.to_string()).collect();
+        format!("{m:?} is not a method; the deterministic ones are {}", names.join(", "))
+    })?;
+    if method.is_stochastic() {
+        return Err(format!("{method} draws random numbers, so the draw trained for would not be the draw scored; use a deterministic method"));
+    }
+    let bits = b.trim().parse::<u32>().map_err(|_| format!("{text:?}: {b:?} is not a whole number of bits"))?;
+    if !crate::quant::reference::BITS.contains(&bits) {
+        return Err(format!("{bits} bits is outside 1..=16"));
+    }
+    Ok(QatTarget { method, bits })
+}
+
 pub fn parse_shard(text: &str) -> Result<(u32, u32), String> {
     let (k, n) = text.split_once('/').ok_or_else(|| format!("{text:?}: expected K/N, e.g. 2/8"))?;
     let k: u32 = k.trim().parse().map_err(|_| format!("{text:?}: {k:?} is not a whole number"))?;

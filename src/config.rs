@@ -29,6 +29,9 @@ pub struct Config {
     /// --restarts: trainings from successive init seeds, the best on validation kept
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub restarts: u32,
+    /// --qat: quantization-aware fine-tuning of the trained net (absent when off)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat: Option<QatChoice>,
     pub seeds: u32,
     pub scope: ScopeChoice,
     /// mixed-precision scopes (--layer-bits), each in its canonical form
@@ -77,6 +80,16 @@ pub struct Config {
     /// (K, N): this run is shard K of N
     #[serde(default)]
     pub shard: Option<(u32, u32)>,
+}
+
+/// --qat, --qat-epochs and --qat-lr.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QatChoice {
+    pub method: Method,
+    pub bits: u32,
+    pub epochs: usize,
+    /// None: a tenth of the training's learning rate
+    pub learning_rate: Option<f64>,
 }
 
 fn default_bn() -> BnMode {
@@ -172,6 +185,24 @@ impl Config {
         if a.bias_correct != BiasCorrect::None && a.bias != BiasMode::Fp32 {
             return Err(Error::config("--bias-correct", format!("adds to the f32 biases, which --bias {} quantizes: use --bias fp32", a.bias.name())));
         }
+        let qat = match a.qat {
+            None => None,
+            Some(_) if model.is_conv() => {
+                return Err(Error::config("--qat", format!("fine-tunes the dense nets (mlp-simple, mlp-complex) only, not {model}")));
+            }
+            Some(_) if a.qat_epochs == 0 => return Err(Error::config("--qat-epochs", "must be at least 1")),
+            Some(t) => {
+                if let Some(lr) = a.qat_lr
+                    && !(lr > 0.0 && lr.is_finite())
+                {
+                    return Err(Error::config("--qat-lr", format!("{lr} is not a positive learning rate")));
+                }
+                Some(QatChoice { method: t.method, bits: t.bits, epochs: a.qat_epochs, learning_rate: a.qat_lr })
+            }
+        };
+        if qat.is_some() && a.clip.is_some() && !a.qat.is_some_and(|t| t.method.is_clippable()) {
+            return Err(Error::config("--qat", "builds its levels from the whole group's values, which --clip does not apply to; choose another method or drop --clip"));
+        }
         if a.quantizer == QuantizerChoice::Wgsl && a.device == DeviceChoice::Cpu {
             return Err(Error::config("--quantizer", "wgsl runs on a GPU device: use --device gpu (or auto on a machine with a GPU)"));
         }
@@ -204,6 +235,7 @@ impl Config {
             seed: a.seed,
             init_seed: a.init_seed.filter(|&s| s != a.seed),
             restarts: a.restarts,
+            qat,
             seeds: a.seeds,
             scope: a.scope,
             layer_bits,

@@ -519,6 +519,133 @@ fn the_init_seed_moves_the_training_and_not_the_split() {
 /// (a regressor: the lowest MSE), lists every training in config.json, and
 /// reuses each one's checkpoint the next time.
 #[test]
+fn quantization_aware_training_is_checked_recorded_and_cached() {
+    let dense = ["--model", "mlp-simple", "--dataset", "churn"];
+    for (qat, want) in [
+        ("uniform-stochastic:4", "deterministic method"),
+        ("uniform-nearest", "expected METHOD:BITS"),
+        ("uniform-nearest:17", "outside 1..=16"),
+        ("uniform-nearest:x", "not a whole number of bits"),
+        ("magic:4", "the deterministic ones are uniform-nearest"),
+    ] {
+        let e = run_fail(&[&dense[..], &["--qat", qat]].concat());
+        assert!(e.contains("--qat") && e.contains(want), "{qat}: {e}");
+    }
+    let e = run_fail(&["--model", "cnn", "--dataset", "fashion-mnist", "--qat", "uniform-nearest:4"]);
+    assert!(e.contains("--qat") && e.contains("dense nets"), "{e}");
+    let e = run_fail(&[&dense[..], &["--qat", "uniform-nearest:4", "--qat-epochs", "0"]].concat());
+    assert!(e.contains("--qat-epochs") && e.contains("at least 1"), "{e}");
+    let e = run_fail(&[&dense[..], &["--qat", "lloyd-nearest:4", "--clip", "99"]].concat());
+    assert!(e.contains("--qat") && e.contains("--clip"), "{e}");
+
+    let data = tabular_dir(600);
+    let work = tempfile::tempdir().unwrap();
+    let base = ["--model", "mlp-simple", "--dataset", "telescope", "--device", "cpu", "--epochs", "4", "--seed", "3", "--bits", "2,8", "--methods", "uniform-nearest,midrise"];
+    let (plain_rows, _, plain) = sweep_and_read(data.path(), work.path(), "plain", &base);
+    let qat = [&base[..], &["--qat", "uniform-nearest:2", "--qat-epochs", "2"]].concat();
+    let (rows, report, info) = sweep_and_read(data.path(), work.path(), "qat", &qat);
+    // a plain run records nothing of it
+    assert!(plain.get("qat_start").is_none() && plain["training"].get("qat").is_none() && plain["config"].get("qat").is_none());
+    // the fine-tuning starts from the plain run's checkpoint and is cached as its own
+    let start = &info["qat_start"];
+    assert_eq!(start["checkpoint"], plain["checkpoint"]);
+    assert_ne!(info["checkpoint"], plain["checkpoint"]);
+    assert_eq!(start["training"], plain["training"]);
+    assert_eq!(start["variant_id"], "uniform-nearest:2:layer:-:all");
+    let q = &info["training"]["qat"];
+    assert_eq!((q["method"].as_str(), q["bits"].as_u64(), q["granularity"].as_str()), (Some("uniform-nearest"), Some(2), Some("layer")));
+    assert_eq!(info["training"]["epochs"], 2);
+    assert!(info["training_summary"]["best_epoch"].as_f64().unwrap() > 0.0, "the fine-tuning kept its start: {info}");
+    assert_eq!(info["training"]["learning_rate"].as_f64().unwrap(), plain["training"]["learning_rate"].as_f64().unwrap() / 10.0);
+    // the start's scores before the fine-tuning are the plain run's own
+    let plain_at = |id: &str| plain_rows.iter().find(|r| r.variant_id == id).unwrap().value;
+    assert_eq!(start["fp32_value"].as_f64().unwrap(), plain_rows[0].fp32_value);
+    assert_eq!(start["quantized_value"].as_f64().unwrap(), plain_at("uniform-nearest:2:layer:-:all"));
+    assert_eq!(rows.len(), plain_rows.len());
+    assert!(report.contains("| quantization-aware training | fine-tuned as uniform-nearest at 2 bits (layer) from "), "{report}");
+    // again: the start and the fine-tuning both come from their checkpoints
+    let (o, again) = sweep_into(data.path(), work.path(), "again", &qat);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert_eq!(log.matches("reusing checkpoint").count(), 2, "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("quantization-aware training")), "{log}");
+    let again: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(again.join("config.json")).unwrap()).unwrap();
+    assert_eq!(again["checkpoint"], info["checkpoint"]);
+    // another target is another fine-tuning
+    let (_, _, other) = sweep_and_read(data.path(), work.path(), "other", &[&base[..], &["--qat", "midrise:2", "--qat-epochs", "2"]].concat());
+    assert_ne!(other["checkpoint"], info["checkpoint"]);
+    assert_eq!(other["qat_start"]["checkpoint"], plain["checkpoint"]);
+}
+
+#[test]
+fn quantization_aware_training_lifts_the_variant_it_trains_for() {
+    use sweep_gpu::models::ModelSpec;
+    use sweep_gpu::train::{TrainSettings, fit, qat::QatSettings};
+    let data = tabular_dir(600);
+    let dataset = load(DatasetId::Telescope, data.path()).unwrap();
+    let spec = ModelSpec::new(sweep_gpu::models::ModelKind::MlpSimple, dataset.id, dataset.train.sample_len(), dataset.task).unwrap();
+    let device = burn::tensor::Device::flex();
+    let progress = sweep_gpu::progress::Progress::hidden();
+    let settings = TrainSettings {
+        epochs: 10,
+        batch_size: 16,
+        learning_rate: 1e-3,
+        seed: 3,
+        weight_decay: 0.0,
+        grad_clip: None,
+        one_cycle: false,
+        augment: false,
+        train_limit: None,
+        eval_limit: None,
+        qat: None,
+    };
+    let (start, _) = fit(&spec, &dataset, &settings, None, &device, &progress).unwrap();
+    let qat = QatSettings {
+        method: sweep_gpu::quant::Method::UniformNearest,
+        bits: 2,
+        granularity: sweep_gpu::quant::Granularity::Layer,
+        bias: sweep_gpu::quant::apply::BiasMode::Fp32,
+        clip: None,
+        rescale: Default::default(),
+        from: "test".into(),
+    };
+    let tuned_settings = TrainSettings { epochs: 4, learning_rate: 1e-3, qat: Some(qat.clone()), ..settings.clone() };
+    let e = fit(&spec, &dataset, &tuned_settings, None, &device, &progress).unwrap_err();
+    assert!(e.to_string().contains("starts from trained weights"), "{e}");
+    let (tuned, summary) = fit(&spec, &dataset, &tuned_settings, Some(&start), &device, &progress).unwrap();
+    // the same fine-tuning without the quantizer in the forward pass
+    let plain_settings = TrainSettings { qat: None, ..tuned_settings.clone() };
+    let (plain, _) = fit(&spec, &dataset, &plain_settings, Some(&start), &device, &progress).unwrap();
+    let valid = sweep_gpu::eval::Evaluator::new(&dataset, &dataset.valid, &device, &start, None, 64).unwrap();
+    let accuracy = |w: &sweep_gpu::models::Weights| valid.score_all(w).unwrap().primary;
+    let before = accuracy(&qat.quantize(&start).unwrap());
+    let after = accuracy(&qat.quantize(&tuned).unwrap());
+    let plain = accuracy(&qat.quantize(&plain).unwrap());
+    // the kept weights are the ones validated, as quantized
+    assert_eq!(after, summary.valid_metric);
+    assert!(summary.best_epoch > 0.0);
+    // and training through the quantizer made a better 2-bit net than the
+    // start, and than the same fine-tuning of the f32 weights
+    assert!(after > before && after > plain, "2-bit validation accuracy {before} before, {after} after, {plain} fine-tuned without the quantizer");
+    // the loss trained on is the quantized net's: an epoch at a learning rate
+    // too small to move the weights reports the quantized start's loss
+    let loss = |w: &sweep_gpu::models::Weights| -> f64 {
+        use burn::tensor::{Int, Tensor, TensorData};
+        let n = dataset.train.len();
+        let x = Tensor::<2>::from_data(TensorData::new(dataset.train.x.clone(), [n, dataset.train.sample_len()]), &device);
+        let Targets::Classes(c) = &dataset.train.y else { unreachable!() };
+        let y = Tensor::<1, Int>::from_data(TensorData::new(c.iter().map(|&v| v as i64).collect::<Vec<_>>(), [n]), &device);
+        let logits = sweep_gpu::models::mlp::Mlp::from_weights(&spec, w, &device).forward(x);
+        burn::nn::loss::CrossEntropyLossConfig::new().init(&device).forward(logits, y).into_scalar::<f32>() as f64
+    };
+    let still = TrainSettings { epochs: 1, learning_rate: 1e-12, ..tuned_settings.clone() };
+    let trained_on = fit(&spec, &dataset, &still, Some(&start), &device, &progress).unwrap().1.epoch_losses[0];
+    let (quantized_loss, f32_loss) = (loss(&qat.quantize(&start).unwrap()), loss(&start));
+    assert!((trained_on - quantized_loss).abs() < 1e-4 * quantized_loss, "loss {trained_on}: the quantized start's is {quantized_loss}, the f32 start's {f32_loss}");
+    assert!((quantized_loss - f32_loss).abs() > 1e-2 * f32_loss);
+}
+
+#[test]
 fn restarts_keep_the_training_best_on_validation() {
     let e = run_fail(&["--model", "mlp-simple", "--dataset", "mv", "--restarts", "0"]);
     assert!(e.contains("--restarts") && e.contains("at least 1"), "{e}");

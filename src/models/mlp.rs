@@ -36,6 +36,33 @@ impl Mlp {
         h
     }
 
+    /// [`Mlp::forward`] with every parameter replaced by its value in
+    /// `quantized` ([`Mlp::to_weights`]' order): the forward pass sees
+    /// `w + (q - w)` with the difference detached, so the gradient reaches `w`
+    /// as if the rounding were the identity (the straight-through estimator).
+    pub fn forward_quantized(&self, x: Tensor<2>, quantized: &Weights) -> Tensor<2> {
+        let device = x.device();
+        let straight_through = |w: Tensor<2>, q: &ParamTensor| {
+            let q = Tensor::<2>::from_data(TensorData::new(q.data.clone(), w.dims().to_vec()), &device);
+            w.clone() + (q - w).detach()
+        };
+        let mut it = quantized.tensors.iter();
+        let last = self.layers.len() - 1;
+        let mut h = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let w = straight_through(layer.weight.val(), it.next().expect("one weight per layer"));
+            h = h.matmul(w);
+            if let Some(b) = &layer.bias {
+                let b = straight_through(b.val().unsqueeze::<2>(), it.next().expect("one bias per layer"));
+                h = h + b;
+            }
+            if i < last {
+                h = self.dropout.forward(relu(h));
+            }
+        }
+        h
+    }
+
     /// The host copy of the parameters: for each layer, weight [in, out] (output
     /// channel on axis 1) then bias [out].
     pub fn to_weights(&self) -> Result<Weights> {
@@ -95,4 +122,49 @@ pub fn forward_variants(x: Tensor<3>, layers: &[(Tensor<3>, Option<Tensor<3>>)],
         }
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{DatasetId, Task};
+    use crate::models::ModelKind;
+
+    #[test]
+    fn the_quantized_forward_is_the_quantized_nets_and_passes_gradients_straight_through() {
+        let device = Device::flex().autodiff();
+        device.seed(4);
+        let spec = ModelSpec::new(ModelKind::MlpComplex, DatasetId::Mv, 10, Task::Regression).unwrap();
+        let spec = ModelSpec { dropout: 0.0, ..spec };
+        let mlp = Mlp::new(&spec, &device);
+        // a stand-in quantizer: every parameter to a multiple of 1/8
+        let mut q = mlp.to_weights().unwrap();
+        for t in &mut q.tensors {
+            t.data.iter_mut().for_each(|v| *v = (*v * 8.0).round() / 8.0);
+        }
+        assert!(q.tensors.iter().zip(&mlp.to_weights().unwrap().tensors).any(|(a, b)| a.data != b.data));
+        let x: Vec<f32> = (0..7 * 10).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let x = Tensor::<2>::from_data(TensorData::new(x, [7, 10]), &device);
+        let quantized = Mlp::from_weights(&spec, &q, &device);
+        let (y, yq) = (mlp.forward_quantized(x.clone(), &q), quantized.forward(x));
+        let (a, b) = (y.clone().into_data().try_to_vec::<f32>().unwrap(), yq.clone().into_data().try_to_vec::<f32>().unwrap());
+        for (a, b) in a.iter().zip(&b) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} against {b}");
+        }
+        // d(sum y)/dw of the f32 net is the quantized net's d(sum y)/dq
+        let (g, gq) = ((y.clone() * y).sum().backward(), (yq.clone() * yq).sum().backward());
+        for (layer, lq) in mlp.layers.iter().zip(&quantized.layers) {
+            let a = layer.weight.val().grad(&g).expect("the f32 weight gets a gradient").into_data().try_to_vec::<f32>().unwrap();
+            let b = lq.weight.val().grad(&gq).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            assert!(b.iter().any(|v| *v != 0.0));
+            for (a, b) in a.iter().zip(&b) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} against {b}");
+            }
+            let a = layer.bias.as_ref().unwrap().val().grad(&g).expect("the f32 bias gets a gradient").into_data().try_to_vec::<f32>().unwrap();
+            let b = lq.bias.as_ref().unwrap().val().grad(&gq).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            for (a, b) in a.iter().zip(&b) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} against {b}");
+            }
+        }
+    }
 }

@@ -77,6 +77,24 @@ pub fn write_all(dir: &Path) -> Result<Option<Summary>> {
     Ok(Some(summary))
 }
 
+/// The report's line on --qat: what the fine-tuning trained for, and the
+/// start's test metric before it (empty without --qat).
+fn qat_row(info: &RunInfo, metric: &str) -> String {
+    let (Some(start), Some(q)) = (&info.qat_start, &info.training.qat) else {
+        return String::new();
+    };
+    format!(
+        "fine-tuned as {} from {} (trained {} epochs, weights from epoch {:.2}); before it: test {metric} {} at fp32, {} as {}",
+        q.describe(),
+        start.checkpoint.display(),
+        start.training.epochs,
+        start.training_summary.best_epoch,
+        fmt_metric(start.fp32_value, metric),
+        fmt_metric(start.quantized_value, metric),
+        start.variant_id
+    )
+}
+
 /// The mixed-precision scopes of a run, for its grid line: "" when none.
 fn mixed_scopes(info: &RunInfo) -> String {
     let names: Vec<String> = info.grid.scopes.iter().filter(|s| matches!(s, Scope::Mixed(_))).map(|s| s.name()).collect();
@@ -131,6 +149,7 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String, String)], hea
             },
         ),
         ("training", format!("{} epochs, batch {}, Adam lr {}, seed {}; kept the weights at epoch {:.2} (best on validation){}", info.training.epochs, info.training.batch_size, info.training.learning_rate, info.training.seed, info.training_summary.best_epoch, if info.checkpoint_reused { "; checkpoint reused" } else { "" })),
+        ("quantization-aware training", qat_row(info, &s.metric)),
         ("grid", format!("{} variants: methods {}, bits {:?}, granularity {}, {} seed(s) per stochastic setting, scope {:?}{}, bias {}", info.variants, c.methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "), c.bits, c.granularities.iter().map(|g| g.name()).collect::<Vec<_>>().join(","), c.seeds, c.scope, mixed_scopes(info), c.bias.name()) + &c.clip.map_or(String::new(), |clip| format!(", {}", clip.describe())) + &c.rescale.describe().map_or(String::new(), |r| format!(", {r}")) + &c.bias_correct.describe().map_or(String::new(), |b| format!(", {b}"))),
         ("scored", format!("{} of {} variants", s.variants, info.variants)),
         (
@@ -148,7 +167,7 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String, String)], hea
         ),
         ("test split", sampling_note(&s.metric, s.fp32_value, info.split_sizes[2])),
     ];
-    for (k, v) in rows {
+    for (k, v) in rows.into_iter().filter(|(_, v)| !v.is_empty()) {
         let _ = writeln!(md, "| {k} | {} |", v.replace('|', "\\|"));
     }
     for (g, scope, stem) in plots {

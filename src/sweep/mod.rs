@@ -27,6 +27,7 @@ use crate::quant::{BiasCorrect, Clip};
 use crate::quant::reference::MSE_CLIP_CANDIDATES;
 use clap::Parser;
 use crate::report::{self, ResultRow, ResultsWriter};
+use crate::train::qat::QatSettings;
 use crate::train::{self, TrainSettings, TrainSummary, checkpoint};
 use grid::{GridSpec, Scope, Variant};
 
@@ -116,6 +117,10 @@ pub struct RunInfo {
     /// with --restarts: every training, the kept one being `checkpoint`
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restarts: Vec<Restart>,
+    /// with --qat: the trained net the fine-tuning started from (`training`
+    /// and `checkpoint` above are the fine-tuning's)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat_start: Option<QatStart>,
     pub grid: GridSpec,
     pub variants: usize,
     pub metric: String,
@@ -140,20 +145,74 @@ pub struct Restart {
     pub checkpoint: PathBuf,
 }
 
+/// The net a --qat fine-tuning started from, and how it scored on the test
+/// split before the fine-tuning.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QatStart {
+    pub checkpoint: PathBuf,
+    pub training: TrainSettings,
+    pub training_summary: TrainSummary,
+    /// the variant the fine-tuning trained for, as in results.csv
+    pub variant_id: String,
+    /// the start's test metric at fp32 and as that variant
+    pub fp32_value: f64,
+    pub quantized_value: f64,
+}
+
 type Trained = (Weights, TrainSettings, TrainSummary, PathBuf, bool);
+
+/// Trains (or loads) the model, then with --qat fine-tunes it (or loads the
+/// fine-tuned checkpoint).
+fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: &Compute, progress: &Progress) -> Result<(Trained, Vec<Restart>, Option<QatStart>)> {
+    let (base, restarts) = train_or_load_base(config, dataset, spec, compute, progress)?;
+    let Some(choice) = config.qat else {
+        return Ok((base, restarts, None));
+    };
+    let (start, start_settings, start_summary, start_dir, _) = base;
+    let qat = QatSettings {
+        method: choice.method,
+        bits: choice.bits,
+        granularity: config.granularities[0],
+        bias: config.bias,
+        clip: config.clip,
+        rescale: config.rescale,
+        from: checkpoint::key(spec, dataset, &start_settings, config.seed),
+    };
+    let settings = TrainSettings {
+        epochs: choice.epochs,
+        learning_rate: choice.learning_rate.unwrap_or(start_settings.learning_rate / 10.0),
+        qat: Some(qat.clone()),
+        ..start_settings.clone()
+    };
+    // the start's test scores, for the report's before-and-after
+    let mut evaluator = crate::eval::Evaluator::new(dataset, &dataset.test, &Device::flex(), &start, None, 64)?;
+    evaluator.use_cpu_kernel(true)?;
+    let fp32_value = evaluator.score_all(&start)?.primary;
+    let quantized_value = evaluator.score_all(&qat.quantize(&start)?)?.primary;
+    let tuned = train_or_load_one(config, dataset, spec, settings, Some(&start), compute, progress)?;
+    let start = QatStart {
+        checkpoint: start_dir,
+        training: start_settings,
+        training_summary: start_summary,
+        variant_id: qat.variant_id(),
+        fp32_value,
+        quantized_value,
+    };
+    Ok((tuned, restarts, Some(start)))
+}
 
 /// Trains (or loads) the model; with --restarts N, from N initial states (init
 /// seeds K, K+1, ...), keeping the one best on validation (the first of a tie).
-fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: &Compute, progress: &Progress) -> Result<(Trained, Vec<Restart>)> {
+fn train_or_load_base(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: &Compute, progress: &Progress) -> Result<(Trained, Vec<Restart>)> {
     let base = train_settings(config, dataset, spec);
     if config.restarts <= 1 {
-        return Ok((train_or_load_one(config, dataset, spec, base, compute, progress)?, Vec::new()));
+        return Ok((train_or_load_one(config, dataset, spec, base, None, compute, progress)?, Vec::new()));
     }
     let mut best: Option<Trained> = None;
     let mut all = Vec::new();
     for k in 0..config.restarts {
         let settings = TrainSettings { seed: base.seed.wrapping_add(k), ..base.clone() };
-        let trained = train_or_load_one(config, dataset, spec, settings, compute, progress)?;
+        let trained = train_or_load_one(config, dataset, spec, settings, None, compute, progress)?;
         let valid = trained.2.valid_metric;
         all.push(Restart { init_seed: trained.1.seed, valid_metric: valid, checkpoint: trained.3.clone() });
         if best.as_ref().is_none_or(|b| crate::eval::improves(dataset.task, valid, b.2.valid_metric)) {
@@ -169,7 +228,8 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
     Ok((best, all))
 }
 
-fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, settings: TrainSettings, compute: &Compute, progress: &Progress) -> Result<Trained> {
+/// One training, or with `settings.qat` one fine-tuning of `start`.
+fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, settings: TrainSettings, start: Option<&Weights>, compute: &Compute, progress: &Progress) -> Result<Trained> {
     let key = checkpoint::key(spec, dataset, &settings, config.seed);
     let dir = checkpoint::dir(&config.checkpoint_dir, spec, dataset.id, &key);
     if !config.retrain
@@ -178,7 +238,18 @@ fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, setti
         progress.log(&format!("reusing checkpoint {} (trained on {}, weights from epoch {:.2})", dir.display(), meta.summary.device, meta.summary.best_epoch));
         return Ok((weights, settings, meta.summary, dir, true));
     }
-    progress.log(&format!(
+    if let Some(q) = &settings.qat {
+        progress.log(&format!(
+            "quantization-aware training: {} epochs of {} fake-quantized as {}, batch {}, Adam lr {}, on {}",
+            settings.epochs,
+            spec.kind,
+            q.describe(),
+            settings.batch_size,
+            settings.learning_rate,
+            compute.kind()
+        ));
+    } else {
+        progress.log(&format!(
         "training {} on {} ({}{} epochs, batch {}, Adam lr {}{}{}{}{}{}) on {}",
         spec.kind,
         dataset.id,
@@ -194,6 +265,7 @@ fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, setti
         if settings.seed != config.seed { format!(", init seed {}", settings.seed) } else { String::new() },
         compute.kind()
     ));
+    }
     if spec.kind.is_conv() {
         let rough = estimate_training_seconds(spec, dataset, &settings, compute);
         progress.log(&format!(
@@ -204,7 +276,7 @@ fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, setti
             settings.epochs
         ));
     }
-    let (weights, summary) = train::fit(spec, dataset, &settings, &compute.burn_device(), progress)?;
+    let (weights, summary) = train::fit(spec, dataset, &settings, start, &compute.burn_device(), progress)?;
     weights.check_finite(&dir)?;
     let meta = checkpoint::CheckpointMeta {
         key,
@@ -309,6 +381,7 @@ fn train_settings(config: &Config, dataset: &Dataset, spec: &ModelSpec) -> Train
         augment: conv && !config.no_augment && dataset.id == crate::data::DatasetId::Cifar100,
         train_limit: config.train_limit,
         eval_limit: config.eval_limit,
+        qat: None,
     }
 }
 
@@ -529,7 +602,19 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
             per_variant
         ));
     }
-    let ((weights, settings, train_summary, ckpt, reused), restarts) = train_or_load(config, &dataset, &spec, &compute, progress)?;
+    let ((weights, settings, train_summary, ckpt, reused), restarts, qat_start) = train_or_load(config, &dataset, &spec, &compute, progress)?;
+    if let (Some(start), Some(q)) = (&qat_start, &settings.qat) {
+        progress.log(&format!(
+            "before quantization-aware training: test {metric} {:.4} at fp32, {:.4} as {}; the fine-tuned net's validation {metric} as {}: {:.4} (weights from epoch {:.2})",
+            start.fp32_value,
+            start.quantized_value,
+            q.describe(),
+            q.describe(),
+            train_summary.valid_metric,
+            train_summary.best_epoch,
+            metric = metric_names(dataset.task).0,
+        ));
+    }
     let variants: Vec<Variant> = match config.shard {
         // round robin over the grid order: disjoint, covering, and balanced
         Some((k, n)) => grid.variants().into_iter().enumerate().filter(|(i, _)| *i as u32 % n == k - 1).map(|(_, v)| v).collect(),
@@ -555,6 +640,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         checkpoint: ckpt,
         checkpoint_reused: reused,
         restarts,
+        qat_start,
         grid: grid.clone(),
         variants: variants.len(),
         metric: metric.into(),

@@ -6,6 +6,7 @@
 //! (burn record + meta.json) that the next run with the same key reuses.
 
 pub mod checkpoint;
+pub mod qat;
 
 use burn::module::Module;
 use burn::nn::loss::{CrossEntropyLossConfig, MseLoss, Reduction};
@@ -49,6 +50,10 @@ pub struct TrainSettings {
     pub train_limit: Option<usize>,
     /// validation rows used to pick the weights (None: all)
     pub eval_limit: Option<usize>,
+    /// --qat: fine-tune the checkpoint `from` with its weights fake-quantized
+    /// (absent for plain training, so earlier checkpoint keys stay as they were)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qat: Option<qat::QatSettings>,
 }
 
 impl TrainSettings {
@@ -94,6 +99,10 @@ pub const VALIDATIONS_PER_EPOCH: usize = 4;
 pub trait Trainable: Module + Sized {
     fn forward_rows(&self, x: Vec<f32>, rows: usize, sample_shape: &[usize], device: &Device) -> Tensor<2>;
     fn host_weights(&self) -> Result<Weights>;
+    /// The forward pass with the parameters replaced by `quantized` (in
+    /// [`Trainable::host_weights`]' order) and gradients passed straight
+    /// through to the f32 parameters.
+    fn forward_rows_quantized(&self, x: Vec<f32>, rows: usize, sample_shape: &[usize], device: &Device, quantized: &Weights) -> Result<Tensor<2>>;
 }
 
 impl Trainable for Mlp {
@@ -103,6 +112,9 @@ impl Trainable for Mlp {
     fn host_weights(&self) -> Result<Weights> {
         self.to_weights()
     }
+    fn forward_rows_quantized(&self, x: Vec<f32>, rows: usize, sample_shape: &[usize], device: &Device, quantized: &Weights) -> Result<Tensor<2>> {
+        Ok(self.forward_quantized(Tensor::from_data(TensorData::new(x, [rows, sample_shape.iter().product()]), device), quantized))
+    }
 }
 
 impl Trainable for ConvNet {
@@ -111,6 +123,9 @@ impl Trainable for ConvNet {
     }
     fn host_weights(&self) -> Result<Weights> {
         self.to_weights()
+    }
+    fn forward_rows_quantized(&self, _: Vec<f32>, _: usize, _: &[usize], _: &Device, _: &Weights) -> Result<Tensor<2>> {
+        Err(Error::config("--qat", "fine-tunes the dense nets (mlp-simple, mlp-complex) only"))
     }
 }
 
@@ -136,16 +151,31 @@ fn augment_into(src: &[f32], shape: &[usize], rng: &mut Xoshiro256PlusPlus, out:
 
 /// Trains `spec` on `dataset.train`, keeping the weights that score best on
 /// `dataset.valid` (checked [`VALIDATIONS_PER_EPOCH`] times per epoch).
-pub fn fit(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, device: &Device, progress: &Progress) -> Result<(Weights, TrainSummary)> {
+///
+/// With `settings.qat`, fine-tunes `start` (the checkpoint it names) with its
+/// weights fake-quantized: validation scores the quantized weights, and
+/// `start` itself is the first candidate, so the kept weights never quantize
+/// worse on validation than the weights the fine-tuning began from.
+pub fn fit(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, start: Option<&Weights>, device: &Device, progress: &Progress) -> Result<(Weights, TrainSummary)> {
     let ad = device.clone().autodiff();
     ad.seed(settings.seed as u64);
+    if settings.qat.is_some() && start.is_none() {
+        return Err(Error::Training("quantization-aware training starts from trained weights; none were given".into()));
+    }
     if spec.kind.is_conv() {
         let classes = dataset.task.outputs();
-        let model = ConvNet::new(spec.kind, classes, &ad);
+        let model = match start {
+            Some(w) => ConvNet::from_weights(spec.kind, classes, w, &ad),
+            None => ConvNet::new(spec.kind, classes, &ad),
+        };
         let ops = crate::models::cnn::program(spec.kind, &model.valid().to_weights()?, false)?;
         fit_model(model, Some(ops), dataset, settings, device, progress)
     } else {
-        fit_model(Mlp::new(spec, &ad), None, dataset, settings, device, progress)
+        let model = match start {
+            Some(w) => Mlp::from_weights(spec, w, &ad),
+            None => Mlp::new(spec, &ad),
+        };
+        fit_model(model, None, dataset, settings, device, progress)
     }
 }
 
@@ -182,8 +212,21 @@ fn fit_model<M: Trainable>(
     let layout = model.valid().host_weights()?;
     let valid_eval = Evaluator::new(dataset, &dataset.valid, device, &layout, ops, 128)?;
 
+    // what validation scores: the weights themselves, or with --qat their
+    // quantized form
+    let scored = |weights: &Weights| -> Result<f64> {
+        match &settings.qat {
+            Some(q) => Ok(valid_eval.score_all(&q.quantize(weights)?)?.primary),
+            None => Ok(valid_eval.score_all(weights)?.primary),
+        }
+    };
     let mut best: Option<(f64, f64, Weights)> = None;
     let mut last_valid = f64::NAN;
+    if settings.qat.is_some() {
+        let weights = model.valid().host_weights()?;
+        last_valid = scored(&weights)?;
+        best = Some((0.0, last_valid, weights));
+    }
     let mut epoch_losses = Vec::new();
     let mut order: Vec<usize> = (0..n).collect();
     let mut step_no = 0;
@@ -203,7 +246,10 @@ fn fit_model<M: Trainable>(
                     xs.extend_from_slice(row);
                 }
             }
-            let out = model.forward_rows(xs, b, &shape, &ad);
+            let out = match &settings.qat {
+                Some(q) => model.forward_rows_quantized(xs, b, &shape, &ad, &q.quantize(&model.valid().host_weights()?)?)?,
+                None => model.forward_rows(xs, b, &shape, &ad),
+            };
             let loss = match &train.y {
                 Targets::Classes(c) => {
                     let ys: Vec<i64> = batch.iter().map(|&r| c[r] as i64).collect();
@@ -222,7 +268,7 @@ fn fit_model<M: Trainable>(
             bar.inc(1);
             if (step + 1) % check_every == 0 || step + 1 == steps_per_epoch {
                 let weights = model.valid().host_weights()?;
-                let metric = valid_eval.score_all(&weights)?.primary;
+                let metric = scored(&weights)?;
                 let at = epoch as f64 + (step + 1) as f64 / steps_per_epoch as f64;
                 if best.as_ref().is_none_or(|(_, m, _)| improves(dataset.task, metric, *m)) {
                     best = Some((at, metric, weights));

@@ -1,0 +1,57 @@
+//! Quantization-aware training (`--qat METHOD:BITS`): a trained dense net is
+//! fine-tuned with its weights fake-quantized in every forward pass, and the
+//! gradient passed straight through the rounding to the f32 weights.
+//!
+//! The fake quantizer is the sweep's own CPU reference ([`Plan::apply`]) with
+//! the run's bias mode, clip and rescale, so the variant the net was trained
+//! for is exactly the one the sweep scores: quantizing the kept f32 weights at
+//! METHOD and BITS gives the weights that were validated.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::models::Weights;
+use crate::quant::apply::{BiasMode, BnMode, Plan};
+use crate::quant::{Clip, Granularity, Method, Rescale};
+use crate::sweep::grid::{Scope, Variant};
+
+/// What a QAT fine-tuning quantizes to, as recorded in the checkpoint key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QatSettings {
+    pub method: Method,
+    pub bits: u32,
+    pub granularity: Granularity,
+    pub bias: BiasMode,
+    #[serde(default)]
+    pub clip: Option<Clip>,
+    #[serde(default)]
+    pub rescale: Rescale,
+    /// the key of the checkpoint the fine-tuning starts from
+    pub from: String,
+}
+
+impl QatSettings {
+    /// `weights` quantized as the sweep's variant (METHOD, BITS, granularity,
+    /// every layer) quantizes them.
+    pub fn quantize(&self, weights: &Weights) -> Result<Weights> {
+        if self.method.is_stochastic() {
+            // refused by the config; a draw per step would not be the draw scored
+            return Err(Error::config("--qat", format!("{} draws random numbers; QAT needs a deterministic method", self.method)));
+        }
+        let mut plan = Plan::new(weights.clone(), self.bias, BnMode::Fold)?;
+        plan.clip = self.clip;
+        plan.rescale = self.rescale;
+        plan.prepare(&[self.granularity], &[self.bits], &[self.method]);
+        let variant = Variant { method: self.method, bits: self.bits, granularity: self.granularity, seed: None, scope: Scope::All };
+        Ok(plan.apply(&variant).0)
+    }
+
+    /// The variant id the fine-tuning trained for (as in results.csv).
+    pub fn variant_id(&self) -> String {
+        Variant { method: self.method, bits: self.bits, granularity: self.granularity, seed: None, scope: Scope::All }.id()
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{} at {} bits ({})", self.method, self.bits, self.granularity.name())
+    }
+}
