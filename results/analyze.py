@@ -639,6 +639,37 @@ def restarts_section():
     for s, a, b in zip(seeds, one, four):
         print(f"| {s} | {100 * a:.2f} % | {100 * b:.2f} % |")
 
+def qat_section():
+    """--qat METHOD:BITS runs (results/<base>-qat/<method>-<bits>/) against their base run."""
+    bases = sorted(f[: -len("-qat")] for f in (os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "*-qat")))
+                   if os.path.isdir(os.path.join(ROOT, f[: -len("-qat")])))
+    if not bases:
+        return
+    print("\n## Quantization-aware training (--qat METHOD:BITS) against post-training quantization\n")
+    print("The base run's net fine-tuned (3 epochs, Adam at a tenth of the training's learning rate) with its "
+          "weights quantized by the target in every forward pass, then swept again. fp32: the net's unquantized "
+          "test metric. Then each method's metric at 1 / 2 / 3 / 4 / 8 bits (mean over seeds for the stochastic "
+          "ones), and the smallest bit width from which the method stays within 1 % of the base run's fp32.\n")
+    shown = ("uniform-nearest", "midrise", "histogram-nearest", "uniform-stochastic")
+    print("| run | trained for | fp32 | " + " | ".join(f"{m} 1 / 2 / 3 / 4 / 8" for m in shown) + " | " + " | ".join(f"{m} within 1 % of base" for m in shown) + " |")
+    print("|---|---|---|" + "---|" * (2 * len(shown)))
+    for base in bases:
+        s0, _, _ = summary_of(base)
+        metric, ref = s0["metric"], s0["fp32_value"]
+        gt = better(metric)
+        within = lambda v: (v >= ref * 0.99) if metric == "accuracy" else (v <= ref * 1.01)
+        targets = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(ROOT, base + "-qat", "*", "summary.json")))
+        targets.sort(key=lambda t: (t.rsplit("-", 1)[0], int(t.rsplit("-", 1)[1])))
+        for folder, label in [(base, "none (post-training)")] + [(os.path.join(base + "-qat", t), t.rsplit("-", 1)[0] + ":" + t.rsplit("-", 1)[1]) for t in targets]:
+            s, _, at = summary_of(folder)
+            cells = [" / ".join(fmt(at[(m, b)]["mean"], metric) if (m, b) in at else "—" for b in (1, 2, 3, 4, 8)) for m in shown]
+            firsts = []
+            for m in shown:
+                ok = [b for b in range(1, 17) if (m, b) in at and all(within(at[(m, c)]["mean"]) for c in range(b, 17) if (m, c) in at)]
+                firsts.append(bits_cell(min(ok) if ok else None))
+            print(f"| {base} | {label} | {fmt(s['fp32_value'], metric)} | " + " | ".join(cells) + " | " + " | ".join(firsts) + " |")
+
+
 if __name__ == "__main__":
     main()
     seeds_section()
@@ -654,3 +685,4 @@ if __name__ == "__main__":
     dither_section()
     init_seeds_section()
     restarts_section()
+    qat_section()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|resnet9|resnet9-fmnist|resnet9-fmnist-layers|resnet9-fmnist-clip|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|qat|resnet9|resnet9-fmnist|resnet9-fmnist-layers|resnet9-fmnist-clip|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -281,6 +281,16 @@ if [[ $what == restarts || $what == all ]]; then
       run --model mlp-simple --dataset telescope --seed $s --restarts $r --bits 8 --methods uniform-nearest \
           --seeds 1 --checkpoint-dir results/checkpoints --out $out
       find $out -type f ! -name config.json ! -name summary.json -delete
+    done
+  done
+fi
+if [[ $what == qat || $what == all ]]; then
+  # quantization-aware training: mlp-complex fine-tuned for uniform-nearest at 2, 3
+  # and 4 bits from the dense runs' checkpoints (3 epochs, lr a tenth of training's)
+  for d in churn telescope california mv; do
+    for b in 2 3 4; do
+      run --model mlp-complex --dataset $d --qat uniform-nearest:$b --checkpoint-dir results/checkpoints \
+          --out results/mlp-complex-$d-qat/uniform-nearest-$b
     done
   done
 fi
