@@ -264,7 +264,9 @@ pub struct SweepArgs {
     /// --granularity channel alone; with --bias, --clip and --rescale) in each forward pass, gradients passed
     /// straight through, keeping the weights whose quantized form scores best on
     /// validation; then sweep the fine-tuned net. METHOD is a deterministic one
-    /// (e.g. uniform-nearest:4). Dense nets only; cached as its own checkpoint.
+    /// (e.g. uniform-nearest:4). Conv nets run as the sweep scores them:
+    /// BatchNorm as --bn treats it, with its running statistics frozen, and no
+    /// dropout. Cached as its own checkpoint.
     #[arg(long, value_name = "METHOD:BITS", value_parser = parse_qat)]
     pub qat: Option<QatTarget>,
 

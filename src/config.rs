@@ -187,9 +187,6 @@ impl Config {
         }
         let qat = match a.qat {
             None => None,
-            Some(_) if model.is_conv() => {
-                return Err(Error::config("--qat", format!("fine-tunes the dense nets (mlp-simple, mlp-complex) only, not {model}")));
-            }
             Some(_) if a.qat_epochs == 0 => return Err(Error::config("--qat-epochs", "must be at least 1")),
             Some(t) => {
                 if let Some(lr) = a.qat_lr

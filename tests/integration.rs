@@ -531,8 +531,9 @@ fn quantization_aware_training_is_checked_recorded_and_cached() {
         let e = run_fail(&[&dense[..], &["--qat", qat]].concat());
         assert!(e.contains("--qat") && e.contains(want), "{qat}: {e}");
     }
-    let e = run_fail(&["--model", "cnn", "--dataset", "fashion-mnist", "--qat", "uniform-nearest:4"]);
-    assert!(e.contains("--qat") && e.contains("dense nets"), "{e}");
+    // the conv nets take --qat too: this run gets as far as the data
+    let e = run_fail(&["--model", "cnn", "--dataset", "fashion-mnist", "--qat", "uniform-nearest:4", "--data-dir", "/nonexistent"]);
+    assert!(!e.contains("--qat") && e.contains("/nonexistent"), "{e}");
     let e = run_fail(&[&dense[..], &["--qat", "uniform-nearest:4", "--qat-epochs", "0"]].concat());
     assert!(e.contains("--qat-epochs") && e.contains("at least 1"), "{e}");
     let e = run_fail(&[&dense[..], &["--qat", "lloyd-nearest:4", "--clip", "99"]].concat());
@@ -607,6 +608,7 @@ fn quantization_aware_training_lifts_the_variant_it_trains_for() {
         bias: sweep_gpu::quant::apply::BiasMode::Fp32,
         clip: None,
         rescale: Default::default(),
+        bn: None,
         from: "test".into(),
     };
     let tuned_settings = TrainSettings { epochs: 4, learning_rate: 1e-3, qat: Some(qat.clone()), ..settings.clone() };
@@ -643,6 +645,107 @@ fn quantization_aware_training_lifts_the_variant_it_trains_for() {
     let (quantized_loss, f32_loss) = (loss(&qat.quantize(&start).unwrap()), loss(&start));
     assert!((trained_on - quantized_loss).abs() < 1e-4 * quantized_loss, "loss {trained_on}: the quantized start's is {quantized_loss}, the f32 start's {f32_loss}");
     assert!((quantized_loss - f32_loss).abs() > 1e-2 * f32_loss);
+}
+
+/// A conv net's QAT trains the net the sweep scores: BatchNorm on its frozen
+/// running statistics (folded under --bn fold), no dropout, the weights
+/// quantized by the sweep's own quantizer.
+#[test]
+fn conv_quantization_aware_training_trains_and_keeps_the_scored_net() {
+    use burn::tensor::{Int, Tensor, TensorData};
+    use sweep_gpu::data::{Table, Task};
+    use sweep_gpu::models::{ModelKind, ModelSpec, cnn::ConvNet};
+    use sweep_gpu::quant::apply::BnMode;
+    use sweep_gpu::train::{TrainSettings, fit, qat::QatSettings};
+    // noisy images whose class is which band of rows is bright in which channel
+    let mut rng = common::Lcg(17);
+    let mut images = |n: usize| -> Table {
+        let mut x = Vec::with_capacity(n * 3072);
+        let mut y = Vec::with_capacity(n);
+        for i in 0..n {
+            let class = (i % 10) as u32;
+            y.push(class);
+            for c in 0..3 {
+                for p in 0..1024 {
+                    let lit = (p / 32 / 8) as u32 * 3 + c as u32 == class;
+                    x.push(if lit { 1.5 } else { 0.0 } + (rng.next() as f32 - 0.5));
+                }
+            }
+        }
+        Table { x, sample_shape: vec![3, 32, 32], y: Targets::Classes(y) }
+    };
+    let (train, valid) = (images(40), images(20));
+    let dataset = sweep_gpu::data::Dataset {
+        id: DatasetId::FashionMnist,
+        task: Task::Classification { classes: 10 },
+        test: valid.clone(),
+        train,
+        valid,
+        target_scaler: None,
+        target_unit: None,
+        feature_names: vec![],
+        files: vec![],
+        data_hash: "synthetic".into(),
+        preprocessing: "synthetic".into(),
+    };
+    let spec = ModelSpec::new(ModelKind::Cnn, dataset.id, 3072, dataset.task).unwrap();
+    let device = burn::tensor::Device::flex();
+    let progress = sweep_gpu::progress::Progress::hidden();
+    let settings = TrainSettings {
+        epochs: 2,
+        batch_size: 40,
+        learning_rate: 1e-3,
+        seed: 4,
+        weight_decay: 0.0,
+        grad_clip: None,
+        one_cycle: false,
+        augment: false,
+        train_limit: None,
+        eval_limit: None,
+        qat: None,
+    };
+    let (start, _) = fit(&spec, &dataset, &settings, None, &device, &progress).unwrap();
+    let qat = |bn: BnMode| QatSettings {
+        method: sweep_gpu::quant::Method::UniformNearest,
+        bits: 2,
+        granularity: sweep_gpu::quant::Granularity::Channel,
+        bias: sweep_gpu::quant::apply::BiasMode::Fp32,
+        clip: None,
+        rescale: Default::default(),
+        bn: Some(bn),
+        from: "test".into(),
+    };
+
+    // --bn fold: the kept weights, folded and quantized, are the ones validated
+    let fold = qat(BnMode::Fold);
+    let tuned_settings = TrainSettings { qat: Some(fold.clone()), ..settings.clone() };
+    let (tuned, summary) = fit(&spec, &dataset, &tuned_settings, Some(&start), &device, &progress).unwrap();
+    assert!(tuned.tensors.iter().any(|t| t.role.is_bn()), "the checkpoint keeps its BatchNorm");
+    assert_ne!(tuned.tensors, start.tensors);
+    let folded = fold.layout(&start);
+    let ops = sweep_gpu::models::cnn::program(ModelKind::Cnn, &folded, true).unwrap();
+    let valid = sweep_gpu::eval::Evaluator::new(&dataset, &dataset.valid, &device, &folded, Some(ops), 64).unwrap();
+    let accuracy = |w: &sweep_gpu::models::Weights| valid.score_all(w).unwrap().primary;
+    let (before, after) = (accuracy(&fold.quantize(&start).unwrap()), accuracy(&fold.quantize(&tuned).unwrap()));
+    assert_eq!(after, summary.valid_metric);
+    assert!(after >= before, "the start ({before}) is among the weights validation picks from; kept {after}");
+
+    // --bn keep: the loss trained on is the quantized net's at inference (no
+    // batch statistics), so an epoch too slow to move the weights reports it
+    let keep = qat(BnMode::Keep);
+    let still = TrainSettings { epochs: 1, learning_rate: 1e-12, qat: Some(keep.clone()), ..settings.clone() };
+    let trained_on = fit(&spec, &dataset, &still, Some(&start), &device, &progress).unwrap().1.epoch_losses[0];
+    let loss = |w: &sweep_gpu::models::Weights| -> f64 {
+        let n = dataset.train.len();
+        let x = Tensor::<4>::from_data(TensorData::new(dataset.train.x.clone(), [n, 3, 32, 32]), &device);
+        let Targets::Classes(c) = &dataset.train.y else { unreachable!() };
+        let y = Tensor::<1, Int>::from_data(TensorData::new(c.iter().map(|&v| v as i64).collect::<Vec<_>>(), [n]), &device);
+        let logits = ConvNet::from_weights(ModelKind::Cnn, 10, w, &device).forward(x);
+        burn::nn::loss::CrossEntropyLossConfig::new().init(&device).forward(logits, y).into_scalar::<f32>() as f64
+    };
+    let (quantized_loss, f32_loss) = (loss(&keep.quantize(&start).unwrap()), loss(&start));
+    assert!((trained_on - quantized_loss).abs() < 1e-4 * quantized_loss, "loss {trained_on}: the quantized start's is {quantized_loss}, the f32 start's {f32_loss}");
+    assert!((quantized_loss - f32_loss).abs() > 1e-3 * f32_loss);
 }
 
 #[test]

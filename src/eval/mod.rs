@@ -587,7 +587,7 @@ fn per_channel(p: &Tensor<3>, v: usize) -> Tensor<1> {
 
 /// Runs a conv program on `x` [B, C, H, W] for the stacked parameters;
 /// returns [V or 1, B, outputs].
-fn run_program(ops: &[Op], params: &[Tensor<3>], x: Tensor<4>) -> Tensor<3> {
+pub(crate) fn run_program(ops: &[Op], params: &[Tensor<3>], x: Tensor<4>) -> Tensor<3> {
     enum Act {
         Maps(Tensor<4>, usize),
         Rows(Tensor<3>),

@@ -133,6 +133,84 @@ impl ConvNet {
         h
     }
 
+    pub fn kind(&self) -> ModelKind {
+        if self.arch == 1 { ModelKind::Resnet9 } else { ModelKind::Cnn }
+    }
+
+    /// The net as the sweep scores it, with every tensor the quantizer sees
+    /// replaced by its value in `quantized`: BatchNorm with its running
+    /// statistics (folded into the convolutions when `quantized` holds no
+    /// BatchNorm tensors, as [`fold_batchnorm`](super::fold_batchnorm) folds
+    /// it), no dropout. Each tensor enters as `p + (q - p)` with the difference
+    /// detached, so the gradient reaches the f32 parameters (through the fold)
+    /// as if the rounding were the identity: the straight-through estimator.
+    pub fn forward_quantized(&self, x: Tensor<4>, quantized: &Weights) -> Result<Tensor<2>> {
+        let folded = self.blocks.iter().any(|b| b.bn.is_some()) && !quantized.tensors.iter().any(|t| t.role.is_bn());
+        let live = self.live_params(folded);
+        let (want, got): (Vec<&str>, Vec<&str>) = (live.iter().map(|(n, _)| n.as_str()).collect(), quantized.tensors.iter().map(|t| t.name.as_str()).collect());
+        if want != got {
+            return Err(Error::Training(format!("the quantized weights ({}) are not the net's ({})", got.join(", "), want.join(", "))));
+        }
+        let device = x.device();
+        let params: Vec<Tensor<3>> = live
+            .into_iter()
+            .zip(&quantized.tensors)
+            .map(|((_, p), q)| {
+                let q = Tensor::<3>::from_data(TensorData::new(q.data.clone(), p.dims().to_vec()), &device);
+                p.clone() + (q - p).detach()
+            })
+            .collect();
+        let out = crate::eval::run_program(&program(self.kind(), quantized, folded)?, &params, x);
+        let [_, rows, outputs] = out.dims();
+        Ok(out.reshape([rows, outputs]))
+    }
+
+    /// The parameters as live tensors shaped as the evaluator stacks them
+    /// ([1, rows, cols]), named and ordered as [`ConvNet::to_weights`] (or,
+    /// `folded`, [`fold_batchnorm`](super::fold_batchnorm)) lays them out.
+    fn live_params(&self, folded: bool) -> Vec<(String, Tensor<3>)> {
+        let row = |t: Tensor<1>| -> Tensor<3> { t.unsqueeze::<3>() };
+        let mut out = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let layer = format!("blocks.{i}");
+            let w = b.conv.weight.val();
+            let [cout, cin, kh, kw] = w.dims();
+            let w: Tensor<3> = w.reshape([1, cout, cin * kh * kw]);
+            let bias = b.conv.bias.as_ref().map(|p| p.val());
+            match &b.bn {
+                Some(bn) if folded => {
+                    let (gamma, beta, mean, var) = (bn.gamma.val(), bn.beta.val(), bn.running_mean.value(), bn.running_var.value());
+                    let scale = gamma / var.add_scalar(BN_EPSILON).sqrt();
+                    let shift = match bias {
+                        Some(b) => (b - mean) * scale.clone() + beta,
+                        None => beta - mean * scale.clone(),
+                    };
+                    out.push((format!("{layer}.conv.weight"), w * scale.reshape([1, cout, 1])));
+                    out.push((format!("{layer}.conv.bias"), row(shift)));
+                }
+                _ => {
+                    out.push((format!("{layer}.conv.weight"), w));
+                    if let Some(b) = bias {
+                        out.push((format!("{layer}.conv.bias"), row(b)));
+                    }
+                    if let Some(bn) = &b.bn {
+                        out.push((format!("{layer}.bn.gamma"), row(bn.gamma.val())));
+                        out.push((format!("{layer}.bn.beta"), row(bn.beta.val())));
+                        out.push((format!("{layer}.bn.running_mean"), row(bn.running_mean.value())));
+                        out.push((format!("{layer}.bn.running_var"), row(bn.running_var.value())));
+                    }
+                }
+            }
+        }
+        for (i, l) in self.fc.iter().enumerate() {
+            out.push((format!("fc.{i}.weight"), l.weight.val().unsqueeze::<3>()));
+            if let Some(b) = &l.bias {
+                out.push((format!("fc.{i}.bias"), row(b.val())));
+            }
+        }
+        out
+    }
+
     /// Trainable parameters (convolutions, BatchNorm scale and shift, linear
     /// layers), as PyTorch counts them: BatchNorm running statistics excluded.
     pub fn trainable_params(&self) -> usize {
@@ -302,6 +380,113 @@ mod tests {
 
     fn fc(i: usize, o: usize) -> usize {
         i * o + o
+    }
+
+    /// Every parameter to a multiple of an eighth of its tensor's largest
+    /// magnitude, except the BatchNorm tensors (a stand-in quantizer that
+    /// keeps BatchNorm f32 and leaves no layer all zeros).
+    fn eighths(w: &Weights) -> Weights {
+        let mut q = w.clone();
+        for t in q.tensors.iter_mut().filter(|t| !t.role.is_bn()) {
+            let step = t.data.iter().fold(0f32, |m, v| m.max(v.abs())) / 8.0;
+            if step > 0.0 {
+                t.data.iter_mut().for_each(|v| *v = (*v / step).round() * step);
+            }
+        }
+        q
+    }
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+        assert_eq!(a.len(), b.len());
+        for (i, (a, b)) in a.iter().zip(b).enumerate() {
+            assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{what}[{i}]: {a} against {b}");
+        }
+    }
+
+    #[test]
+    fn the_quantized_forward_is_the_scored_nets_and_passes_gradients_straight_through() {
+        let ad = Device::flex().autodiff();
+        ad.seed(5);
+        let net = ConvNet::new(ModelKind::Cnn, 10, &ad);
+        // BatchNorm statistics and affine away from their initial 0 and 1, so
+        // that folding them changes the weights
+        let mut w = net.to_weights().unwrap();
+        for (k, t) in w.tensors.iter_mut().enumerate().filter(|(_, t)| t.role.is_bn()) {
+            let spread = |c: usize| ((c * 7 + k) % 11) as f32 / 10.0;
+            match t.role {
+                ParamRole::BnGamma | ParamRole::BnVar => t.data.iter_mut().enumerate().for_each(|(c, v)| *v = 0.5 + spread(c)),
+                _ => t.data.iter_mut().enumerate().for_each(|(c, v)| *v = spread(c) - 0.5),
+            }
+        }
+        let net = ConvNet::from_weights(ModelKind::Cnn, 10, &w, &ad);
+        let x: Vec<f32> = (0..2 * 3 * 32 * 32).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let x = || Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 3, 32, 32]), &ad);
+
+        // BatchNorm kept: the forward pass is the quantized net's at inference
+        let q = eighths(&w);
+        assert!(q.tensors.iter().zip(&w.tensors).any(|(a, b)| a.data != b.data));
+        let y = net.forward_quantized(x(), &q).unwrap();
+        let reference = ConvNet::from_weights(ModelKind::Cnn, 10, &q, &Device::flex());
+        let want = values(reference.forward(Tensor::from_data(x().into_data(), &Device::flex())));
+        close(&values(y.clone()), &want, 1e-4, "kept: output");
+        // and its gradient is the quantized net's own, passed straight through
+        let quantized = ConvNet::from_weights(ModelKind::Cnn, 10, &q, &ad);
+        let yq = quantized.forward_quantized(x(), &q).unwrap();
+        let (g, gq) = ((y.clone() * y).sum().backward(), (yq.clone() * yq).sum().backward());
+        for (b, bq) in net.blocks.iter().zip(&quantized.blocks) {
+            let a = b.conv.weight.val().grad(&g).expect("the f32 weight gets a gradient");
+            let want = bq.conv.weight.val().grad(&gq).unwrap();
+            let (a, want) = (a.into_data().try_to_vec::<f32>().unwrap(), want.into_data().try_to_vec::<f32>().unwrap());
+            assert!(want.iter().any(|v| *v != 0.0));
+            close(&a, &want, 1e-3, "kept: conv weight gradient");
+        }
+
+        // BatchNorm folded: the forward pass is that of a net whose BatchNorm
+        // is the identity and whose convolutions are the quantized folded ones
+        let folded = eighths(&crate::models::fold_batchnorm(&w, BN_EPSILON));
+        assert!(!folded.tensors.iter().any(|t| t.role.is_bn()));
+        let mut identity = q.clone();
+        for t in &mut identity.tensors {
+            if let Some(f) = folded.tensors.iter().find(|f| f.name == t.name) {
+                t.data = f.data.clone();
+            }
+            match t.role {
+                ParamRole::BnGamma => t.data.fill(1.0),
+                ParamRole::BnBeta | ParamRole::BnMean => t.data.fill(0.0),
+                ParamRole::BnVar => t.data.fill((1.0 - BN_EPSILON) as f32),
+                _ => {}
+            }
+        }
+        let y = net.forward_quantized(x(), &folded).unwrap();
+        let reference = ConvNet::from_weights(ModelKind::Cnn, 10, &identity, &Device::flex());
+        let want = values(reference.forward(Tensor::from_data(x().into_data(), &Device::flex())));
+        close(&values(y.clone()), &want, 1e-4, "folded: output");
+        // the gradient reaches each f32 weight through the fold's scale
+        let identity = ConvNet::from_weights(ModelKind::Cnn, 10, &identity, &ad);
+        let yi = identity.forward_quantized(x(), &folded).unwrap();
+        let (g, gi) = ((y.clone() * y).sum().backward(), (yi.clone() * yi).sum().backward());
+        for (b, bi) in net.blocks.iter().zip(&identity.blocks) {
+            let a = b.conv.weight.val().grad(&g).expect("the f32 weight gets a gradient").into_data().try_to_vec::<f32>().unwrap();
+            let mut want = bi.conv.weight.val().grad(&gi).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            assert!(want.iter().any(|v| *v != 0.0));
+            if let Some(bn) = &b.bn {
+                let gamma = bn.gamma.val().into_data().try_to_vec::<f32>().unwrap();
+                let var = bn.running_var.value().into_data().try_to_vec::<f32>().unwrap();
+                let inner = want.len() / gamma.len();
+                for (c, row) in want.chunks_mut(inner).enumerate() {
+                    row.iter_mut().for_each(|v| *v *= gamma[c] / (var[c] + BN_EPSILON as f32).sqrt());
+                }
+            }
+            close(&a, &want, 1e-3, "folded: conv weight gradient");
+        }
+        // quantized weights of another net are refused
+        let mut other = q.clone();
+        other.tensors.pop();
+        assert!(net.forward_quantized(x(), &other).unwrap_err().to_string().contains("are not the net's"));
     }
 
     #[test]

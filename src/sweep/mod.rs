@@ -176,6 +176,7 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
         bias: config.bias,
         clip: config.clip,
         rescale: config.rescale,
+        bn: spec.kind.is_conv().then_some(config.bn),
         from: checkpoint::key(spec, dataset, &start_settings, config.seed),
     };
     let settings = TrainSettings {
@@ -185,9 +186,12 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
         ..start_settings.clone()
     };
     // the start's test scores, for the report's before-and-after
-    let mut evaluator = crate::eval::Evaluator::new(dataset, &dataset.test, &Device::flex(), &start, None, 64)?;
+    // (a conv net's fp32 value with BatchNorm as the sweep treats it: folded under --bn fold)
+    let layout = qat.layout(&start);
+    let ops = if spec.kind.is_conv() { Some(crate::models::cnn::program(spec.kind, &layout, qat.folded())?) } else { None };
+    let mut evaluator = crate::eval::Evaluator::new(dataset, &dataset.test, &Device::flex(), &layout, ops, 64)?;
     evaluator.use_cpu_kernel(true)?;
-    let fp32_value = evaluator.score_all(&start)?.primary;
+    let fp32_value = evaluator.score_all(&layout)?.primary;
     let quantized_value = evaluator.score_all(&qat.quantize(&start)?)?.primary;
     let tuned = train_or_load_one(config, dataset, spec, settings, Some(&start), compute, progress)?;
     let start = QatStart {

@@ -124,8 +124,8 @@ impl Trainable for ConvNet {
     fn host_weights(&self) -> Result<Weights> {
         self.to_weights()
     }
-    fn forward_rows_quantized(&self, _: Vec<f32>, _: usize, _: &[usize], _: &Device, _: &Weights) -> Result<Tensor<2>> {
-        Err(Error::config("--qat", "fine-tunes the dense nets (mlp-simple, mlp-complex) only"))
+    fn forward_rows_quantized(&self, x: Vec<f32>, rows: usize, s: &[usize], device: &Device, quantized: &Weights) -> Result<Tensor<2>> {
+        self.forward_quantized(Tensor::from_data(TensorData::new(x, [rows, s[0], s[1], s[2]]), device), quantized)
     }
 }
 
@@ -168,8 +168,15 @@ pub fn fit(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, start:
             Some(w) => ConvNet::from_weights(spec.kind, classes, w, &ad),
             None => ConvNet::new(spec.kind, classes, &ad),
         };
-        let ops = crate::models::cnn::program(spec.kind, &model.valid().to_weights()?, false)?;
-        fit_model(model, Some(ops), dataset, settings, device, progress)
+        // validation scores the weights as the quantizer sees them: with
+        // --qat --bn fold, BatchNorm folded into the convolutions
+        let weights = model.valid().to_weights()?;
+        let (layout, folded) = match &settings.qat {
+            Some(q) => (q.layout(&weights), q.folded()),
+            None => (weights, false),
+        };
+        let ops = crate::models::cnn::program(spec.kind, &layout, folded)?;
+        fit_model(model, Some((ops, layout)), dataset, settings, device, progress)
     } else {
         let model = match start {
             Some(w) => Mlp::from_weights(spec, w, &ad),
@@ -181,7 +188,7 @@ pub fn fit(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, start:
 
 fn fit_model<M: Trainable>(
     mut model: M,
-    ops: Option<Vec<crate::models::cnn::Op>>,
+    program: Option<(Vec<crate::models::cnn::Op>, Weights)>,
     dataset: &Dataset,
     settings: &TrainSettings,
     device: &Device,
@@ -209,8 +216,10 @@ fn fit_model<M: Trainable>(
     let steps_per_epoch = n.div_ceil(settings.batch_size);
     let total_steps = settings.epochs * steps_per_epoch;
     let bar = progress.bar(total_steps as u64, "training");
-    let layout = model.valid().host_weights()?;
-    let valid_eval = Evaluator::new(dataset, &dataset.valid, device, &layout, ops, 128)?;
+    let valid_eval = match program {
+        Some((ops, layout)) => Evaluator::new(dataset, &dataset.valid, device, &layout, Some(ops), 128)?,
+        None => Evaluator::new(dataset, &dataset.valid, device, &model.valid().host_weights()?, None, 128)?,
+    };
 
     // what validation scores: the weights themselves, or with --qat their
     // quantized form

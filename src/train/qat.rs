@@ -1,6 +1,10 @@
-//! Quantization-aware training (`--qat METHOD:BITS`): a trained dense net is
+//! Quantization-aware training (`--qat METHOD:BITS`): a trained net is
 //! fine-tuned with its weights fake-quantized in every forward pass, and the
 //! gradient passed straight through the rounding to the f32 weights.
+//!
+//! A conv net's forward pass is then the one the sweep scores: BatchNorm with
+//! its running statistics (frozen: they neither update nor come from the
+//! batch), folded into the convolutions under `--bn fold`, and no dropout.
 //!
 //! The fake quantizer is the sweep's own CPU reference ([`Plan::apply`]) with
 //! the run's bias mode, clip and rescale, so the variant the net was trained
@@ -10,7 +14,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::models::Weights;
+use crate::models::cnn::BN_EPSILON;
+use crate::models::{Weights, fold_batchnorm};
 use crate::quant::apply::{BiasMode, BnMode, Plan};
 use crate::quant::{Clip, Granularity, Method, Rescale};
 use crate::sweep::grid::{Scope, Variant};
@@ -26,19 +31,34 @@ pub struct QatSettings {
     pub clip: Option<Clip>,
     #[serde(default)]
     pub rescale: Rescale,
+    /// conv nets: how BatchNorm meets the quantizer (--bn); absent for the
+    /// dense nets, whose checkpoint keys predate it
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bn: Option<BnMode>,
     /// the key of the checkpoint the fine-tuning starts from
     pub from: String,
 }
 
 impl QatSettings {
+    /// Whether BatchNorm is folded into the convolutions before quantizing.
+    pub fn folded(&self) -> bool {
+        self.bn == Some(BnMode::Fold)
+    }
+
+    /// The tensors the quantizer sees: `weights` with BatchNorm folded under
+    /// `--bn fold`, as the sweep folds it.
+    pub fn layout(&self, weights: &Weights) -> Weights {
+        if self.folded() { fold_batchnorm(weights, BN_EPSILON) } else { weights.clone() }
+    }
+
     /// `weights` quantized as the sweep's variant (METHOD, BITS, granularity,
-    /// every layer) quantizes them.
+    /// every layer) quantizes them, in [`QatSettings::layout`]'s layout.
     pub fn quantize(&self, weights: &Weights) -> Result<Weights> {
         if self.method.is_stochastic() {
             // refused by the config; a draw per step would not be the draw scored
             return Err(Error::config("--qat", format!("{} draws random numbers; QAT needs a deterministic method", self.method)));
         }
-        let mut plan = Plan::new(weights.clone(), self.bias, BnMode::Fold)?;
+        let mut plan = Plan::new(self.layout(weights), self.bias, self.bn.unwrap_or(BnMode::Fold))?;
         plan.clip = self.clip;
         plan.rescale = self.rescale;
         plan.prepare(&[self.granularity], &[self.bits], &[self.method]);
@@ -52,6 +72,9 @@ impl QatSettings {
     }
 
     pub fn describe(&self) -> String {
-        format!("{} at {} bits ({})", self.method, self.bits, self.granularity.name())
+        match self.bn {
+            Some(bn) => format!("{} at {} bits ({}, --bn {})", self.method, self.bits, self.granularity.name(), bn.name()),
+            None => format!("{} at {} bits ({})", self.method, self.bits, self.granularity.name()),
+        }
     }
 }
