@@ -646,7 +646,8 @@ def qat_section():
     if not bases:
         return
     print("\n## Quantization-aware training (--qat METHOD:BITS) against post-training quantization\n")
-    print("The base run's net fine-tuned (3 epochs, Adam at a tenth of the training's learning rate) with its "
+    print("The base run's net fine-tuned (--qat-epochs, Adam at a tenth of the training's learning rate; the "
+          "second table gives each run's) with its "
           "weights quantized by the target in every forward pass, then swept again. fp32: the net's unquantized "
           "test metric. Then each method's metric at 1 / 2 / 3 / 4 / 8 bits (mean over seeds for the stochastic "
           "ones), and the smallest bit width from which the method stays within 1 % of the base run's fp32.\n")
@@ -668,6 +669,27 @@ def qat_section():
                 ok = [b for b in range(1, 17) if (m, b) in at and all(within(at[(m, c)]["mean"]) for c in range(b, 17) if (m, c) in at)]
                 firsts.append(bits_cell(min(ok) if ok else None))
             print(f"| {base} | {label} | {fmt(s['fp32_value'], metric)} | " + " | ".join(cells) + " | " + " | ".join(firsts) + " |")
+
+    print("\nThe variant each fine-tuning trained for, on the test split: the base run's score of it (post-training), "
+          "the QAT start's own score of it before fine-tuning (config.json's qat_start: the same net, so the same "
+          "number), and the fine-tuned net's; then both nets' fp32. Epochs: the fine-tuning's, and when the kept "
+          "weights were taken (best quantized validation score; 0 is the start).\n")
+    print("| run | trained for | epochs (kept at) | base, post-training | QAT start | fine-tuned | base fp32 | fine-tuned fp32 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for base in bases:
+        s0, _, at0 = summary_of(base)
+        metric = s0["metric"]
+        for t in sorted(glob.glob(os.path.join(ROOT, base + "-qat", "*", "config.json"))):
+            folder = os.path.relpath(os.path.dirname(t), ROOT)
+            with open(t) as f:
+                c = json.load(f)
+            q = c["training"]["qat"]
+            s, _, at = summary_of(folder)
+            key = (q["method"], q["bits"])
+            cell = lambda a: fmt(a[key]["mean"], metric) if key in a else "—"
+            print(f"| {base} | {q['method']}:{q['bits']} ({q['granularity']}) | {c['training']['epochs']} ({c['training_summary']['best_epoch']:.2f}) "
+                  f"| {cell(at0)} | {fmt(c['qat_start']['quantized_value'], metric)} | {cell(at)} "
+                  f"| {fmt(s0['fp32_value'], metric)} | {fmt(s['fp32_value'], metric)} |")
 
 
 if __name__ == "__main__":
