@@ -242,42 +242,38 @@ fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, setti
         progress.log(&format!("reusing checkpoint {} (trained on {}, weights from epoch {:.2})", dir.display(), meta.summary.device, meta.summary.best_epoch));
         return Ok((weights, settings, meta.summary, dir, true));
     }
-    if let Some(q) = &settings.qat {
-        progress.log(&format!(
-            "quantization-aware training: {} epochs of {} fake-quantized as {}, batch {}, Adam lr {}, on {}",
-            settings.epochs,
-            spec.kind,
-            q.describe(),
-            settings.batch_size,
-            settings.learning_rate,
-            compute.kind()
-        ));
-    } else {
-        progress.log(&format!(
-        "training {} on {} ({}{} epochs, batch {}, Adam lr {}{}{}{}{}{}) on {}",
-        spec.kind,
-        dataset.id,
-        // conv specs carry no dropout of their own (theirs is in the architecture)
-        if spec.dropout > 0.0 { format!("dropout {}, ", spec.dropout) } else { String::new() },
-        settings.epochs,
+    let epochs = match settings.epochs {
+        1 => "1 epoch".to_string(),
+        n => format!("{n} epochs"),
+    };
+    let schedule = format!(
+        "batch {}, Adam lr {}{}{}{}{}",
         settings.batch_size,
         settings.learning_rate,
         if settings.one_cycle { " one-cycle" } else { "" },
         if settings.weight_decay > 0.0 { format!(", weight decay {}", settings.weight_decay) } else { String::new() },
         settings.grad_clip.map_or(String::new(), |c| format!(", gradients clipped at {c}")),
         if settings.augment { ", crop+flip augmentation" } else { "" },
-        if settings.seed != config.seed { format!(", init seed {}", settings.seed) } else { String::new() },
-        compute.kind()
-    ));
-    }
+    );
+    progress.log(&match &settings.qat {
+        Some(q) => format!("quantization-aware training: {epochs} of {} fake-quantized as {}, {schedule}, on {}", spec.kind, q.describe(), compute.kind()),
+        None => format!(
+            "training {} on {} ({}{epochs}, {schedule}{}) on {}",
+            spec.kind,
+            dataset.id,
+            // conv specs carry no dropout of their own (theirs is in the architecture)
+            if spec.dropout > 0.0 { format!("dropout {}, ", spec.dropout) } else { String::new() },
+            if settings.seed != config.seed { format!(", init seed {}", settings.seed) } else { String::new() },
+            compute.kind()
+        ),
+    });
     if spec.kind.is_conv() {
         let rough = estimate_training_seconds(spec, dataset, &settings, compute);
         progress.log(&format!(
-            "training estimate: about {} on {} ({} images x {} epochs, at a fixed guess of the device's speed; each epoch's line gives the measured time); --train-limit, --epochs and --eval-limit make a CPU-sized run",
+            "training estimate: about {} on {} ({} images x {epochs}, at a fixed guess of the device's speed; each epoch's line gives the measured time); --train-limit, --epochs and --eval-limit make a CPU-sized run",
             human_duration(rough),
             compute.adapter(),
             settings.train_limit.map_or(dataset.train.len(), |l| l.min(dataset.train.len())),
-            settings.epochs
         ));
     }
     let (weights, summary) = train::fit(spec, dataset, &settings, start, &compute.burn_device(), progress)?;
