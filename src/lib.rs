@@ -110,14 +110,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 };
                 println!("{} on {}: fp32 {} {:.4}; {scored}", s.model, s.dataset, s.metric, s.fp32_value);
                 for (key, methods) in &s.smallest_bits_within_1pct {
-                    println!("smallest bits within 1 % of fp32 ({key}):");
+                    println!("smallest bits within 1 % of {} ({key}):", s.reference_name());
                     for (m, b) in methods {
                         println!("  {m:<26} {}", b.map_or("none".to_string(), |b| b.to_string()));
                     }
                 }
                 match s.smallest_models_within_1pct.first() {
                     Some(m) => println!(
-                        "smallest model within 1 % of fp32: {} bytes, {:.1}x smaller than fp32 ({}, {} bits, {} granularity, scope {}; {} {:.4})",
+                        "smallest model within 1 % of {}: {} bytes, {:.1}x smaller than fp32 ({}, {} bits, {} granularity, scope {}; {} {:.4})",
+                        s.reference_name(),
                         m.size_bytes,
                         s.fp32_size_bytes as f64 / m.size_bytes as f64,
                         m.method,
@@ -127,7 +128,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         s.metric,
                         m.mean
                     ),
-                    None => println!("no setting is within 1 % of fp32"),
+                    None => println!("no setting is within 1 % of {}", s.reference_name()),
                 }
                 println!("wrote {}/{{results.csv, summary.json, config.json, report.md, report.html, *.svg, *.png}}", outcome.out.display());
             }

@@ -564,6 +564,14 @@ fn quantization_aware_training_is_checked_recorded_and_cached() {
     assert_eq!(start["quantized_value"].as_f64().unwrap(), plain_at("uniform-nearest:2:layer:-:all"));
     assert_eq!(rows.len(), plain_rows.len());
     assert!(report.contains("| quantization-aware training | fine-tuned as uniform-nearest at 2 bits (layer) from "), "{report}");
+    // within 1 % is measured against the start's fp32, not the fine-tuned net's
+    let summary: sweep_gpu::report::summary::Summary = serde_json::from_str(&std::fs::read_to_string(work.path().join("qat/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary.reference_value, Some(plain_rows[0].fp32_value));
+    assert!(!std::fs::read_to_string(work.path().join("plain/summary.json")).unwrap().contains("reference_value"));
+    assert_eq!(summary.fp32_value, rows[0].fp32_value);
+    let redone = sweep_gpu::report::summary::summarize(&rows, true, Some(plain_rows[0].fp32_value)).unwrap();
+    assert_eq!(summary.smallest_bits_within_1pct, redone.smallest_bits_within_1pct);
+    assert!(report.contains("## Smallest bit width within 1 % of the start's fp32") && report.contains("this net's own fp32 is"), "{report}");
     // again: the start and the fine-tuning both come from their checkpoints
     let (o, again) = sweep_into(data.path(), work.path(), "again", &qat);
     let log = String::from_utf8_lossy(&o.stderr);

@@ -43,7 +43,9 @@ pub fn read_info(dir: &Path) -> Result<RunInfo> {
 pub fn write_all(dir: &Path) -> Result<Option<Summary>> {
     let info = read_info(dir)?;
     let rows = read_results(&dir.join("results.csv"), false)?;
-    let Some(summary) = summarize(&rows, metric_higher_is_better(&info.metric)) else {
+    // a --qat run is measured against the net it started from
+    let reference = info.qat_start.as_ref().map(|s| s.fp32_value);
+    let Some(summary) = summarize(&rows, metric_higher_is_better(&info.metric), reference) else {
         return Ok(None);
     };
     write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("summary serialises").as_bytes())?;
@@ -182,8 +184,18 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String, String)], hea
         let _ = writeln!(md, "\n## Per-layer sensitivity ({g} granularity)\n\n![per-layer sensitivity]({stem}.png)\n");
         let _ = writeln!(md, "Each cell quantizes one layer only (the rest fp32); colour: relative loss of {} against fp32. [SVG]({stem}.svg)\n", s.metric);
     }
-    let _ = writeln!(md, "## Smallest bit width within 1 % of fp32\n");
-    let _ = writeln!(md, "The smallest bit width from which on the mean {} stays within 1 % (relative) of fp32 at every larger bit width in the grid; \"—\" when none does.\n", s.metric);
+    let reference = s.reference_name();
+    let _ = writeln!(md, "## Smallest bit width within 1 % of {reference}\n");
+    if s.reference_value.is_some() {
+        let _ = writeln!(
+            md,
+            "The start's fp32 is the test {metric} of the net the fine-tuning began from, {}; this net's own fp32 is {}. The fine-tuning makes the quantized weights good, not its f32 ones, so its quantized forms are measured against the net one had before.\n",
+            fmt_metric(s.reference(), &s.metric),
+            fmt_metric(s.fp32_value, &s.metric),
+            metric = s.metric
+        );
+    }
+    let _ = writeln!(md, "The smallest bit width from which on the mean {} stays within 1 % (relative) of {reference} at every larger bit width in the grid; \"—\" when none does.\n", s.metric);
     for (key, methods) in &s.smallest_bits_within_1pct {
         let _ = writeln!(md, "**{key}**\n\n| method | bits |\n|---|---|");
         for (m, b) in methods {
@@ -191,13 +203,13 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String, String)], hea
         }
         md.push('\n');
     }
-    let _ = writeln!(md, "## Smallest models within 1 % of fp32\n");
+    let _ = writeln!(md, "## Smallest models within 1 % of {reference}\n");
     if s.smallest_models_within_1pct.is_empty() {
-        let _ = writeln!(md, "No setting's mean {} is within 1 % of fp32.\n", s.metric);
+        let _ = writeln!(md, "No setting's mean {} is within 1 % of {reference}.\n", s.metric);
     } else {
         let _ = writeln!(
             md,
-            "The settings whose mean {} is within 1 % (relative) of fp32, smallest first. Size: codes, level tables and the parameters left f32. Unlike the table above, a larger bit width of the same method may fall outside 1 %.\n",
+            "The settings whose mean {} is within 1 % (relative) of {reference}, smallest first. Size: codes, level tables and the parameters left f32. Unlike the table above, a larger bit width of the same method may fall outside 1 %.\n",
             s.metric
         );
         let _ = writeln!(md, "| bytes | fp32 / bytes | method | bits | granularity | scope | {} |\n|---|---|---|---|---|---|---|", s.metric);

@@ -67,19 +67,21 @@ where
     let lines = series(summary, granularity, scope);
     let all: Vec<&SettingStats> = lines.iter().flat_map(|(_, p)| p.iter().copied()).collect();
     let (bmin, bmax) = all.iter().fold((u32::MAX, 0), |(a, b), s| (a.min(s.bits), b.max(s.bits)));
-    let mut ylo = all.iter().map(|s| s.min).fold(summary.fp32_value, f64::min);
-    let mut yhi = all.iter().map(|s| s.max).fold(summary.fp32_value, f64::max);
+    // the fp32 line, and in a --qat run the start's fp32 line, stay in view
+    let (flo, fhi) = (summary.fp32_value.min(summary.reference()), summary.fp32_value.max(summary.reference()));
+    let mut ylo = all.iter().map(|s| s.min).fold(flo, f64::min);
+    let mut yhi = all.iter().map(|s| s.max).fold(fhi, f64::max);
     let mut y_desc = summary.metric.clone();
     if !summary.higher_is_better {
         // regression errors explode at low bits: cut the axis at 20x the fp32
         // error so the useful range stays readable; means above it are drawn
         // hollow on the top edge, and the axis says so
-        let cut = summary.fp32_value * 20.0;
+        let cut = fhi * 20.0;
         if all.iter().any(|s| s.max > cut) {
             yhi = cut;
             y_desc = format!("{} (axis cut at 20x fp32; hollow points lie above)", summary.metric);
         }
-        ylo = ylo.min(summary.fp32_value * 0.9);
+        ylo = ylo.min(flo * 0.9);
     }
     let pad = ((yhi - ylo) * 0.05).max(1e-9);
     let title = format!(
@@ -132,6 +134,14 @@ where
         .map_err(|x| e(&x))?
         .label(format!("fp32 ({fp32:.4})"))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
+    if let Some(start) = summary.reference_value {
+        let grey = RGBColor(120, 120, 120);
+        chart
+            .draw_series(DashedLineSeries::new(vec![(bmin as f64 - 0.3, start), (bmax as f64 + 0.3, start)], 3, 4, grey.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label(format!("the start's fp32 ({start:.4})"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(2)));
+    }
     chart
         .configure_series_labels()
         .position(if summary.higher_is_better { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
@@ -298,6 +308,7 @@ mod tests {
             settings: means.iter().enumerate().map(|(i, &m)| setting(i as u32 + 1, m)).collect(),
             smallest_bits_within_1pct: Default::default(),
             smallest_models_within_1pct: Vec::new(),
+            reference_value: None,
         }
     }
 

@@ -55,6 +55,24 @@ pub struct Summary {
     /// first (a better mean breaks a tie), at most [`SMALLEST_MODELS`]
     #[serde(default)]
     pub smallest_models_within_1pct: Vec<SmallModel>,
+    /// what "within 1 %" is measured against when it is not this net's fp32:
+    /// in a --qat run, the start's fp32 metric. The fine-tuning makes the
+    /// quantized weights good, not its f32 ones, so the question is what the
+    /// quantized net gives up against the net one had before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_value: Option<f64>,
+}
+
+impl Summary {
+    /// The value "within 1 %" is measured against.
+    pub fn reference(&self) -> f64 {
+        self.reference_value.unwrap_or(self.fp32_value)
+    }
+
+    /// How reports name [`Summary::reference`].
+    pub fn reference_name(&self) -> &'static str {
+        if self.reference_value.is_some() { "the start's fp32" } else { "fp32" }
+    }
 }
 
 /// How many of the smallest models within 1 % the summary keeps.
@@ -95,8 +113,11 @@ pub fn within_1pct(value: f64, fp32: f64, higher_is_better: bool) -> bool {
     if higher_is_better { value >= fp32 - 0.01 * fp32.abs() } else { value <= fp32 + 0.01 * fp32.abs() }
 }
 
-pub fn summarize(rows: &[ResultRow], higher_is_better: bool) -> Option<Summary> {
+/// Statistics per setting and the smallest settings within 1 % of
+/// `reference_value` (None: the rows' fp32 value).
+pub fn summarize(rows: &[ResultRow], higher_is_better: bool, reference_value: Option<f64>) -> Option<Summary> {
     let first = rows.first()?;
+    let reference = reference_value.unwrap_or(first.fp32_value);
     let mut groups: BTreeMap<(String, String, String, u32), Vec<&ResultRow>> = BTreeMap::new();
     for r in rows {
         groups.entry((r.granularity.clone(), r.scope.clone(), r.method.clone(), r.bits)).or_default().push(r);
@@ -139,7 +160,7 @@ pub fn summarize(rows: &[ResultRow], higher_is_better: bool) -> Option<Summary> 
                 settings.iter().filter(|s| &format!("{}/{}", s.granularity, s.scope) == key && &s.method == method).collect();
             by_bits.sort_by_key(|s| std::cmp::Reverse(s.bits));
             for s in by_bits {
-                if within_1pct(s.mean, first.fp32_value, higher_is_better) {
+                if within_1pct(s.mean, reference, higher_is_better) {
                     *best = Some(s.bits);
                 } else {
                     break;
@@ -147,7 +168,7 @@ pub fn summarize(rows: &[ResultRow], higher_is_better: bool) -> Option<Summary> 
             }
         }
     }
-    let mut small: Vec<&SettingStats> = settings.iter().filter(|s| within_1pct(s.mean, first.fp32_value, higher_is_better)).collect();
+    let mut small: Vec<&SettingStats> = settings.iter().filter(|s| within_1pct(s.mean, reference, higher_is_better)).collect();
     small.sort_by(|a, b| {
         let better = if higher_is_better { b.mean.total_cmp(&a.mean) } else { a.mean.total_cmp(&b.mean) };
         a.size_bytes.cmp(&b.size_bytes).then(better)
@@ -172,6 +193,7 @@ pub fn summarize(rows: &[ResultRow], higher_is_better: bool) -> Option<Summary> 
         settings,
         smallest_bits_within_1pct: smallest,
         smallest_models_within_1pct,
+        reference_value,
     })
 }
 
@@ -230,10 +252,24 @@ mod tests {
             row("s", 2, Some(1), 100.0, 100.0, 350),
             row("s", 2, Some(2), 101.0, 100.0, 350),
         ];
-        let s = summarize(&rows, false).unwrap();
+        let s = summarize(&rows, false, None).unwrap();
         let got: Vec<(&str, u32, usize)> = s.smallest_models_within_1pct.iter().map(|m| (m.method.as_str(), m.bits, m.size_bytes)).collect();
         assert_eq!(got, vec![("b", 2, 300), ("a", 2, 300), ("s", 2, 350)]);
         assert_eq!(s.smallest_models_within_1pct[2].mean, 100.5);
+        assert_eq!((s.reference(), s.reference_name()), (100.0, "fp32"));
+    }
+
+    #[test]
+    fn a_reference_other_than_fp32_is_what_within_one_percent_measures_against() {
+        // a --qat run: its own fp32 (150) is worse than the start's (100)
+        let rows = vec![row("a", 2, None, 120.0, 150.0, 300), row("a", 3, None, 100.5, 150.0, 400), row("a", 4, None, 100.2, 150.0, 500)];
+        let own = summarize(&rows, false, None).unwrap();
+        assert_eq!(own.smallest_bits_within_1pct["layer/all"]["a"], Some(2));
+        let start = summarize(&rows, false, Some(100.0)).unwrap();
+        assert_eq!(start.smallest_bits_within_1pct["layer/all"]["a"], Some(3));
+        let got: Vec<u32> = start.smallest_models_within_1pct.iter().map(|m| m.bits).collect();
+        assert_eq!(got, vec![3, 4]);
+        assert_eq!((start.reference(), start.reference_name(), start.fp32_value), (100.0, "the start's fp32", 150.0));
     }
 
     #[test]
