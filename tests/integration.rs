@@ -713,6 +713,8 @@ fn conv_quantization_aware_training_trains_and_keeps_the_scored_net() {
         qat: None,
     };
     let (start, _) = fit(&spec, &dataset, &settings, None, &device, &progress).unwrap();
+    // the same seed trains the same net, bit for bit
+    assert_eq!(fit(&spec, &dataset, &settings, None, &device, &progress).unwrap().0, start);
     let qat = |bn: BnMode| QatSettings {
         method: sweep_gpu::quant::Method::UniformNearest,
         bits: 2,
