@@ -71,10 +71,44 @@ impl QatSettings {
         Variant { method: self.method, bits: self.bits, granularity: self.granularity, seed: None, scope: Scope::All }.id()
     }
 
+    /// The target as logs and reports give it: the method, the bits and every
+    /// quantizer setting that is not the default.
     pub fn describe(&self) -> String {
-        match self.bn {
-            Some(bn) => format!("{} at {} bits ({}, --bn {})", self.method, self.bits, self.granularity.name(), bn.name()),
-            None => format!("{} at {} bits ({})", self.method, self.bits, self.granularity.name()),
+        let mut how = vec![self.granularity.name().to_string()];
+        if self.bias != BiasMode::Fp32 {
+            how.push(format!("--bias {}", self.bias.name()));
         }
+        if let Some(clip) = self.clip {
+            how.push(format!("--clip {clip}"));
+        }
+        if self.rescale != Rescale::None {
+            how.push(format!("--rescale {}", self.rescale.name()));
+        }
+        if let Some(bn) = self.bn {
+            how.push(format!("--bn {}", bn.name()));
+        }
+        format!("{} at {} bits ({})", self.method, self.bits, how.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_description_names_every_setting_that_is_not_the_default() {
+        let plain = QatSettings {
+            method: Method::UniformNearest,
+            bits: 2,
+            granularity: Granularity::Layer,
+            bias: BiasMode::Fp32,
+            clip: None,
+            rescale: Rescale::None,
+            bn: None,
+            from: "k".into(),
+        };
+        assert_eq!(plain.describe(), "uniform-nearest at 2 bits (layer)");
+        let all = QatSettings { granularity: Granularity::Channel, bias: BiasMode::Pool, clip: Some(Clip::Percentile(99.0)), rescale: Rescale::Gain, bn: Some(BnMode::Keep), ..plain };
+        assert_eq!(all.describe(), "uniform-nearest at 2 bits (channel, --bias pool, --clip 99, --rescale gain, --bn keep)");
     }
 }
