@@ -586,20 +586,13 @@ fn quantization_aware_training_is_checked_recorded_and_cached() {
     assert_eq!(other["qat_start"]["checkpoint"], plain["checkpoint"]);
 }
 
-#[test]
-fn quantization_aware_training_lifts_the_variant_it_trains_for() {
-    use sweep_gpu::models::ModelSpec;
-    use sweep_gpu::train::{TrainSettings, fit, qat::QatSettings};
-    let data = tabular_dir(600);
-    let dataset = load(DatasetId::Telescope, data.path()).unwrap();
-    let spec = ModelSpec::new(sweep_gpu::models::ModelKind::MlpSimple, dataset.id, dataset.train.sample_len(), dataset.task).unwrap();
-    let device = burn::tensor::Device::flex();
-    let progress = sweep_gpu::progress::Progress::hidden();
-    let settings = TrainSettings {
-        epochs: 10,
-        batch_size: 16,
+/// Adam at lr 1e-3 and nothing else: no schedule, decay, clipping or augmentation.
+fn plain_training(epochs: usize, batch_size: usize, seed: u32) -> sweep_gpu::train::TrainSettings {
+    sweep_gpu::train::TrainSettings {
+        epochs,
+        batch_size,
         learning_rate: 1e-3,
-        seed: 3,
+        seed,
         weight_decay: 0.0,
         grad_clip: None,
         one_cycle: false,
@@ -607,18 +600,35 @@ fn quantization_aware_training_lifts_the_variant_it_trains_for() {
         train_limit: None,
         eval_limit: None,
         qat: None,
-    };
-    let (start, _) = fit(&spec, &dataset, &settings, None, &device, &progress).unwrap();
-    let qat = QatSettings {
+    }
+}
+
+/// A --qat target: uniform-nearest at `bits`, biases f32, no clip or rescale.
+fn uniform_nearest_target(bits: u32, granularity: sweep_gpu::quant::Granularity, bn: Option<sweep_gpu::quant::apply::BnMode>) -> sweep_gpu::train::qat::QatSettings {
+    sweep_gpu::train::qat::QatSettings {
         method: sweep_gpu::quant::Method::UniformNearest,
-        bits: 2,
-        granularity: sweep_gpu::quant::Granularity::Layer,
+        bits,
+        granularity,
         bias: sweep_gpu::quant::apply::BiasMode::Fp32,
         clip: None,
         rescale: Default::default(),
-        bn: None,
+        bn,
         from: "test".into(),
-    };
+    }
+}
+
+#[test]
+fn quantization_aware_training_lifts_the_variant_it_trains_for() {
+    use sweep_gpu::models::ModelSpec;
+    use sweep_gpu::train::{TrainSettings, fit};
+    let data = tabular_dir(600);
+    let dataset = load(DatasetId::Telescope, data.path()).unwrap();
+    let spec = ModelSpec::new(sweep_gpu::models::ModelKind::MlpSimple, dataset.id, dataset.train.sample_len(), dataset.task).unwrap();
+    let device = burn::tensor::Device::flex();
+    let progress = sweep_gpu::progress::Progress::hidden();
+    let settings = plain_training(10, 16, 3);
+    let (start, _) = fit(&spec, &dataset, &settings, None, &device, &progress).unwrap();
+    let qat = uniform_nearest_target(2, sweep_gpu::quant::Granularity::Layer, None);
     let tuned_settings = TrainSettings { epochs: 4, learning_rate: 1e-3, qat: Some(qat.clone()), ..settings.clone() };
     let e = fit(&spec, &dataset, &tuned_settings, None, &device, &progress).unwrap_err();
     assert!(e.to_string().contains("starts from trained weights"), "{e}");
@@ -664,7 +674,7 @@ fn conv_quantization_aware_training_trains_and_keeps_the_scored_net() {
     use sweep_gpu::data::{Table, Task};
     use sweep_gpu::models::{ModelKind, ModelSpec, cnn::ConvNet};
     use sweep_gpu::quant::apply::BnMode;
-    use sweep_gpu::train::{TrainSettings, fit, qat::QatSettings};
+    use sweep_gpu::train::{TrainSettings, fit};
     // noisy images whose class is which band of rows is bright in which channel
     let mut rng = common::Lcg(17);
     let mut images = |n: usize| -> Table {
@@ -699,32 +709,9 @@ fn conv_quantization_aware_training_trains_and_keeps_the_scored_net() {
     let spec = ModelSpec::new(ModelKind::Cnn, dataset.id, 3072, dataset.task).unwrap();
     let device = burn::tensor::Device::flex();
     let progress = sweep_gpu::progress::Progress::hidden();
-    let settings = TrainSettings {
-        epochs: 2,
-        batch_size: 40,
-        learning_rate: 1e-3,
-        seed: 4,
-        weight_decay: 0.0,
-        grad_clip: None,
-        one_cycle: false,
-        augment: false,
-        train_limit: None,
-        eval_limit: None,
-        qat: None,
-    };
+    let settings = plain_training(2, 40, 4);
     let (start, _) = fit(&spec, &dataset, &settings, None, &device, &progress).unwrap();
-    // the same seed trains the same net, bit for bit
-    assert_eq!(fit(&spec, &dataset, &settings, None, &device, &progress).unwrap().0, start);
-    let qat = |bn: BnMode| QatSettings {
-        method: sweep_gpu::quant::Method::UniformNearest,
-        bits: 2,
-        granularity: sweep_gpu::quant::Granularity::Channel,
-        bias: sweep_gpu::quant::apply::BiasMode::Fp32,
-        clip: None,
-        rescale: Default::default(),
-        bn: Some(bn),
-        from: "test".into(),
-    };
+    let qat = |bn: BnMode| uniform_nearest_target(2, sweep_gpu::quant::Granularity::Channel, Some(bn));
 
     // --bn fold: the kept weights, folded and quantized, are the ones validated
     let fold = qat(BnMode::Fold);
