@@ -672,10 +672,10 @@ def qat_section():
 
     print("\nThe variant each fine-tuning trained for, on the test split: the base run's score of it (post-training), "
           "the QAT start's own score of it before fine-tuning (config.json's qat_start: the same net, so the same "
-          "number), and the fine-tuned net's; then both nets' fp32. Epochs: the fine-tuning's, and when the kept "
+          "number when the start is the base run's checkpoint), and the fine-tuned net's; then the fp32 metric of the base run, the start and the fine-tuned net. Epochs: the fine-tuning's, and when the kept "
           "weights were taken (best quantized validation score; 0 is the start).\n")
-    print("| run | trained for | epochs (kept at) | base, post-training | QAT start | fine-tuned | base fp32 | fine-tuned fp32 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| run | trained for | epochs (kept at) | base, post-training | QAT start | fine-tuned | base fp32 | start fp32 | fine-tuned fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for base in bases:
         s0, _, at0 = summary_of(base)
         metric = s0["metric"]
@@ -687,9 +687,10 @@ def qat_section():
             s, _, at = summary_of(folder)
             key = (q["method"], q["bits"])
             cell = lambda a: fmt(a[key]["mean"], metric) if key in a else "—"
-            print(f"| {base} | {q['method']}:{q['bits']} ({q['granularity']}) | {c['training']['epochs']} ({c['training_summary']['best_epoch']:.2f}) "
+            how = q["granularity"] + (f", --clip {q['clip']}" if q.get("clip") is not None else "")
+            print(f"| {base} | {q['method']}:{q['bits']} ({how}) | {c['training']['epochs']} ({c['training_summary']['best_epoch']:.2f}) "
                   f"| {cell(at0)} | {fmt(c['qat_start']['quantized_value'], metric)} | {cell(at)} "
-                  f"| {fmt(s0['fp32_value'], metric)} | {fmt(s['fp32_value'], metric)} |")
+                  f"| {fmt(s0['fp32_value'], metric)} | {fmt(c['qat_start']['fp32_value'], metric)} | {fmt(s['fp32_value'], metric)} |")
 
 
 if __name__ == "__main__":

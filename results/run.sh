@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|qat|resnet9|resnet9-fmnist|resnet9-fmnist-layers|resnet9-fmnist-clip|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|qat|cnn-fmnist-qat|resnet9|resnet9-fmnist|resnet9-fmnist-layers|resnet9-fmnist-clip|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -293,6 +293,19 @@ if [[ $what == qat || $what == all ]]; then
           --out results/mlp-complex-$d-qat/uniform-nearest-$b
     done
   done
+fi
+if [[ $what == cnn-fmnist-qat || $what == all ]]; then
+  # the reduced CNN's checkpoint (cnn-fmnist) fine-tuned for uniform-nearest at 2
+  # bits, one epoch, BatchNorm folded; swept with three deterministic methods
+  run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 \
+      --qat uniform-nearest:2 --qat-epochs 1 --bits 1,2,3,4,5,6,8 --methods uniform-nearest,histogram-nearest,midrise \
+      --out results/cnn-fashion-mnist-reduced-qat/uniform-nearest-2
+  # the same under --clip 99 (its base run: cnn-fashion-mnist-reduced-clip99), from the
+  # same checkpoint
+  run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 --clip 99 \
+      --qat uniform-nearest:2 --qat-epochs 1 --bits 1,2,3,4,5,6,8 --methods uniform-nearest,histogram-nearest,midrise \
+      --checkpoint-dir results/cnn-fashion-mnist-reduced-qat/checkpoints \
+      --out results/cnn-fashion-mnist-reduced-clip99-qat/uniform-nearest-2
 fi
 if [[ $what == resnet9 || $what == all ]]; then
   # reduced to fit a 2-core CPU: 2,000 training images, 2 epochs, 200 test images
