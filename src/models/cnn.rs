@@ -396,6 +396,36 @@ mod tests {
         q
     }
 
+    /// `layout`'s tensors with the folded weights of `folded` and BatchNorm
+    /// made the identity: the net that computes what the folded one does.
+    fn identity_batchnorm(layout: &Weights, folded: &Weights) -> Weights {
+        let mut identity = layout.clone();
+        for t in &mut identity.tensors {
+            if let Some(f) = folded.tensors.iter().find(|f| f.name == t.name) {
+                t.data = f.data.clone();
+            }
+            match t.role {
+                ParamRole::BnGamma => t.data.fill(1.0),
+                ParamRole::BnBeta | ParamRole::BnMean => t.data.fill(0.0),
+                ParamRole::BnVar => t.data.fill((1.0 - BN_EPSILON) as f32),
+                _ => {}
+            }
+        }
+        identity
+    }
+
+    /// BatchNorm statistics and affine moved away from their initial 0 and 1,
+    /// so that folding them changes the weights.
+    fn spread_batchnorm(w: &mut Weights) {
+        for (k, t) in w.tensors.iter_mut().enumerate().filter(|(_, t)| t.role.is_bn()) {
+            let spread = |c: usize| ((c * 7 + k) % 11) as f32 / 10.0;
+            match t.role {
+                ParamRole::BnGamma | ParamRole::BnVar => t.data.iter_mut().enumerate().for_each(|(c, v)| *v = 0.5 + spread(c)),
+                _ => t.data.iter_mut().enumerate().for_each(|(c, v)| *v = spread(c) - 0.5),
+            }
+        }
+    }
+
     fn values(t: Tensor<2>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().unwrap()
     }
@@ -412,16 +442,8 @@ mod tests {
         let ad = Device::flex().autodiff();
         ad.seed(5);
         let net = ConvNet::new(ModelKind::Cnn, 10, &ad);
-        // BatchNorm statistics and affine away from their initial 0 and 1, so
-        // that folding them changes the weights
         let mut w = net.to_weights().unwrap();
-        for (k, t) in w.tensors.iter_mut().enumerate().filter(|(_, t)| t.role.is_bn()) {
-            let spread = |c: usize| ((c * 7 + k) % 11) as f32 / 10.0;
-            match t.role {
-                ParamRole::BnGamma | ParamRole::BnVar => t.data.iter_mut().enumerate().for_each(|(c, v)| *v = 0.5 + spread(c)),
-                _ => t.data.iter_mut().enumerate().for_each(|(c, v)| *v = spread(c) - 0.5),
-            }
-        }
+        spread_batchnorm(&mut w);
         let net = ConvNet::from_weights(ModelKind::Cnn, 10, &w, &ad);
         let x: Vec<f32> = (0..2 * 3 * 32 * 32).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
         let x = || Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 3, 32, 32]), &ad);
@@ -449,18 +471,7 @@ mod tests {
         // is the identity and whose convolutions are the quantized folded ones
         let folded = eighths(&crate::models::fold_batchnorm(&w, BN_EPSILON));
         assert!(!folded.tensors.iter().any(|t| t.role.is_bn()));
-        let mut identity = q.clone();
-        for t in &mut identity.tensors {
-            if let Some(f) = folded.tensors.iter().find(|f| f.name == t.name) {
-                t.data = f.data.clone();
-            }
-            match t.role {
-                ParamRole::BnGamma => t.data.fill(1.0),
-                ParamRole::BnBeta | ParamRole::BnMean => t.data.fill(0.0),
-                ParamRole::BnVar => t.data.fill((1.0 - BN_EPSILON) as f32),
-                _ => {}
-            }
-        }
+        let identity = identity_batchnorm(&q, &folded);
         let y = net.forward_quantized(x(), &folded).unwrap();
         let reference = ConvNet::from_weights(ModelKind::Cnn, 10, &identity, &Device::flex());
         let want = values(reference.forward(Tensor::from_data(x().into_data(), &Device::flex())));
@@ -487,6 +498,35 @@ mod tests {
         let mut other = q.clone();
         other.tensors.pop();
         assert!(net.forward_quantized(x(), &other).unwrap_err().to_string().contains("are not the net's"));
+    }
+
+    /// ResNet9's residual program takes the quantized tensors in the same
+    /// order: its quantized forward pass is the scored net's, kept and folded,
+    /// and every convolution gets a gradient.
+    #[test]
+    fn resnet9s_quantized_forward_is_the_scored_nets() {
+        let ad = Device::flex().autodiff();
+        ad.seed(6);
+        let mut w = ConvNet::new(ModelKind::Resnet9, 10, &ad).to_weights().unwrap();
+        spread_batchnorm(&mut w);
+        let net = ConvNet::from_weights(ModelKind::Resnet9, 10, &w, &ad);
+        let x: Vec<f32> = (0..3 * 32 * 32).map(|i| ((i * 29 % 19) as f32 - 9.0) / 6.0).collect();
+        let x = || Tensor::<4>::from_data(TensorData::new(x.clone(), [1, 3, 32, 32]), &ad);
+        let inference = |weights: &Weights| {
+            let reference = ConvNet::from_weights(ModelKind::Resnet9, 10, weights, &Device::flex());
+            values(reference.forward(Tensor::from_data(x().into_data(), &Device::flex())))
+        };
+        let q = eighths(&w);
+        let y = net.forward_quantized(x(), &q).unwrap();
+        close(&values(y.clone()), &inference(&q), 1e-4, "kept: output");
+        let folded = eighths(&crate::models::fold_batchnorm(&w, BN_EPSILON));
+        let yf = net.forward_quantized(x(), &folded).unwrap();
+        close(&values(yf.clone()), &inference(&identity_batchnorm(&q, &folded)), 1e-4, "folded: output");
+        let g = (yf.clone() * yf).sum().backward();
+        for (i, b) in net.blocks.iter().enumerate() {
+            let grad = b.conv.weight.val().grad(&g).unwrap_or_else(|| panic!("block {i} gets no gradient"));
+            assert!(grad.into_data().try_to_vec::<f32>().unwrap().iter().any(|v| *v != 0.0), "block {i}: zero gradient");
+        }
     }
 
     #[test]
