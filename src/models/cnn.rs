@@ -447,14 +447,16 @@ mod tests {
         let net = ConvNet::from_weights(ModelKind::Cnn, 10, &w, &ad);
         let x: Vec<f32> = (0..2 * 3 * 32 * 32).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
         let x = || Tensor::<4>::from_data(TensorData::new(x.clone(), [2, 3, 32, 32]), &ad);
+        let inference = |weights: &Weights| {
+            let reference = ConvNet::from_weights(ModelKind::Cnn, 10, weights, &Device::flex());
+            values(reference.forward(Tensor::from_data(x().into_data(), &Device::flex())))
+        };
 
         // BatchNorm kept: the forward pass is the quantized net's at inference
         let q = eighths(&w);
         assert!(q.tensors.iter().zip(&w.tensors).any(|(a, b)| a.data != b.data));
         let y = net.forward_quantized(x(), &q).unwrap();
-        let reference = ConvNet::from_weights(ModelKind::Cnn, 10, &q, &Device::flex());
-        let want = values(reference.forward(Tensor::from_data(x().into_data(), &Device::flex())));
-        close(&values(y.clone()), &want, 1e-4, "kept: output");
+        close(&values(y.clone()), &inference(&q), 1e-4, "kept: output");
         // and its gradient is the quantized net's own, passed straight through
         let quantized = ConvNet::from_weights(ModelKind::Cnn, 10, &q, &ad);
         let yq = quantized.forward_quantized(x(), &q).unwrap();
@@ -473,9 +475,7 @@ mod tests {
         assert!(!folded.tensors.iter().any(|t| t.role.is_bn()));
         let identity = identity_batchnorm(&q, &folded);
         let y = net.forward_quantized(x(), &folded).unwrap();
-        let reference = ConvNet::from_weights(ModelKind::Cnn, 10, &identity, &Device::flex());
-        let want = values(reference.forward(Tensor::from_data(x().into_data(), &Device::flex())));
-        close(&values(y.clone()), &want, 1e-4, "folded: output");
+        close(&values(y.clone()), &inference(&identity), 1e-4, "folded: output");
         // the gradient reaches each f32 weight through the fold's scale
         let identity = ConvNet::from_weights(ModelKind::Cnn, 10, &identity, &ad);
         let yi = identity.forward_quantized(x(), &folded).unwrap();
