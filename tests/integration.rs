@@ -545,6 +545,9 @@ fn quantization_aware_training_is_checked_recorded_and_cached() {
     let (plain_rows, _, plain) = sweep_and_read(data.path(), work.path(), "plain", &base);
     let qat = [&base[..], &["--qat", "uniform-nearest:2", "--qat-epochs", "2"]].concat();
     let (rows, report, info) = sweep_and_read(data.path(), work.path(), "qat", &qat);
+    // the machine is recorded, in config.json and the report
+    assert!(plain["host"].as_str().unwrap().contains(&format!("{} logical CPUs", std::thread::available_parallelism().unwrap())), "{plain}");
+    assert!(report.contains("| host | ") && report.contains("logical CPUs"), "{report}");
     // a plain run records nothing of it
     assert!(plain.get("qat_start").is_none() && plain["training"].get("qat").is_none() && plain["config"].get("qat").is_none());
     // the fine-tuning starts from the plain run's checkpoint and is cached as its own

@@ -132,6 +132,7 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String, String)], hea
     let rows: Vec<(&str, String)> = vec![
         ("device", format!("{} ({})", info.device, info.device_reason)),
         ("adapter", info.adapter.clone()),
+        ("host", info.host.clone()),
         ("sweep-gpu", info.sweep_gpu_version.clone()),
         ("created (UTC)", info.created_utc.clone()),
         ("data", format!("{} (sha256 {}…), split {}/{}/{}", path_list(&info.dataset_files), short_hash(&info.data_hash), info.split_sizes[0], info.split_sizes[1], info.split_sizes[2])),
