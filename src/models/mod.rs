@@ -140,6 +140,20 @@ impl ParamTensor {
     }
 }
 
+/// What the quantizer and the evaluator see of a trained net: a conv net's
+/// tensors with BatchNorm folded into the convolutions under `bn` fold, and
+/// the program that scores them; a dense net's tensors as they are, with no
+/// program.
+pub fn scored_layout(kind: ModelKind, weights: Weights, bn: crate::quant::apply::BnMode) -> Result<(Weights, Option<Vec<cnn::Op>>)> {
+    if !kind.is_conv() {
+        return Ok((weights, None));
+    }
+    let folded = bn == crate::quant::apply::BnMode::Fold;
+    let weights = if folded { fold_batchnorm(&weights, cnn::BN_EPSILON) } else { weights };
+    let ops = cnn::program(kind, &weights, folded)?;
+    Ok((weights, Some(ops)))
+}
+
 /// Folds every BatchNorm into the convolution before it, with the running
 /// statistics: scale = gamma / sqrt(var + eps), w' = w * scale (per output
 /// channel), b' = (b - mean) * scale + beta. The BatchNorm tensors are removed.

@@ -22,7 +22,7 @@ use crate::eval::{Evaluator, Scores, metric_names};
 use crate::gpu::{self, AdapterSummary, GpuContext};
 use crate::models::{ModelSpec, Weights};
 use crate::progress::{Progress, human_duration};
-use crate::quant::apply::{BnMode, Plan, QuantReport};
+use crate::quant::apply::{Plan, QuantReport};
 use crate::quant::{BiasCorrect, Clip};
 use crate::quant::reference::MSE_CLIP_CANDIDATES;
 use clap::Parser;
@@ -213,8 +213,7 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
     };
     // the start's test scores, for the report's before-and-after
     // (a conv net's fp32 value with BatchNorm as the sweep treats it: folded under --bn fold)
-    let layout = qat.layout(&start);
-    let ops = if spec.kind.is_conv() { Some(crate::models::cnn::program(spec.kind, &layout, qat.folded())?) } else { None };
+    let (layout, ops) = crate::models::scored_layout(spec.kind, start.clone(), config.bn)?;
     let mut evaluator = crate::eval::Evaluator::new(dataset, &dataset.test, &Device::flex(), &layout, ops, 64)?;
     evaluator.use_cpu_kernel(true)?;
     let fp32_value = evaluator.score_all(&layout)?.primary;
@@ -466,12 +465,10 @@ pub fn prepare(config: &Config, spec: &ModelSpec, dataset: &Dataset, trained: We
 /// [`prepare`] with the evaluator on `table` instead of the test split.
 fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data::Table, trained: Weights, compute: &Compute) -> Result<Prepared> {
     let conv = spec.kind.is_conv();
-    let folded = conv && config.bn == BnMode::Fold;
-    let weights = if folded { crate::models::fold_batchnorm(&trained, crate::models::cnn::BN_EPSILON) } else { trained };
+    let (weights, ops) = crate::models::scored_layout(spec.kind, trained, config.bn)?;
     let mut plan = Plan::new(weights.clone(), config.bias, config.bn)?;
     plan.clip = config.clip;
     plan.rescale = config.rescale;
-    let ops = if conv { Some(crate::models::cnn::program(spec.kind, &weights, folded)?) } else { None };
     let mut calibration = None;
     if config.bias_correct != BiasCorrect::None {
         let start = Instant::now();

@@ -23,7 +23,8 @@ use crate::error::{Error, Result};
 use crate::eval::{Evaluator, improves};
 use crate::models::cnn::ConvNet;
 use crate::models::mlp::Mlp;
-use crate::models::{ModelSpec, Weights};
+use crate::models::{ModelKind, ModelSpec, Weights};
+use crate::quant::apply::BnMode;
 use crate::progress::{Progress, human_duration};
 
 /// The optimizer, as recorded in checkpoint keys: Adam with PyTorch's epsilon
@@ -168,27 +169,19 @@ pub fn fit(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, start:
             Some(w) => ConvNet::from_weights(spec.kind, classes, w, &ad),
             None => ConvNet::new(spec.kind, classes, &ad),
         };
-        // validation scores the weights as the quantizer sees them: with
-        // --qat --bn fold, BatchNorm folded into the convolutions
-        let weights = model.valid().to_weights()?;
-        let (layout, folded) = match &settings.qat {
-            Some(q) => (q.layout(&weights), q.folded()),
-            None => (weights, false),
-        };
-        let ops = crate::models::cnn::program(spec.kind, &layout, folded)?;
-        fit_model(model, Some((ops, layout)), dataset, settings, device, progress)
+        fit_model(model, spec.kind, dataset, settings, device, progress)
     } else {
         let model = match start {
             Some(w) => Mlp::from_weights(spec, w, &ad),
             None => Mlp::new(spec, &ad),
         };
-        fit_model(model, None, dataset, settings, device, progress)
+        fit_model(model, spec.kind, dataset, settings, device, progress)
     }
 }
 
 fn fit_model<M: Trainable>(
     mut model: M,
-    program: Option<(Vec<crate::models::cnn::Op>, Weights)>,
+    kind: ModelKind,
     dataset: &Dataset,
     settings: &TrainSettings,
     device: &Device,
@@ -216,10 +209,11 @@ fn fit_model<M: Trainable>(
     let steps_per_epoch = n.div_ceil(settings.batch_size);
     let total_steps = settings.epochs * steps_per_epoch;
     let bar = progress.bar(total_steps as u64, "training");
-    let valid_eval = match program {
-        Some((ops, layout)) => Evaluator::new(dataset, &dataset.valid, device, &layout, Some(ops), 128)?,
-        None => Evaluator::new(dataset, &dataset.valid, device, &model.valid().host_weights()?, None, 128)?,
-    };
+    // validation scores the weights as the quantizer sees them: with --qat
+    // --bn fold, BatchNorm folded into the convolutions
+    let bn = settings.qat.as_ref().and_then(|q| q.bn).unwrap_or(BnMode::Keep);
+    let (layout, ops) = crate::models::scored_layout(kind, model.valid().host_weights()?, bn)?;
+    let valid_eval = Evaluator::new(dataset, &dataset.valid, device, &layout, ops, 128)?;
 
     // what validation scores: the weights themselves, or with --qat their
     // quantized form

@@ -40,15 +40,10 @@ pub struct QatSettings {
 }
 
 impl QatSettings {
-    /// Whether BatchNorm is folded into the convolutions before quantizing.
-    pub fn folded(&self) -> bool {
-        self.bn == Some(BnMode::Fold)
-    }
-
     /// The tensors the quantizer sees: `weights` with BatchNorm folded under
     /// `--bn fold`, as the sweep folds it.
     pub fn layout(&self, weights: &Weights) -> Weights {
-        if self.folded() { fold_batchnorm(weights, BN_EPSILON) } else { weights.clone() }
+        if self.bn == Some(BnMode::Fold) { fold_batchnorm(weights, BN_EPSILON) } else { weights.clone() }
     }
 
     /// `weights` quantized as the sweep's variant (METHOD, BITS, granularity,
