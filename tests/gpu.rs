@@ -676,8 +676,10 @@ fn wgsl_scorer_matches_burn_on_the_cpu() {
         assert_eq!(n, 560.0);
         let spec = ModelSpec::new(ModelKind::MlpComplex, ds.id, ds.train.sample_len(), ds.task).unwrap();
         let cpu = Device::flex();
-        cpu.seed(5);
-        let weights = Mlp::new(&spec, &cpu).to_weights().unwrap();
+        let weights = {
+            let _rng = sweep_gpu::models::seed_burn(&cpu, 5);
+            Mlp::new(&spec, &cpu).to_weights().unwrap()
+        };
         let layers = weights.layers();
         let grid = GridSpec {
             methods: vec![Method::UniformNearest, Method::NormalStochastic, Method::Midrise],

@@ -714,6 +714,10 @@ fn conv_quantization_aware_training_trains_and_keeps_the_scored_net() {
     let progress = sweep_gpu::progress::Progress::hidden();
     let settings = plain_training(2, 40, 4);
     let (start, _) = fit(&spec, &dataset, &settings, None, &device, &progress).unwrap();
+    // the same seed trains the same net, bit for bit, whatever else this
+    // process trains meanwhile (the other tests here)
+    let again = fit(&spec, &dataset, &settings, None, &device, &progress).unwrap().0;
+    assert!(again == start, "the same seed trained the conv net to other weights");
     let qat = |bn: BnMode| uniform_nearest_target(2, sweep_gpu::quant::Granularity::Channel, Some(bn));
 
     // --bn fold: the kept weights, folded and quantized, are the ones validated
@@ -746,6 +750,30 @@ fn conv_quantization_aware_training_trains_and_keeps_the_scored_net() {
     let (quantized_loss, f32_loss) = (loss(&keep.quantize(&start).unwrap()), loss(&start));
     assert!((trained_on - quantized_loss).abs() < 1e-4 * quantized_loss, "loss {trained_on}: the quantized start's is {quantized_loss}, the f32 start's {f32_loss}");
     assert!((quantized_loss - f32_loss).abs() > 1e-3 * f32_loss);
+}
+
+/// burn's random generator is one per process: two trainings at once must not
+/// share its draws (initialisation and dropout), or neither is its seed's.
+#[test]
+fn trainings_at_once_in_one_process_each_train_their_seeds_net() {
+    use sweep_gpu::models::{ModelKind, ModelSpec};
+    use sweep_gpu::train::fit;
+    let data = tabular_dir(300);
+    let dataset = load(DatasetId::Telescope, data.path()).unwrap();
+    // mlp-complex: dropout 0.1 draws in every step
+    let spec = ModelSpec::new(ModelKind::MlpComplex, dataset.id, dataset.train.sample_len(), dataset.task).unwrap();
+    assert!(spec.dropout > 0.0);
+    let device = burn::tensor::Device::flex();
+    let progress = sweep_gpu::progress::Progress::hidden();
+    let train = |seed: u32| fit(&spec, &dataset, &plain_training(3, 8, seed), None, &device, &progress).unwrap().0;
+    let (alone_5, alone_6) = (train(5), train(6));
+    assert_ne!(alone_5, alone_6);
+    let (at_once_5, at_once_6) = std::thread::scope(|s| {
+        let a = s.spawn(|| train(5));
+        let b = s.spawn(|| train(6));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(at_once_5 == alone_5 && at_once_6 == alone_6, "trained beside another training, a seed gave other weights");
 }
 
 #[test]
@@ -1043,8 +1071,10 @@ fn batched_scoring_equals_one_at_a_time_and_shared_prefixes_change_nothing() {
         let ds = load(id, data.path()).unwrap();
         let spec = ModelSpec::new(ModelKind::MlpComplex, id, ds.train.sample_len(), ds.task).unwrap();
         let device = Device::flex();
-        device.seed(3);
-        let weights = Mlp::new(&spec, &device).to_weights().unwrap();
+        let weights = {
+            let _rng = sweep_gpu::models::seed_burn(&device, 3);
+            Mlp::new(&spec, &device).to_weights().unwrap()
+        };
         let layers = weights.layers();
         let grid = GridSpec {
             methods: sweep_gpu::quant::Method::ALL.to_vec(),
@@ -1186,7 +1216,13 @@ fn corrupt_foreign_and_non_finite_checkpoints_are_refused_by_name() {
     // the record of another model (mlp-complex) under mlp-simple's meta.json
     let other = ModelSpec::new(ModelKind::MlpComplex, meta.dataset, meta.model.inputs, Task::Classification { classes: 2 }).unwrap();
     let elsewhere = work.path().join("other");
-    let w = Mlp::new(&other, &burn::tensor::Device::flex()).to_weights().unwrap();
+    let w = {
+        // initialising draws from burn's random generator, which the trainings
+        // that other tests run in this process hold
+        let flex = burn::tensor::Device::flex();
+        let _rng = sweep_gpu::models::seed_burn(&flex, 1);
+        Mlp::new(&other, &flex).to_weights().unwrap()
+    };
     checkpoint::save(&elsewhere, &other, &w, &checkpoint::CheckpointMeta { model: other.clone(), ..meta.clone() }).unwrap();
     std::fs::copy(elsewhere.join("model.bpk"), &model).unwrap();
     expect_failure("c", &["model.bpk", "another model"]);

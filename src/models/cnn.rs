@@ -76,6 +76,9 @@ fn blocks_of(kind: ModelKind) -> &'static [BlockSpec] {
 }
 
 impl ConvNet {
+    /// Freshly initialised. The weights are drawn from burn's process-wide
+    /// random generator when first read, so hold [`super::seed_burn`] from
+    /// here until then for seeded weights that no other thread disturbs.
     pub fn new(kind: ModelKind, classes: usize, device: &Device) -> ConvNet {
         let blocks = blocks_of(kind)
             .iter()
@@ -440,7 +443,7 @@ mod tests {
     #[test]
     fn the_quantized_forward_is_the_scored_nets_and_passes_gradients_straight_through() {
         let ad = Device::flex().autodiff();
-        ad.seed(5);
+        let _rng = crate::models::seed_burn(&ad, 5);
         let net = ConvNet::new(ModelKind::Cnn, 10, &ad);
         let mut w = net.to_weights().unwrap();
         spread_batchnorm(&mut w);
@@ -506,7 +509,7 @@ mod tests {
     #[test]
     fn resnet9s_quantized_forward_is_the_scored_nets() {
         let ad = Device::flex().autodiff();
-        ad.seed(6);
+        let _rng = crate::models::seed_burn(&ad, 6);
         let mut w = ConvNet::new(ModelKind::Resnet9, 10, &ad).to_weights().unwrap();
         spread_batchnorm(&mut w);
         let net = ConvNet::from_weights(ModelKind::Resnet9, 10, &w, &ad);

@@ -16,6 +16,9 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// Freshly initialised. The weights are drawn from burn's process-wide
+    /// random generator when first read, so hold [`super::seed_burn`] from
+    /// here until then for seeded weights that no other thread disturbs.
     pub fn new(spec: &ModelSpec, device: &Device) -> Mlp {
         let widths = spec.widths();
         let layers = widths.windows(2).map(|w| LinearConfig::new(w[0], w[1]).init(device)).collect();
@@ -133,7 +136,7 @@ mod tests {
     #[test]
     fn the_quantized_forward_is_the_quantized_nets_and_passes_gradients_straight_through() {
         let device = Device::flex().autodiff();
-        device.seed(4);
+        let _rng = crate::models::seed_burn(&device, 4);
         let spec = ModelSpec::new(ModelKind::MlpComplex, DatasetId::Mv, 10, Task::Regression).unwrap();
         let spec = ModelSpec { dropout: 0.0, ..spec };
         let mlp = Mlp::new(&spec, &device);

@@ -7,10 +7,30 @@
 pub mod cnn;
 pub mod mlp;
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{DatasetId, Task};
 use crate::error::{Error, Result};
+
+/// burn's backends keep one random generator per process: `Device::seed` sets
+/// it, and weight initialisation and dropout draw from it. Two trainings at
+/// once in one process (parallel tests, a library user's threads) would
+/// interleave their draws, and neither would be its seed's; whatever seeds
+/// burn holds this lock until its last draw.
+static BURN_RNG: Mutex<()> = Mutex::new(());
+
+/// Seeds burn's process-wide random generator with `seed` and keeps it to the
+/// caller until the guard drops (a second caller waits): everything drawn
+/// meanwhile depends on `seed` alone. Not reentrant: drop the guard before
+/// anything that seeds again (`train::fit` does).
+pub fn seed_burn(device: &Device, seed: u64) -> MutexGuard<'static, ()> {
+    let guard = BURN_RNG.lock().unwrap_or_else(PoisonError::into_inner);
+    device.seed(seed);
+    guard
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]

@@ -414,7 +414,7 @@ fn train_settings(config: &Config, dataset: &Dataset, spec: &ModelSpec) -> Train
 /// time scoring with them: the time does not depend on the values).
 fn untrained_weights(spec: &ModelSpec, seed: u32) -> Result<Weights> {
     let flex = Device::flex();
-    flex.seed(seed as u64);
+    let _rng = crate::models::seed_burn(&flex, seed as u64);
     if spec.kind.is_conv() {
         crate::models::cnn::ConvNet::new(spec.kind, spec.outputs, &flex).to_weights()
     } else {

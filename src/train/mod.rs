@@ -159,7 +159,8 @@ fn augment_into(src: &[f32], shape: &[usize], rng: &mut Xoshiro256PlusPlus, out:
 /// worse on validation than the weights the fine-tuning began from.
 pub fn fit(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, start: Option<&Weights>, device: &Device, progress: &Progress) -> Result<(Weights, TrainSummary)> {
     let ad = device.clone().autodiff();
-    ad.seed(settings.seed as u64);
+    // initialisation, dropout and nothing else in this process draw from it
+    let _rng = crate::models::seed_burn(&ad, settings.seed as u64);
     if settings.qat.is_some() && start.is_none() {
         return Err(Error::Training("quantization-aware training starts from trained weights; none were given".into()));
     }
