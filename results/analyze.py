@@ -679,10 +679,15 @@ def qat_section():
     for base in bases:
         s0, _, at0 = summary_of(base)
         metric = s0["metric"]
-        for t in sorted(glob.glob(os.path.join(ROOT, base + "-qat", "*", "config.json"))):
-            folder = os.path.relpath(os.path.dirname(t), ROOT)
+        # <base>-qat and its longer fine-tunings (<base>-qat10: --qat-epochs 10), each target's side by side
+        runs = []
+        for t in glob.glob(os.path.join(ROOT, base + "-qat*", "*", "config.json")):
             with open(t) as f:
                 c = json.load(f)
+            q = c["training"]["qat"]
+            runs.append(((q["method"], q["bits"], c["training"]["epochs"]), t, c))
+        for _, t, c in sorted(runs, key=lambda r: r[0]):
+            folder = os.path.relpath(os.path.dirname(t), ROOT)
             q = c["training"]["qat"]
             s, _, at = summary_of(folder)
             key = (q["method"], q["bits"])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|qat|cnn-fmnist-qat|resnet9|resnet9-fmnist|resnet9-fmnist-layers|resnet9-fmnist-clip|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|qat|qat-long|cnn-fmnist-qat|resnet9|resnet9-fmnist|resnet9-fmnist-layers|resnet9-fmnist-clip|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -291,6 +291,16 @@ if [[ $what == qat || $what == all ]]; then
     for b in 2 3 4; do
       run --model mlp-complex --dataset $d --qat uniform-nearest:$b --checkpoint-dir results/checkpoints \
           --out results/mlp-complex-$d-qat/uniform-nearest-$b
+    done
+  done
+fi
+if [[ $what == qat-long || $what == all ]]; then
+  # the same fine-tunings for 10 epochs instead of 3, scored at their own
+  # target alone: does QAT gain from more epochs?
+  for d in churn telescope california mv; do
+    for b in 2 3 4; do
+      run --model mlp-complex --dataset $d --qat uniform-nearest:$b --qat-epochs 10 --bits $b --methods uniform-nearest \
+          --checkpoint-dir results/checkpoints --out results/mlp-complex-$d-qat10/uniform-nearest-$b
     done
   done
 fi
