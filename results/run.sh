@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|qat|qat-long|cnn-fmnist-qat|cnn-fmnist-qat3|resnet9|resnet9-fmnist|resnet9-fmnist-layers|resnet9-fmnist-clip|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|qat|qat-long|cnn-fmnist-qat|cnn-fmnist-qat3|resnet9|resnet9-fmnist|resnet9-fmnist-layers|resnet9-fmnist-clip|resnet9-fmnist-qat|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -366,6 +366,12 @@ if [[ $what == resnet9-fmnist-clip || $what == all ]]; then
     name=clip$(echo $v | sed 's/ --rescale /-/; s/ --bias-correct /-bc/')
     run $r9 --methods uniform-nearest --bits 1-8 --clip $v --out results/resnet9-fashion-mnist-reduced-clip/$name
   done
+fi
+if [[ $what == resnet9-fmnist-qat || $what == all ]]; then
+  # ResNet9 fine-tuned for uniform-nearest at 2 bits, 3 epochs (as cnn-fmnist-qat3),
+  # BatchNorm folded, from the resnet9-fmnist checkpoint
+  run $r9 --qat uniform-nearest:2 --qat-epochs 3 --bits 1,2,3,4,5,6,8 --methods uniform-nearest,histogram-nearest,midrise \
+      --out results/resnet9-fashion-mnist-reduced-bn-fold-qat/uniform-nearest-2
 fi
 if [[ $what == cnn-cifar || $what == all ]]; then
   run --model cnn --dataset cifar100 --train-limit 2000 --epochs 2 --eval-limit 300 \
