@@ -683,10 +683,9 @@ def qat_section():
         runs = []
         for t in glob.glob(os.path.join(ROOT, base + "-qat*", "*", "config.json")):
             with open(t) as f:
-                c = json.load(f)
-            q = c["training"]["qat"]
-            runs.append(((q["method"], q["bits"], c["training"]["epochs"]), t, c))
-        for _, t, c in sorted(runs, key=lambda r: r[0]):
+                runs.append((t, json.load(f)))
+        runs.sort(key=lambda r: (r[1]["training"]["qat"]["method"], r[1]["training"]["qat"]["bits"], r[1]["training"]["epochs"]))
+        for t, c in runs:
             folder = os.path.relpath(os.path.dirname(t), ROOT)
             q = c["training"]["qat"]
             s, _, at = summary_of(folder)

@@ -658,7 +658,7 @@ fn wgsl_scorer_matches_burn_on_the_cpu() {
     use burn::tensor::Device;
     use sweep_gpu::data::{DatasetId, Targets, Task};
     use sweep_gpu::eval::Evaluator;
-    use sweep_gpu::models::{ModelKind, ModelSpec, mlp::Mlp};
+    use sweep_gpu::models::{ModelKind, ModelSpec};
     use sweep_gpu::quant::apply::{BiasMode, BnMode, Plan};
     use sweep_gpu::sweep::grid::{GridSpec, Scope};
     let ctx = quantizer().lock().unwrap_or_else(|e| e.into_inner()).ctx.clone();
@@ -676,10 +676,7 @@ fn wgsl_scorer_matches_burn_on_the_cpu() {
         assert_eq!(n, 560.0);
         let spec = ModelSpec::new(ModelKind::MlpComplex, ds.id, ds.train.sample_len(), ds.task).unwrap();
         let cpu = Device::flex();
-        let weights = {
-            let _rng = sweep_gpu::models::seed_burn(&cpu, 5);
-            Mlp::new(&spec, &cpu).to_weights().unwrap()
-        };
+        let weights = sweep_gpu::models::initial_weights(&spec, 5).unwrap();
         let layers = weights.layers();
         let grid = GridSpec {
             methods: vec![Method::UniformNearest, Method::NormalStochastic, Method::Midrise],

@@ -1063,7 +1063,7 @@ const BATCHED_MSE_RTOL: f64 = 1e-5;
 fn batched_scoring_equals_one_at_a_time_and_shared_prefixes_change_nothing() {
     use burn::tensor::Device;
     use sweep_gpu::eval::Evaluator;
-    use sweep_gpu::models::{ModelKind, ModelSpec, mlp::Mlp};
+    use sweep_gpu::models::{ModelKind, ModelSpec};
     use sweep_gpu::quant::apply::{BiasMode, BnMode, Plan};
     use sweep_gpu::sweep::grid::{GridSpec, Scope};
     let data = tabular_dir(400);
@@ -1071,10 +1071,7 @@ fn batched_scoring_equals_one_at_a_time_and_shared_prefixes_change_nothing() {
         let ds = load(id, data.path()).unwrap();
         let spec = ModelSpec::new(ModelKind::MlpComplex, id, ds.train.sample_len(), ds.task).unwrap();
         let device = Device::flex();
-        let weights = {
-            let _rng = sweep_gpu::models::seed_burn(&device, 3);
-            Mlp::new(&spec, &device).to_weights().unwrap()
-        };
+        let weights = sweep_gpu::models::initial_weights(&spec, 3).unwrap();
         let layers = weights.layers();
         let grid = GridSpec {
             methods: sweep_gpu::quant::Method::ALL.to_vec(),
@@ -1180,7 +1177,7 @@ fn two_shards_merged_equal_one_run() {
 
 #[test]
 fn corrupt_foreign_and_non_finite_checkpoints_are_refused_by_name() {
-    use sweep_gpu::models::{ModelKind, ModelSpec, mlp::Mlp};
+    use sweep_gpu::models::{ModelKind, ModelSpec};
     use sweep_gpu::train::checkpoint;
     let data = tabular_dir(300);
     let work = tempfile::tempdir().unwrap();
@@ -1216,13 +1213,7 @@ fn corrupt_foreign_and_non_finite_checkpoints_are_refused_by_name() {
     // the record of another model (mlp-complex) under mlp-simple's meta.json
     let other = ModelSpec::new(ModelKind::MlpComplex, meta.dataset, meta.model.inputs, Task::Classification { classes: 2 }).unwrap();
     let elsewhere = work.path().join("other");
-    let w = {
-        // initialising draws from burn's random generator, which the trainings
-        // that other tests run in this process hold
-        let flex = burn::tensor::Device::flex();
-        let _rng = sweep_gpu::models::seed_burn(&flex, 1);
-        Mlp::new(&other, &flex).to_weights().unwrap()
-    };
+    let w = sweep_gpu::models::initial_weights(&other, 1).unwrap();
     checkpoint::save(&elsewhere, &other, &w, &checkpoint::CheckpointMeta { model: other.clone(), ..meta.clone() }).unwrap();
     std::fs::copy(elsewhere.join("model.bpk"), &model).unwrap();
     expect_failure("c", &["model.bpk", "another model"]);
@@ -1384,19 +1375,18 @@ fn file_parsers_survive_mutated_input() {
 fn nets_built_from_weights_or_loaded_draw_nothing_from_burns_generator() {
     use burn::module::Module;
     use burn::tensor::{Distribution, Tensor};
-    use sweep_gpu::models::{ModelKind, ModelSpec, cnn::ConvNet, mlp::Mlp, seed_burn};
+    use sweep_gpu::models::{ModelKind, ModelSpec, cnn::ConvNet, initial_weights, mlp::Mlp, seed_burn};
     use sweep_gpu::train::checkpoint;
     let flex = burn::tensor::Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let draw = || Tensor::<1>::random([8], Distribution::Default, &flex).into_data().try_to_vec::<f32>().unwrap();
-    let _rng = seed_burn(&flex, 1);
     let conv = ModelSpec::new(ModelKind::Cnn, DatasetId::FashionMnist, 3072, Task::Classification { classes: 10 }).unwrap();
     let dense = ModelSpec::new(ModelKind::MlpComplex, DatasetId::Churn, 13, Task::Classification { classes: 2 }).unwrap();
-    let (cw, dw) = (ConvNet::new(conv.kind, 10, &flex).to_weights().unwrap(), Mlp::new(&dense, &flex).to_weights().unwrap());
+    let (cw, dw) = (initial_weights(&conv, 1).unwrap(), initial_weights(&dense, 1).unwrap());
     let (cpath, dpath) = (dir.path().join("conv.bpk"), dir.path().join("dense.bpk"));
     ConvNet::from_weights(conv.kind, 10, &cw, &flex).save_file(&cpath).unwrap();
     Mlp::from_weights(&dense, &dw, &flex).save_file(&dpath).unwrap();
-    flex.seed(9);
+    let _rng = seed_burn(&flex, 9);
     let untouched = draw();
     flex.seed(9);
     let built = (ConvNet::from_weights(conv.kind, 10, &cw, &flex).to_weights().unwrap(), Mlp::from_weights(&dense, &dw, &flex).to_weights().unwrap());

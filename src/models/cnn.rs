@@ -76,9 +76,8 @@ fn blocks_of(kind: ModelKind) -> &'static [BlockSpec] {
 }
 
 impl ConvNet {
-    /// Freshly initialised. The weights are drawn from burn's process-wide
-    /// random generator when first read, so hold [`super::seed_burn`] from
-    /// here until then for seeded weights that no other thread disturbs.
+    /// Freshly initialised: the weights are drawn from burn's process-wide
+    /// generator when first read (seeded: [`super::initial_weights`]).
     pub fn new(kind: ModelKind, classes: usize, device: &Device) -> ConvNet {
         let blocks = blocks_of(kind)
             .iter()

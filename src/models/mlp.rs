@@ -16,9 +16,8 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    /// Freshly initialised. The weights are drawn from burn's process-wide
-    /// random generator when first read, so hold [`super::seed_burn`] from
-    /// here until then for seeded weights that no other thread disturbs.
+    /// Freshly initialised: the weights are drawn from burn's process-wide
+    /// generator when first read (seeded: [`super::initial_weights`]).
     pub fn new(spec: &ModelSpec, device: &Device) -> Mlp {
         let widths = spec.widths();
         let layers = widths.windows(2).map(|w| LinearConfig::new(w[0], w[1]).init(device)).collect();

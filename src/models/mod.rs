@@ -32,6 +32,15 @@ pub fn seed_burn(device: &Device, seed: u64) -> MutexGuard<'static, ()> {
     guard
 }
 
+/// A model's randomly initialised weights, drawn on the CPU from `seed` alone
+/// (holding [`seed_burn`]): the dry run and the benchmark time scoring with
+/// them, and tests use them as a net of the right shape.
+pub fn initial_weights(spec: &ModelSpec, seed: u64) -> Result<Weights> {
+    let flex = Device::flex();
+    let _rng = seed_burn(&flex, seed);
+    if spec.kind.is_conv() { cnn::ConvNet::new(spec.kind, spec.outputs, &flex).to_weights() } else { mlp::Mlp::new(spec, &flex).to_weights() }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelKind {

@@ -342,7 +342,7 @@ const DRY_RUN_SAMPLE: usize = 16;
 /// weights). On a GPU the first launch, which compiles kernels, is not counted.
 /// Conv nets are timed on the first 32 test images and scaled to the split.
 fn estimate_seconds_per_variant(spec: &ModelSpec, dataset: &Dataset, compute: &Compute, config: &Config) -> Result<f64> {
-    let weights = untrained_weights(spec, config.seed)?;
+    let weights = crate::models::initial_weights(spec, config.seed as u64)?;
     let conv = spec.kind.is_conv();
     let rows = if conv { dataset.test.len().min(32) } else { dataset.test.len() };
     let table = head(&dataset.test, rows);
@@ -407,18 +407,6 @@ fn train_settings(config: &Config, dataset: &Dataset, spec: &ModelSpec) -> Train
         train_limit: config.train_limit,
         eval_limit: config.eval_limit,
         qat: None,
-    }
-}
-
-/// Randomly initialised weights of a model (the dry run and the benchmark
-/// time scoring with them: the time does not depend on the values).
-fn untrained_weights(spec: &ModelSpec, seed: u32) -> Result<Weights> {
-    let flex = Device::flex();
-    let _rng = crate::models::seed_burn(&flex, seed as u64);
-    if spec.kind.is_conv() {
-        crate::models::cnn::ConvNet::new(spec.kind, spec.outputs, &flex).to_weights()
-    } else {
-        crate::models::mlp::Mlp::new(spec, &flex).to_weights()
     }
 }
 
@@ -578,7 +566,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
 
     // the layer names do not depend on the weights: check --layer-bits before
     // training, building an untrained model only when a scope names layers
-    let layers = if config.scope == ScopeChoice::EachLayer || !config.layer_bits.is_empty() { untrained_weights(&spec, config.seed)?.layers() } else { Vec::new() };
+    let layers = if config.scope == ScopeChoice::EachLayer || !config.layer_bits.is_empty() { crate::models::initial_weights(&spec, config.seed as u64)?.layers() } else { Vec::new() };
     let scopes = scopes(config, &layers)?;
     let grid = GridSpec {
         methods: config.methods.clone(),
@@ -849,7 +837,7 @@ pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std
         seeds: config.rounding_seeds(),
         scopes: vec![Scope::All],
     };
-    let weights = untrained_weights(&spec, 1)?;
+    let weights = crate::models::initial_weights(&spec, 1)?;
     let mut variants: Vec<Weights> = Vec::new();
     let mut benches = Vec::new();
     for &scorer in scorers {
