@@ -12,6 +12,7 @@ pub mod error;
 pub mod fuzz;
 pub mod eval;
 pub mod gpu;
+pub mod host;
 pub mod models;
 pub mod progress;
 pub mod quant;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -841,6 +841,16 @@ fn the_scoring_bench_reports_every_round_and_their_median() {
     assert!(e.contains("--rounds"), "{e}");
 }
 
+/// Every file below `dir`.
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() { files.extend(files_below(&path)) } else { files.push(path) }
+    }
+    files
+}
+
 #[test]
 fn sweep_on_the_cpu_writes_every_output_and_reuses_its_checkpoint() {
     let data = tabular_dir(400);
@@ -878,6 +888,23 @@ fn sweep_on_the_cpu_writes_every_output_and_reuses_its_checkpoint() {
     let rows2 = sweep_gpu::report::read_results(&out2.join("results.csv"), false).unwrap();
     let key = |r: &sweep_gpu::report::ResultRow| (r.variant_id.clone(), r.value.to_bits(), r.weight_mse.to_bits());
     assert_eq!(rows.iter().map(key).collect::<Vec<_>>(), rows2.iter().map(key).collect::<Vec<_>>());
+
+    // the checkpoint records the machine it trained on; a run reusing it
+    // elsewhere names that machine in its report
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["training_summary"]["host"], config["host"], "{config}");
+    let md = std::fs::read_to_string(out2.join("report.md")).unwrap();
+    assert!(md.contains("(best on validation); checkpoint reused |"), "{md}");
+    let metas: Vec<PathBuf> = files_below(&work.path().join("checkpoints")).into_iter().filter(|p| p.ends_with("meta.json")).collect();
+    assert_eq!(metas.len(), 1, "{metas:?}");
+    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metas[0]).unwrap()).unwrap();
+    meta["summary"]["host"] = "another machine, L1d 48 KiB 12-way".into();
+    std::fs::write(&metas[0], meta.to_string()).unwrap();
+    let out3 = work.path().join("run3");
+    let run = sweep_gpu().args(args(&out3)).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let md = std::fs::read_to_string(out3.join("report.md")).unwrap();
+    assert!(md.contains("checkpoint reused, trained on another machine, L1d 48 KiB 12-way |"), "{md}");
 
     // the report is redrawn from results.csv alone
     std::fs::remove_file(out.join("report.md")).unwrap();

@@ -124,6 +124,18 @@ fn sampling_note(metric: &str, p: f64, rows: usize) -> String {
     format!("{rows} test samples: one sample is {:.3} points, and {spread}", 100.0 / n)
 }
 
+/// Where the kept weights came from, for the report's training row: a reused
+/// checkpoint trained on another machine says which (conv nets train to
+/// other float roundings on CPUs with other caches: [`crate::host`]).
+fn trained_where(info: &RunInfo) -> String {
+    let trained_on = &info.training_summary.host;
+    match (info.checkpoint_reused, trained_on.is_empty() || *trained_on == info.host) {
+        (false, _) => String::new(),
+        (true, true) => "; checkpoint reused".into(),
+        (true, false) => format!("; checkpoint reused, trained on {trained_on}"),
+    }
+}
+
 fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String, String)], heatmaps: &[(String, String)]) -> String {
     let c = &info.config;
     let mut md = String::new();
@@ -151,7 +163,7 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String, String)], hea
                 )
             },
         ),
-        ("training", format!("{} epochs, batch {}, Adam lr {}, seed {}; kept the weights at epoch {:.2} (best on validation){}", info.training.epochs, info.training.batch_size, info.training.learning_rate, info.training.seed, info.training_summary.best_epoch, if info.checkpoint_reused { "; checkpoint reused" } else { "" })),
+        ("training", format!("{} epochs, batch {}, Adam lr {}, seed {}; kept the weights at epoch {:.2} (best on validation){}", info.training.epochs, info.training.batch_size, info.training.learning_rate, info.training.seed, info.training_summary.best_epoch, trained_where(info))),
         ("quantization-aware training", qat_row(info, &s.metric)),
         ("grid", format!("{} variants: methods {}, bits {:?}, granularity {}, {} seed(s) per stochastic setting, scope {:?}{}, bias {}", info.variants, c.methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "), c.bits, c.granularities.iter().map(|g| g.name()).collect::<Vec<_>>().join(","), c.seeds, c.scope, mixed_scopes(info), c.bias.name()) + &c.clip.map_or(String::new(), |clip| format!(", {}", clip.describe())) + &c.rescale.describe().map_or(String::new(), |r| format!(", {r}")) + &c.bias_correct.describe().map_or(String::new(), |b| format!(", {b}"))),
         ("scored", format!("{} of {} variants", s.variants, info.variants)),

@@ -104,8 +104,9 @@ pub struct RunInfo {
     pub device: String,
     pub adapter: String,
     pub device_reason: String,
-    /// the machine: CPU model, its widest SIMD, logical CPUs, OS and
-    /// architecture (absent in runs made before it was recorded)
+    /// the machine ([`crate::host::describe`]): CPU model, widest SIMD,
+    /// logical CPUs, data caches, OS and architecture (absent in runs made
+    /// before it was recorded; the caches since 2026-12-02)
     #[serde(default)]
     pub host: String,
     pub dataset_files: Vec<PathBuf>,
@@ -129,28 +130,6 @@ pub struct RunInfo {
     pub variants: usize,
     pub metric: String,
     pub metric2: Option<String>,
-}
-
-/// The machine a run is made on, for config.json: float results of the CPU
-/// kernels can depend on the CPU's SIMD width, so a rerun elsewhere can be
-/// told apart.
-pub fn host_description() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
-        .unwrap_or_else(|| "CPU model unknown".into());
-    #[cfg(target_arch = "x86_64")]
-    let simd = if std::arch::is_x86_feature_detected!("avx512f") {
-        ", AVX-512"
-    } else if std::arch::is_x86_feature_detected!("avx2") {
-        ", AVX2"
-    } else {
-        ""
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = "";
-    let threads = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cpu}{simd}, {threads} logical CPUs, {} {}", std::env::consts::OS, std::env::consts::ARCH)
 }
 
 /// What a finished sweep hands back to the CLI.
@@ -640,7 +619,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         device: compute.kind().into(),
         adapter: compute.adapter(),
         device_reason: reason,
-        host: host_description(),
+        host: crate::host::describe(),
         dataset_files: dataset.files.clone(),
         data_hash: dataset.data_hash.clone(),
         preprocessing: dataset.preprocessing.clone(),

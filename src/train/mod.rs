@@ -91,6 +91,11 @@ pub struct TrainSummary {
     pub epoch_losses: Vec<f64>,
     pub seconds: f64,
     pub device: String,
+    /// the machine it trained on ([`crate::host::describe`]): on the CPU,
+    /// conv nets train to other float roundings on CPUs with other caches
+    /// (empty in checkpoints made before it was recorded)
+    #[serde(default)]
+    pub host: String,
 }
 
 /// How often per epoch the validation split is scored to pick the weights to keep.
@@ -307,6 +312,7 @@ fn fit_model<M: Trainable>(
             epoch_losses,
             seconds: start.elapsed().as_secs_f64(),
             device: format!("{device:?}"),
+            host: crate::host::describe(),
         },
     ))
 }
