@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind results/README.md, in the order they were made.
-# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|qat|qat-long|cnn-fmnist-qat|cnn-fmnist-qat3|resnet9|resnet9-fmnist|resnet9-fmnist-layers|resnet9-fmnist-clip|resnet9-fmnist-qat|cnn-cifar|all]   (from the repository root)
+# Usage: results/run.sh [dense|dense-dropout|mixed|lloyd|kde|clip|dither|seeds|cnn-fmnist|cnn-fmnist-bn|cnn-fmnist-levels|cnn-fmnist-mixed|cnn-fmnist-clip|cnn-fmnist-dither|cnn-fmnist-channel|cnn-fmnist-clip-keep|cnn-fmnist-clip-where|cnn-fmnist-rescale|rescale|bias-correct|cnn-fmnist-bias-correct|init-seeds|restarts|qat|qat-long|cnn-fmnist-qat|cnn-fmnist-qat3|cnn-fmnist-clip99-qat3|resnet9|resnet9-fmnist|resnet9-fmnist-layers|resnet9-fmnist-clip|resnet9-fmnist-qat|cnn-cifar|all]   (from the repository root)
 # SWEEP overrides the command (default: cargo run --); SWEEP_DATA_DIR the data folder.
 set -euo pipefail
 SWEEP=${SWEEP:-"cargo run --quiet --"}
@@ -324,6 +324,15 @@ if [[ $what == cnn-fmnist-qat3 || $what == all ]]; then
       --qat uniform-nearest:2 --qat-epochs 3 --bits 1,2,3,4,5,6,8 --methods uniform-nearest,histogram-nearest,midrise \
       --checkpoint-dir results/cnn-fashion-mnist-reduced-qat/checkpoints \
       --out results/cnn-fashion-mnist-reduced-qat3/uniform-nearest-2
+fi
+if [[ $what == cnn-fmnist-clip99-qat3 || $what == all ]]; then
+  # the --clip 99 fine-tuning for 3 epochs instead of 1, from the same checkpoint.
+  # Run on 2026-12-02 as SWEEP="results/with-l1d.sh 48K 12 <sweep-gpu>": the VM's
+  # own L1d trains conv nets to other roundings (README, "Reproducibility across CPUs")
+  run --model cnn --dataset fashion-mnist --train-limit 3000 --epochs 2 --eval-limit 500 --clip 99 \
+      --qat uniform-nearest:2 --qat-epochs 3 --bits 1,2,3,4,5,6,8 --methods uniform-nearest,histogram-nearest,midrise \
+      --checkpoint-dir results/cnn-fashion-mnist-reduced-qat/checkpoints \
+      --out results/cnn-fashion-mnist-reduced-clip99-qat3/uniform-nearest-2
 fi
 if [[ $what == resnet9 || $what == all ]]; then
   # reduced to fit a 2-core CPU: 2,000 training images, 2 epochs, 200 test images
