@@ -851,6 +851,18 @@ fn files_below(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The one checkpoint under `root` trained again elsewhere, as a CPU with other
+/// caches trains a conv net: the same key and meta, one weight an ulp off.
+fn retrain_elsewhere(root: &Path) {
+    use sweep_gpu::train::checkpoint;
+    let dirs: Vec<PathBuf> = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let meta: checkpoint::CheckpointMeta = serde_json::from_str(&std::fs::read_to_string(dirs[0].join("meta.json")).unwrap()).unwrap();
+    let mut w = checkpoint::load_weights(&dirs[0].join("model.bpk"), &meta.model).unwrap();
+    w.tensors[0].data[0] = f32::from_bits(w.tensors[0].data[0].to_bits() + 1);
+    checkpoint::save(&dirs[0], &meta.model, &w, &meta).unwrap();
+}
+
 #[test]
 fn sweep_on_the_cpu_writes_every_output_and_reuses_its_checkpoint() {
     let data = tabular_dir(400);
@@ -905,6 +917,18 @@ fn sweep_on_the_cpu_writes_every_output_and_reuses_its_checkpoint() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let md = std::fs::read_to_string(out3.join("report.md")).unwrap();
     assert!(md.contains("checkpoint reused, trained on another machine, L1d 48 KiB 12-way |"), "{md}");
+
+    // a checkpoint trained again under the same key holds other weights:
+    // resuming run1 on it is refused, and run1's rows stay as they were
+    retrain_elsewhere(&work.path().join("checkpoints"));
+    let before = std::fs::read(out.join("results.csv")).unwrap();
+    let o = sweep_gpu().args(["--resume", out.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !stderr.contains("panicked"), "{stderr}");
+    for needle in ["results.csv", "other weights", "trained on another machine", "--checkpoint-dir"] {
+        assert!(stderr.contains(needle), "missing {needle:?} in: {stderr}");
+    }
+    assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), before);
 
     // the report is redrawn from results.csv alone
     std::fs::remove_file(out.join("report.md")).unwrap();
@@ -1200,6 +1224,14 @@ fn two_shards_merged_equal_one_run() {
     let o = sweep_gpu().args(["merge", a.to_str().unwrap(), other.to_str().unwrap(), "--out", work.path().join("bad").to_str().unwrap()]).output().unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("another sweep"), "{}", String::from_utf8_lossy(&o.stderr));
+    // a shard scored on a checkpoint trained again elsewhere (same key, other
+    // weights) is refused too
+    retrain_elsewhere(&work.path().join("ckpt"));
+    let b2 = run("b2", Some("2/2"));
+    let o = sweep_gpu().args(["merge", a.to_str().unwrap(), b2.to_str().unwrap(), "--out", work.path().join("bad2").to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("other weights") && stderr.contains("one --checkpoint-dir"), "{stderr}");
+    assert!(!work.path().join("bad2").join("results.csv").exists());
 }
 
 #[test]

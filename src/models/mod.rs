@@ -245,6 +245,26 @@ impl Weights {
         self.tensors.iter().filter(|t| !matches!(t.role, ParamRole::BnMean | ParamRole::BnVar)).map(|t| t.len()).sum()
     }
 
+    /// sha256 over every tensor's name, shape and f32 bits (little-endian on
+    /// x86-64 and aarch64), hex: two runs
+    /// scored the same net exactly when these agree (the checkpoint key names
+    /// only the settings, and the same settings train other weights on CPUs
+    /// with other caches: [`crate::host`]).
+    pub fn sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for t in &self.tensors {
+            h.update((t.name.len() as u64).to_le_bytes());
+            h.update(t.name.as_bytes());
+            h.update((t.shape.len() as u64).to_le_bytes());
+            for &d in &t.shape {
+                h.update((d as u64).to_le_bytes());
+            }
+            h.update(bytemuck::cast_slice::<f32, u8>(&t.data));
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Refuses NaN, infinity and magnitudes no quantizer range can hold, naming the tensor.
     pub fn check_finite(&self, origin: &std::path::Path) -> Result<()> {
         for t in &self.tensors {
@@ -267,5 +287,37 @@ impl Weights {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_sha256_changes_with_any_bit_name_or_shape() {
+        let w = Weights {
+            tensors: vec![ParamTensor {
+                name: "layers.0.weight".into(),
+                layer: "layers.0".into(),
+                shape: vec![2, 3],
+                role: ParamRole::Weight { channel_axis: 0 },
+                data: vec![0.5, -1.0, 2.0, 0.0, 3.5, -0.25],
+            }],
+        };
+        let base = w.sha256();
+        assert_eq!(base.len(), 64);
+        assert_eq!(w.clone().sha256(), base);
+        let mut bit = w.clone();
+        bit.tensors[0].data[5] = f32::from_bits(bit.tensors[0].data[5].to_bits() ^ 1);
+        let mut name = w.clone();
+        name.tensors[0].name = "layers.1.weight".into();
+        let mut shape = w.clone();
+        shape.tensors[0].shape = vec![3, 2];
+        let mut zero = w.clone();
+        zero.tensors[0].data[3] = -0.0;
+        for other in [bit, name, shape, zero] {
+            assert_ne!(other.sha256(), base);
+        }
     }
 }

@@ -119,6 +119,11 @@ pub struct RunInfo {
     pub training_summary: TrainSummary,
     pub checkpoint: PathBuf,
     pub checkpoint_reused: bool,
+    /// sha256 of the weights the sweep quantizes ([`crate::models::Weights::sha256`]):
+    /// resuming and merging refuse rows scored on other weights (empty in runs
+    /// made before it was recorded)
+    #[serde(default)]
+    pub weights_sha256: String,
     /// with --restarts: every training, the kept one being `checkpoint`
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restarts: Vec<Restart>,
@@ -630,6 +635,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         training_summary: train_summary,
         checkpoint: ckpt,
         checkpoint_reused: reused,
+        weights_sha256: weights.sha256(),
         restarts,
         qat_start,
         grid: grid.clone(),
@@ -638,6 +644,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         metric2: metric2.map(Into::into),
     };
     let config_json = config.out.join("config.json");
+    check_same_weights(config, &info)?;
     if !config_json.is_file() || !config.out.join("results.csv").is_file() {
         report::write_atomic(&config_json, serde_json::to_string_pretty(&info).expect("RunInfo serialises").as_bytes())?;
     }
@@ -895,6 +902,33 @@ fn check_earlier_run(config: &Config, dataset: &Dataset) -> Result<()> {
     if differ.is_empty() { Ok(()) } else { Err(refuse(format!("other settings: {}", differ.join(", ")), &resume)) }
 }
 
+/// A folder's rows are continued only on the weights that scored them. The
+/// checkpoint key names the settings, not the weights: a checkpoint trained
+/// again under the same key (another machine, or a lost checkpoint folder)
+/// can hold another net, and conv nets trained on CPUs with other caches do.
+fn check_same_weights(config: &Config, now: &RunInfo) -> Result<()> {
+    let results = config.out.join("results.csv");
+    if !results.is_file() || !config.out.join("config.json").is_file() {
+        return Ok(());
+    }
+    let earlier = report::read_info(&config.out)?;
+    if earlier.weights_sha256.is_empty() || earlier.weights_sha256 == now.weights_sha256 {
+        return Ok(());
+    }
+    let trained = |s: &TrainSummary| if s.host.is_empty() { String::new() } else { format!(", trained on {}", s.host) };
+    Err(Error::Results {
+        path: results,
+        message: format!(
+            "this folder's rows were scored on other weights (sha256 {}… there{}; {}… now, from {}{}); point --checkpoint-dir at the checkpoint that run used, or choose a new --out",
+            report::short_hash(&earlier.weights_sha256),
+            trained(&earlier.training_summary),
+            report::short_hash(&now.weights_sha256),
+            now.checkpoint.display(),
+            trained(&now.training_summary),
+        ),
+    })
+}
+
 /// The ids of the variants already in results.csv (a torn last line, left by a
 /// killed process, is cut off). Rows that belong to another model, dataset or
 /// grid are an error: resuming must never mix two runs.
@@ -979,6 +1013,10 @@ pub fn metric_higher_is_better(metric: &str) -> bool {
 }
 
 
+fn or_unrecorded(host: &str) -> &str {
+    if host.is_empty() { "a machine not recorded" } else { host }
+}
+
 /// Joins the folders of the shards of one sweep into `out`: every shard must
 /// come from the same settings, data and checkpoint, and together they must
 /// cover the grid exactly once. The merged results.csv lists the variants in
@@ -1010,6 +1048,21 @@ pub fn merge(dirs: &[PathBuf], out: &std::path::Path) -> Result<Option<report::S
             && info.checkpoint.file_name() == first.checkpoint.file_name();
         if !same {
             return Err(err(dir, format!("belongs to another sweep than {} (model, dataset, grid, data, training or checkpoint differ)", dirs[0].display())));
+        }
+        if info.weights_sha256 != first.weights_sha256 {
+            return Err(err(
+                dir,
+                format!(
+                    "was scored on other weights than {} (sha256 {}… against {}…): the same checkpoint key was trained twice, {}; run every shard with one --checkpoint-dir",
+                    dirs[0].display(),
+                    report::short_hash(&info.weights_sha256),
+                    report::short_hash(&first.weights_sha256),
+                    match (or_unrecorded(&info.training_summary.host), or_unrecorded(&first.training_summary.host)) {
+                        (a, b) if a == b => format!("both times on {a}"),
+                        (a, b) => format!("on {a} and on {b}"),
+                    },
+                ),
+            ));
         }
     }
     let missing: Vec<String> = seen.iter().enumerate().filter(|(_, s)| !**s).map(|(i, _)| format!("{}/{n}", i + 1)).collect();
