@@ -896,7 +896,7 @@ fn sweep_on_the_cpu_writes_every_output_and_reuses_its_checkpoint() {
     let out2 = work.path().join("run2");
     let run = sweep_gpu().args(args(&out2)).output().unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success() && stderr.contains("reusing checkpoint"), "{stderr}");
+    assert!(run.status.success() && stderr.contains("reusing checkpoint") && !stderr.contains("another machine"), "{stderr}");
     let rows2 = sweep_gpu::report::read_results(&out2.join("results.csv"), false).unwrap();
     let key = |r: &sweep_gpu::report::ResultRow| (r.variant_id.clone(), r.value.to_bits(), r.weight_mse.to_bits());
     assert_eq!(rows.iter().map(key).collect::<Vec<_>>(), rows2.iter().map(key).collect::<Vec<_>>());
@@ -914,7 +914,8 @@ fn sweep_on_the_cpu_writes_every_output_and_reuses_its_checkpoint() {
     std::fs::write(&metas[0], meta.to_string()).unwrap();
     let out3 = work.path().join("run3");
     let run = sweep_gpu().args(args(&out3)).output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success() && stderr.contains("on another machine: another machine, L1d 48 KiB 12-way, weights from epoch"), "{stderr}");
     let md = std::fs::read_to_string(out3.join("report.md")).unwrap();
     assert!(md.contains("checkpoint reused, trained on another machine, L1d 48 KiB 12-way |"), "{md}");
 

@@ -248,7 +248,12 @@ fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, setti
     if !config.retrain
         && let Some((weights, meta)) = checkpoint::load(&dir, spec)?
     {
-        progress.log(&format!("reusing checkpoint {} (trained on {}, weights from epoch {:.2})", dir.display(), meta.summary.device, meta.summary.best_epoch));
+        let elsewhere = match meta.summary.host.as_str() {
+            "" => String::new(),
+            h if h == crate::host::describe() => String::new(),
+            h => format!(" on another machine: {h}"),
+        };
+        progress.log(&format!("reusing checkpoint {} (trained on {}{elsewhere}, weights from epoch {:.2})", dir.display(), meta.summary.device, meta.summary.best_epoch));
         return Ok((weights, settings, meta.summary, dir, true));
     }
     let epochs = match settings.epochs {
