@@ -51,6 +51,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if let Some(m) = methods.iter().find(|m| !quant::Method::STUDY.contains(m)) {
                 return Err(Error::config("--methods", format!("the quantizer benchmark times the study's seven methods; {m} is beyond them")));
             }
+            progress.log(&format!("host: {}", host::describe()));
             let quantizer = if skip_quantizer {
                 None
             } else {
@@ -71,7 +72,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     Ok(s) => serde_json::json!(s),
                     Err(e) => serde_json::json!({ "error": e.to_string() }),
                 };
-                let both = serde_json::json!({ "quantizer": quantizer, "scoring": scoring_json });
+                let both = serde_json::json!({ "host": host::describe(), "quantizer": quantizer, "scoring": scoring_json });
                 println!("{}", serde_json::to_string_pretty(&both).expect("bench report serialises"));
             } else if let Ok(s) = &scoring {
                 let text: Vec<String> = s.iter().map(|b| b.to_string()).collect();

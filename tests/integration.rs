@@ -818,6 +818,8 @@ fn the_scoring_bench_reports_every_round_and_their_median() {
     let out = sweep_gpu().args(args).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // the figures name the machine they were measured on
+    assert!(json["host"].as_str().unwrap().contains("logical CPUs"), "{json}");
     let b = &json["scoring"][0];
     assert_eq!(b["rounds"], 3, "{b}");
     let per_round = |v: &serde_json::Value| -> Vec<f64> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
