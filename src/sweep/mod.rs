@@ -1018,6 +1018,7 @@ pub fn metric_higher_is_better(metric: &str) -> bool {
 }
 
 
+/// A training's host for messages; checkpoints made before it was recorded have none.
 fn or_unrecorded(host: &str) -> &str {
     if host.is_empty() { "a machine not recorded" } else { host }
 }
