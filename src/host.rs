@@ -22,7 +22,20 @@ use std::path::Path;
 /// CPU model, widest SIMD, logical CPUs, data caches, OS and architecture,
 /// e.g. `AMD EPYC, AVX-512, 2 logical CPUs, L1d 32 KiB 8-way, L2 1 MiB
 /// 8-way, L3 32 MiB 16-way shared by 2, linux x86_64`.
-pub fn describe() -> String {
+/// Read once, on first use: the same text all process long.
+pub fn describe() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(read_host)
+}
+
+/// The machine a checkpoint was trained on (`trained_on`, as [`describe`] gave
+/// it there), when that is not `here`: None for one trained here, or made
+/// before the host was recorded.
+pub fn elsewhere<'a>(trained_on: &'a str, here: &str) -> Option<&'a str> {
+    (!trained_on.is_empty() && trained_on != here).then_some(trained_on)
+}
+
+fn read_host() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))

@@ -843,26 +843,22 @@ fn the_scoring_bench_reports_every_round_and_their_median() {
     assert!(e.contains("--rounds"), "{e}");
 }
 
-/// Every file below `dir`.
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() { files.extend(files_below(&path)) } else { files.push(path) }
-    }
-    files
+/// The one checkpoint folder under `root`.
+fn the_checkpoint(root: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.into_iter().next().unwrap()
 }
 
 /// The one checkpoint under `root` trained again elsewhere, as a CPU with other
 /// caches trains a conv net: the same key and meta, one weight an ulp off.
 fn retrain_elsewhere(root: &Path) {
     use sweep_gpu::train::checkpoint;
-    let dirs: Vec<PathBuf> = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(dirs.len(), 1, "{dirs:?}");
-    let meta: checkpoint::CheckpointMeta = serde_json::from_str(&std::fs::read_to_string(dirs[0].join("meta.json")).unwrap()).unwrap();
-    let mut w = checkpoint::load_weights(&dirs[0].join("model.bpk"), &meta.model).unwrap();
+    let dir = the_checkpoint(root);
+    let meta: checkpoint::CheckpointMeta = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let mut w = checkpoint::load_weights(&dir.join("model.bpk"), &meta.model).unwrap();
     w.tensors[0].data[0] = f32::from_bits(w.tensors[0].data[0].to_bits() + 1);
-    checkpoint::save(&dirs[0], &meta.model, &w, &meta).unwrap();
+    checkpoint::save(&dir, &meta.model, &w, &meta).unwrap();
 }
 
 #[test]
@@ -909,11 +905,10 @@ fn sweep_on_the_cpu_writes_every_output_and_reuses_its_checkpoint() {
     assert_eq!(config["training_summary"]["host"], config["host"], "{config}");
     let md = std::fs::read_to_string(out2.join("report.md")).unwrap();
     assert!(md.contains("(best on validation); checkpoint reused |"), "{md}");
-    let metas: Vec<PathBuf> = files_below(&work.path().join("checkpoints")).into_iter().filter(|p| p.ends_with("meta.json")).collect();
-    assert_eq!(metas.len(), 1, "{metas:?}");
-    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metas[0]).unwrap()).unwrap();
+    let meta_json = the_checkpoint(&work.path().join("checkpoints")).join("meta.json");
+    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_json).unwrap()).unwrap();
     meta["summary"]["host"] = "another machine, L1d 48 KiB 12-way".into();
-    std::fs::write(&metas[0], meta.to_string()).unwrap();
+    std::fs::write(&meta_json, meta.to_string()).unwrap();
     let out3 = work.path().join("run3");
     let run = sweep_gpu().args(args(&out3)).output().unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);

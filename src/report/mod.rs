@@ -128,11 +128,10 @@ fn sampling_note(metric: &str, p: f64, rows: usize) -> String {
 /// checkpoint trained on another machine says which (conv nets train to
 /// other float roundings on CPUs with other caches: [`crate::host`]).
 fn trained_where(info: &RunInfo) -> String {
-    let trained_on = &info.training_summary.host;
-    match (info.checkpoint_reused, trained_on.is_empty() || *trained_on == info.host) {
+    match (info.checkpoint_reused, crate::host::elsewhere(&info.training_summary.host, &info.host)) {
         (false, _) => String::new(),
-        (true, true) => "; checkpoint reused".into(),
-        (true, false) => format!("; checkpoint reused, trained on {trained_on}"),
+        (true, None) => "; checkpoint reused".into(),
+        (true, Some(trained_on)) => format!("; checkpoint reused, trained on {trained_on}"),
     }
 }
 

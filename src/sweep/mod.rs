@@ -248,11 +248,7 @@ fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, setti
     if !config.retrain
         && let Some((weights, meta)) = checkpoint::load(&dir, spec)?
     {
-        let elsewhere = match meta.summary.host.as_str() {
-            "" => String::new(),
-            h if h == crate::host::describe() => String::new(),
-            h => format!(" on another machine: {h}"),
-        };
+        let elsewhere = crate::host::elsewhere(&meta.summary.host, crate::host::describe()).map_or(String::new(), |h| format!(" on another machine: {h}"));
         progress.log(&format!("reusing checkpoint {} (trained on {}{elsewhere}, weights from epoch {:.2})", dir.display(), meta.summary.device, meta.summary.best_epoch));
         return Ok((weights, settings, meta.summary, dir, true));
     }
@@ -590,7 +586,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         path: config.out.clone(),
         message: format!("cannot create the output folder: {e}"),
     })?;
-    check_earlier_run(config, &dataset)?;
+    let earlier = check_earlier_run(config, &dataset)?;
     if spec.kind.is_conv() {
         // a full-size conv run on a CPU takes hours: say so before starting
         let total = grid.variants().len();
@@ -629,7 +625,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         device: compute.kind().into(),
         adapter: compute.adapter(),
         device_reason: reason,
-        host: crate::host::describe(),
+        host: crate::host::describe().into(),
         dataset_files: dataset.files.clone(),
         data_hash: dataset.data_hash.clone(),
         preprocessing: dataset.preprocessing.clone(),
@@ -649,7 +645,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         metric2: metric2.map(Into::into),
     };
     let config_json = config.out.join("config.json");
-    check_same_weights(config, &info)?;
+    check_same_weights(config, earlier.as_ref(), &info)?;
     if !config_json.is_file() || !config.out.join("results.csv").is_file() {
         report::write_atomic(&config_json, serde_json::to_string_pretty(&info).expect("RunInfo serialises").as_bytes())?;
     }
@@ -866,10 +862,12 @@ const SETTINGS_WITHOUT_EFFECT: [&str; 7] = ["out", "checkpoint_dir", "retrain", 
 /// An output folder that already holds results is continued only with the
 /// settings and data that made them: anything else would mix two runs in one
 /// results.csv. Checked before training, so that a mistyped --out costs nothing.
-fn check_earlier_run(config: &Config, dataset: &Dataset) -> Result<()> {
+/// Gives the earlier run's config.json, for [`check_same_weights`] once the
+/// weights are known.
+fn check_earlier_run(config: &Config, dataset: &Dataset) -> Result<Option<RunInfo>> {
     let results = config.out.join("results.csv");
     if !results.is_file() || !config.out.join("config.json").is_file() {
-        return Ok(());
+        return Ok(None);
     }
     report::results::check_appendable(&results)?;
     let earlier = report::read_info(&config.out)?;
@@ -904,34 +902,33 @@ fn check_earlier_run(config: &Config, dataset: &Dataset) -> Result<()> {
     let keys: std::collections::BTreeSet<&String> = then.keys().chain(now.keys()).collect();
     let differ: Vec<String> = keys.into_iter().filter(|k| then.get(*k) != now.get(*k)).map(|k| format!("{k} {} (here {})", show(then.get(k)), show(now.get(k)))).collect();
     let resume = format!("continue it with its own settings (sweep-gpu --resume {})", config.out.display());
-    if differ.is_empty() { Ok(()) } else { Err(refuse(format!("other settings: {}", differ.join(", ")), &resume)) }
+    if differ.is_empty() { Ok(Some(earlier)) } else { Err(refuse(format!("other settings: {}", differ.join(", ")), &resume)) }
 }
 
 /// A folder's rows are continued only on the weights that scored them. The
 /// checkpoint key names the settings, not the weights: a checkpoint trained
 /// again under the same key (another machine, or a lost checkpoint folder)
 /// can hold another net, and conv nets trained on CPUs with other caches do.
-fn check_same_weights(config: &Config, now: &RunInfo) -> Result<()> {
-    let results = config.out.join("results.csv");
-    if !results.is_file() || !config.out.join("config.json").is_file() {
+fn check_same_weights(config: &Config, earlier: Option<&RunInfo>, now: &RunInfo) -> Result<()> {
+    let Some(earlier) = earlier.filter(|e| !e.weights_sha256.is_empty() && e.weights_sha256 != now.weights_sha256) else {
         return Ok(());
-    }
-    let earlier = report::read_info(&config.out)?;
-    if earlier.weights_sha256.is_empty() || earlier.weights_sha256 == now.weights_sha256 {
-        return Ok(());
-    }
-    let trained = |s: &TrainSummary| if s.host.is_empty() { String::new() } else { format!(", trained on {}", s.host) };
+    };
     Err(Error::Results {
-        path: results,
+        path: config.out.join("results.csv"),
         message: format!(
-            "this folder's rows were scored on other weights (sha256 {}… there{}; {}… now, from {}{}); point --checkpoint-dir at the checkpoint that run used, or choose a new --out",
+            "this folder's rows were scored on other weights (sha256 {}… there, trained on {}; {}… now, from {}, trained on {}); point --checkpoint-dir at the checkpoint that run used, or choose a new --out",
             report::short_hash(&earlier.weights_sha256),
-            trained(&earlier.training_summary),
+            or_unrecorded(&earlier.training_summary.host),
             report::short_hash(&now.weights_sha256),
             now.checkpoint.display(),
-            trained(&now.training_summary),
+            or_unrecorded(&now.training_summary.host),
         ),
     })
+}
+
+/// A training's host for messages; checkpoints made before it was recorded have none.
+fn or_unrecorded(host: &str) -> &str {
+    if host.is_empty() { "a machine not recorded" } else { host }
 }
 
 /// The ids of the variants already in results.csv (a torn last line, left by a
@@ -1017,11 +1014,6 @@ pub fn metric_higher_is_better(metric: &str) -> bool {
     metric == "accuracy"
 }
 
-
-/// A training's host for messages; checkpoints made before it was recorded have none.
-fn or_unrecorded(host: &str) -> &str {
-    if host.is_empty() { "a machine not recorded" } else { host }
-}
 
 /// Joins the folders of the shards of one sweep into `out`: every shard must
 /// come from the same settings, data and checkpoint, and together they must

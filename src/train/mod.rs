@@ -312,7 +312,7 @@ fn fit_model<M: Trainable>(
             epoch_losses,
             seconds: start.elapsed().as_secs_f64(),
             device: format!("{device:?}"),
-            host: crate::host::describe(),
+            host: crate::host::describe().into(),
         },
     ))
 }
