@@ -928,6 +928,34 @@ fn sweep_on_the_cpu_writes_every_output_and_reuses_its_checkpoint() {
     }
     assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), before);
 
+    // with the checkpoint lost, resuming trains it again, says beforehand that the
+    // rows are continued only on the same weights, and a dense net gets them
+    std::fs::remove_dir_all(the_checkpoint(&work.path().join("checkpoints"))).unwrap();
+    let o = sweep_gpu().args(["--resume", out.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let note = stderr.find("note: ").expect("a note before the training");
+    let training = stderr.find("training mlp-simple on churn").expect("a training");
+    assert!(note < training, "{stderr}");
+    for needle in ["rows scored on weights with sha256", "trained on this machine", "is gone, so the net is trained again", "dense nets do on any CPU", "--checkpoint-dir"] {
+        assert!(stderr[note..].contains(needle), "missing {needle:?} in: {stderr}");
+    }
+    assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), before);
+    // the note names where the rows' weights were trained, and says when the device differs
+    let info_json = out.join("config.json");
+    let mut info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&info_json).unwrap()).unwrap();
+    info["training_summary"]["host"] = "another machine, L1d 48 KiB 12-way".into();
+    info["training_summary"]["device"] = "Device<Wgpu(DiscreteGpu(0))>".into();
+    std::fs::write(&info_json, info.to_string()).unwrap();
+    std::fs::remove_dir_all(the_checkpoint(&work.path().join("checkpoints"))).unwrap();
+    let o = sweep_gpu().args(["--resume", out.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    for needle in ["trained on another machine, L1d 48 KiB 12-way with Device<Wgpu(DiscreteGpu(0))>;", "training on another device gives other weights"] {
+        assert!(stderr.contains(needle), "missing {needle:?} in: {stderr}");
+    }
+    assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), before);
+
     // the report is redrawn from results.csv alone
     std::fs::remove_file(out.join("report.md")).unwrap();
     let rep = sweep_gpu().args(["report", out.to_str().unwrap()]).output().unwrap();

@@ -173,8 +173,9 @@ type Trained = (Weights, TrainSettings, TrainSummary, PathBuf, bool);
 
 /// Trains (or loads) the model, then with --qat fine-tunes it (or loads the
 /// fine-tuned checkpoint).
-fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: &Compute, progress: &Progress) -> Result<(Trained, Vec<Restart>, Option<QatStart>)> {
-    let (base, restarts) = train_or_load_base(config, dataset, spec, compute, progress)?;
+/// `earlier` is the run this one continues (its config.json), if any.
+fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: &Compute, earlier: Option<&RunInfo>, progress: &Progress) -> Result<(Trained, Vec<Restart>, Option<QatStart>)> {
+    let (base, restarts) = train_or_load_base(config, dataset, spec, compute, earlier, progress)?;
     let Some(choice) = config.qat else {
         return Ok((base, restarts, None));
     };
@@ -202,7 +203,7 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
     evaluator.use_cpu_kernel(true)?;
     let fp32_value = evaluator.score_all(&layout)?.primary;
     let quantized_value = evaluator.score_all(&qat.quantize(&start)?)?.primary;
-    let tuned = train_or_load_one(config, dataset, spec, settings, Some(&start), compute, progress)?;
+    let tuned = train_or_load_one(config, dataset, spec, settings, Some(&start), compute, earlier, progress)?;
     let start = QatStart {
         checkpoint: start_dir,
         training: start_settings,
@@ -216,16 +217,16 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
 
 /// Trains (or loads) the model; with --restarts N, from N initial states (init
 /// seeds K, K+1, ...), keeping the one best on validation (the first of a tie).
-fn train_or_load_base(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: &Compute, progress: &Progress) -> Result<(Trained, Vec<Restart>)> {
+fn train_or_load_base(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: &Compute, earlier: Option<&RunInfo>, progress: &Progress) -> Result<(Trained, Vec<Restart>)> {
     let base = train_settings(config, dataset, spec);
     if config.restarts <= 1 {
-        return Ok((train_or_load_one(config, dataset, spec, base, None, compute, progress)?, Vec::new()));
+        return Ok((train_or_load_one(config, dataset, spec, base, None, compute, earlier, progress)?, Vec::new()));
     }
     let mut best: Option<Trained> = None;
     let mut all = Vec::new();
     for k in 0..config.restarts {
         let settings = TrainSettings { seed: base.seed.wrapping_add(k), ..base.clone() };
-        let trained = train_or_load_one(config, dataset, spec, settings, None, compute, progress)?;
+        let trained = train_or_load_one(config, dataset, spec, settings, None, compute, earlier, progress)?;
         let valid = trained.2.valid_metric;
         all.push(Restart { init_seed: trained.1.seed, valid_metric: valid, checkpoint: trained.3.clone() });
         if best.as_ref().is_none_or(|b| crate::eval::improves(dataset.task, valid, b.2.valid_metric)) {
@@ -242,7 +243,17 @@ fn train_or_load_base(config: &Config, dataset: &Dataset, spec: &ModelSpec, comp
 }
 
 /// One training, or with `settings.qat` one fine-tuning of `start`.
-fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, settings: TrainSettings, start: Option<&Weights>, compute: &Compute, progress: &Progress) -> Result<Trained> {
+#[allow(clippy::too_many_arguments)]
+fn train_or_load_one(
+    config: &Config,
+    dataset: &Dataset,
+    spec: &ModelSpec,
+    settings: TrainSettings,
+    start: Option<&Weights>,
+    compute: &Compute,
+    earlier: Option<&RunInfo>,
+    progress: &Progress,
+) -> Result<Trained> {
     let key = checkpoint::key(spec, dataset, &settings, config.seed);
     let dir = checkpoint::dir(&config.checkpoint_dir, spec, dataset.id, &key);
     if !config.retrain
@@ -251,6 +262,9 @@ fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, setti
         let elsewhere = crate::host::elsewhere(&meta.summary.host, crate::host::describe()).map_or(String::new(), |h| format!(" on another machine: {h}"));
         progress.log(&format!("reusing checkpoint {} (trained on {}{elsewhere}, weights from epoch {:.2})", dir.display(), meta.summary.device, meta.summary.best_epoch));
         return Ok((weights, settings, meta.summary, dir, true));
+    }
+    if let Some(note) = earlier.and_then(|e| retraining_note(config, e, &dir, compute)) {
+        progress.log(&note);
     }
     let epochs = match settings.epochs {
         1 => "1 epoch".to_string(),
@@ -299,6 +313,47 @@ fn train_or_load_one(config: &Config, dataset: &Dataset, spec: &ModelSpec, setti
     };
     checkpoint::save(&dir, spec, &weights, &meta)?;
     Ok((weights, settings, summary, dir, false))
+}
+
+/// Said before a training in a folder that already holds rows: they are
+/// continued only if it gives the weights that scored them
+/// ([`check_same_weights`], after the training), and a conv net trained on a
+/// CPU with other caches does not. So the user can stop at once and point
+/// --checkpoint-dir at the checkpoint instead of losing the training time.
+fn retraining_note(config: &Config, earlier: &RunInfo, dir: &std::path::Path, compute: &Compute) -> Option<String> {
+    if earlier.weights_sha256.is_empty() {
+        return None;
+    }
+    let then = &earlier.training_summary;
+    let elsewhere = crate::host::elsewhere(&then.host, crate::host::describe());
+    let device_here = format!("{:?}", compute.burn_device());
+    let why = if config.retrain {
+        "--retrain trains the net again".to_string()
+    } else if dir == earlier.checkpoint {
+        format!("its checkpoint {} is gone, so the net is trained again", dir.display())
+    } else {
+        format!("there is no checkpoint in {} (that run's was {}), so the net is trained again", dir.display(), earlier.checkpoint.display())
+    };
+    let odds = if then.device != device_here {
+        "training on another device gives other weights"
+    } else if !earlier.model.kind.is_conv() {
+        "dense nets do on any CPU"
+    } else if elsewhere.is_some() {
+        "conv nets trained on CPUs with other data caches do not (results/README.md, \"Reproducibility across CPUs\")"
+    } else {
+        "conv nets do on the same machine and device"
+    };
+    Some(format!(
+        "note: {} holds rows scored on weights with sha256 {}…, trained {} with {}; {why} here with {device_here}. The rows are continued only if that gives the same weights: {odds}. To skip the training, stop now and restore that checkpoint or point --checkpoint-dir at a copy.",
+        config.out.display(),
+        report::short_hash(&earlier.weights_sha256),
+        match elsewhere {
+            Some(host) => format!("on {host}"),
+            None if then.host.is_empty() => "on a machine not recorded".to_string(),
+            None => "on this machine".to_string(),
+        },
+        then.device,
+    ))
 }
 
 /// The grid's scopes: `all`; with `--scope each-layer`, each layer alone; and
@@ -598,7 +653,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
             per_variant
         ));
     }
-    let ((weights, settings, train_summary, ckpt, reused), restarts, qat_start) = train_or_load(config, &dataset, &spec, &compute, progress)?;
+    let ((weights, settings, train_summary, ckpt, reused), restarts, qat_start) = train_or_load(config, &dataset, &spec, &compute, earlier.as_ref(), progress)?;
     if let (Some(start), Some(q)) = (&qat_start, &settings.qat) {
         progress.log(&format!(
             "before quantization-aware training: test {metric} {:.4} at fp32, {:.4} as {}; the fine-tuned net's validation {metric} as {}: {:.4} (weights from epoch {:.2})",
