@@ -121,6 +121,28 @@ fn div(a: f32, b: f32) -> f32 {
     return madd(a, recip(b), kc(K_ZERO));
 }
 
+// x - a b from exact partial products, the largest first (exact.rs: minus_product)
+fn minus_product(x: f32, a: f32, b: f32) -> f32 {
+    let ah = split_hi(a);
+    let al = a - ah;
+    let bh = split_hi(b);
+    let bl = b - bh;
+    return (((x - ah * bh) - ah * bl) - al * bh) - al * bl;
+}
+
+// floor(x / d) for d > 0 with inv = recip(d): floor(x * inv), corrected by
+// the sign of x - k d (exact.rs: floor_div)
+fn floor_div(x: f32, d: f32, inv: f32) -> f32 {
+    let f = floor(x * inv);
+    if minus_product(x, f, d) < 0.0 {
+        return f - 1.0;
+    }
+    if minus_product(x, f + 1.0, d) >= 0.0 {
+        return f + 1.0;
+    }
+    return f;
+}
+
 fn sqrt_exact(x: f32) -> f32 {
     if x <= 0.0 {
         return 0.0;

@@ -39,7 +39,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         p.inv_step = recip(p.step);
         p.hstep = range * bitcast<f32>((127u - bits) << 23u);
         p.inv_hstep = recip(p.hstep);
-        p.k0 = floor(s.lo * p.inv_hstep);
+        p.k0 = floor_div(s.lo, p.hstep, p.inv_hstep);
         if bits >= 2u {
             let m = k - 2u;
             var lo = 0u;

@@ -128,7 +128,7 @@ fn round_weight(p: LevelParams, method: u32, w: f32, u: f32) -> Rounded {
     let lset = method_level_set(method);
     let last = (1u << p.bits) - 1u;
     if lset == LEVEL_MIDRISE {
-        let k = floor(w * p.inv_hstep);
+        let k = floor_div(w, p.hstep, p.inv_hstep);
         let code = u32(clamp(k - p.k0, 0.0, f32(last)));
         return Rounded(code, level(p, lset, code));
     }

@@ -151,6 +151,36 @@ fn parity_with_an_outlier() {
     check_parity("outlier", &w, &[100, 10], 1, &[3]);
 }
 
+/// Ranges where lo / delta is a whole number, which the floor of a product by
+/// the reciprocal can miss by one: symmetric groups (lo = -hi, as the whole
+/// tensor is here) and groups whose max is 0. The ends are chosen so that
+/// a * recip(a) rounds above 1, as it does for about one value in ten: there
+/// an unchecked floor(lo * (1/delta)) is a bin too low.
+#[test]
+fn parity_on_symmetric_and_max_zero_ranges() {
+    use sweep_gpu::quant::exact;
+    let shape = [16usize, 64];
+    let mut w = normalish(16 * 64, 31, 0.05);
+    let mut ends = (1..).map(|i| 0.2 + 0.0001 * i as f32).filter(|&a| a * exact::recip(a) > 1.0);
+    let top = ends.next().unwrap();
+    let grouping = Grouping::for_granularity(&shape, 0, Granularity::Channel);
+    for g in 0..grouping.groups {
+        let at: Vec<usize> = (0..grouping.group_len()).map(|k| grouping.index(g, k)).collect();
+        if g % 2 == 0 {
+            (w[at[0]], w[at[1]]) = (-top, top);
+        } else {
+            // below top, so the tensor stays symmetric
+            let lo = -ends.next().unwrap() / 2.0;
+            let max = at.iter().map(|&i| w[i]).fold(f32::MIN, f32::max);
+            for &i in &at {
+                w[i] = (w[i] - max).max(lo);
+            }
+            w[at[0]] = lo;
+        }
+    }
+    check_parity("symmetric and max-0 groups", &w, &shape, 0, &[1]);
+}
+
 /// With clipped ranges given by the host (--clip P: one range per group; --clip
 /// mse: one per group, bit width and method), the GPU's level parameters and
 /// codes are the reference's, each method rounding within its own range and
@@ -398,6 +428,11 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     out[i * 6u + 3u] = sqrt_exact(x);
     out[i * 6u + 4u] = ln_exact(x);
     out[i * 6u + 5u] = inv_norm_cdf(fract(x));
+    // a bin edge of a symmetric 11-bit midrise group, exactly and an ULP either side
+    let d = (x + x) * bitcast<f32>((127u - 11u) << 23u);
+    out[arrayLength(&xs) * 6u + i * 3u + 0u] = floor_div(-x, d, recip(d));
+    out[arrayLength(&xs) * 6u + i * 3u + 1u] = floor_div(bitcast<f32>(bitcast<u32>(-x) + 1u), d, recip(d));
+    out[arrayLength(&xs) * 6u + i * 3u + 2u] = floor_div(bitcast<f32>(bitcast<u32>(x) - 1u), d, recip(d));
 }
 "#;
     let source = sweep_gpu::gpu::kernels::with_prelude(&format!("{}{}", include_str!("../shaders/common.wgsl"), kernel));
@@ -414,7 +449,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     let input = device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&xs), usage: wgpu::BufferUsages::STORAGE });
     let out = device.create_buffer(&wgpu::BufferDescriptor {
         label: None,
-        size: (xs.len() * 24) as u64,
+        size: (xs.len() * 36) as u64,
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     });
@@ -432,7 +467,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         pass.dispatch_workgroups((xs.len() as u32).div_ceil(64), 1, 1);
     }
     q.ctx.queue.submit([enc.finish()]);
-    let got: Vec<f32> = q.read(&out, xs.len() * 24).unwrap();
+    let got: Vec<f32> = q.read(&out, xs.len() * 36).unwrap();
     let names = ["madd", "recip", "div", "sqrt", "ln", "inv_norm_cdf"];
     let mut bad = Vec::new();
     for (i, &x) in xs.iter().enumerate() {
@@ -442,6 +477,19 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
                 bad.push(format!("{}({x}) = {} on the GPU, {} in Rust", names[k], got[i * 6 + k], want[k]));
             }
         }
+    }
+    let n = xs.len() * 6;
+    for (i, &x) in xs.iter().enumerate() {
+        let d = (x + x) * f32::from_bits((127 - 11) << 23);
+        let edges = [-x, f32::from_bits((-x).to_bits() + 1), f32::from_bits(x.to_bits() - 1)];
+        for (k, e) in edges.into_iter().enumerate() {
+            let want = exact::floor_div(e, d, exact::recip(d));
+            if got[n + i * 3 + k].to_bits() != want.to_bits() {
+                bad.push(format!("floor_div({e}, {d}) = {} on the GPU, {want} in Rust", got[n + i * 3 + k]));
+            }
+        }
+        // -x / d = -1024, just below it -1025, and x - ulp inside bin 1023
+        assert_eq!(edges.map(|e| exact::floor_div(e, d, exact::recip(d))), [-1024.0, -1025.0, 1023.0], "x = {x}");
     }
     assert!(bad.is_empty(), "{} mismatches, first: {:?}", bad.len(), &bad[..bad.len().min(8)]);
 }

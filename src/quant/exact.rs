@@ -134,6 +134,36 @@ pub fn div(a: f32, b: f32) -> f32 {
     madd(a, recip(b), kc(k::ZERO))
 }
 
+/// x - a·b from exact partial products, the largest first:
+/// (((x - ah·bh) - ah·bl) - al·bh) - al·bl. Its sign is exact when `a` has at
+/// most 12 significant bits (al = 0): where x - a·b is near 0, x is within a
+/// factor 2 of ah·bh, so the first subtraction is exact and the second is the
+/// only rounding. (Fusing any of these exact products into its subtraction
+/// changes nothing.)
+pub fn minus_product(x: f32, a: f32, b: f32) -> f32 {
+    let (ah, al) = split(a);
+    let (bh, bl) = split(b);
+    (((x - ah * bh) - ah * bl) - al * bh) - al * bl
+}
+
+/// The integer floor(x / d) for a positive normal `d` with reciprocal `inv`
+/// ([`recip`]`(d)`): floor(x * inv), which an `inv` an ULP off, or the
+/// product's rounding, can put one too low or too high near a whole x / d;
+/// checked and corrected by the sign of x - k·d ([`minus_product`]). Exact
+/// for every x when the floor has at most 12 significant bits.
+pub fn floor_div(x: f32, d: f32, inv: f32) -> f32 {
+    // f ± 1 is integer arithmetic below 2^24, exact however a shader compiler
+    // reorders it: the literal needs no constants buffer
+    let f = (x * inv).floor();
+    if minus_product(x, f, d) < 0.0 {
+        f - 1.0
+    } else if minus_product(x, f + 1.0, d) >= 0.0 {
+        f + 1.0
+    } else {
+        f
+    }
+}
+
 /// Square root of a non-negative `x` (0 for 0): an inverse square root by bit
 /// guess and Newton steps, then one correction of the root itself.
 pub fn sqrt(x: f32) -> f32 {

@@ -8,7 +8,8 @@
 //!   normal quantile at i/(K-1) (`z_entry`, one table per b); {lo, hi} at b = 1.
 //!   `madd` is c + a·b in exact partial products (`exact.rs`: why no fma).
 //!   mean and std (population) are sums in the canonical tree order of `tree_sum`.
-//! - `midrise`: k = floor(w * (1/delta)), delta = (hi-lo)/K; code = clamp(k - floor(lo/delta), 0, K-1);
+//! - `midrise`: k = floor(w/delta) ([`floor_div`]: floor(w * (1/delta)), checked by the
+//!   sign of w - k·delta), delta = (hi-lo)/K; code = clamp(k - floor(lo/delta), 0, K-1);
 //!   value = (floor(lo/delta) + code + 0.5) * delta. The clamp keeps at most K levels; the
 //!   study's unclamped form can produce K+1 (the top value hi lands in bin K).
 //! - `lloyd`: Lloyd-Max levels, 1-D k-means on the group in f64 ([`lloyd_levels`]): from
@@ -57,7 +58,7 @@ use std::sync::OnceLock;
 use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
-use super::exact::{div, inv_norm_cdf, madd, recip, sqrt};
+use super::exact::{div, floor_div, inv_norm_cdf, madd, recip, sqrt};
 use super::{Grouping, LevelSet, Method, Product, Rescale, draw_key, pcg_hash, stream_id, uniform_from_key};
 
 /// Bit widths the quantizer accepts.
@@ -430,7 +431,7 @@ impl LevelParams {
         p.inv_step = recip(p.step);
         p.hstep = range * f32::from_bits((127 - bits) << 23); // * 2^-bits, exact
         p.inv_hstep = recip(p.hstep);
-        p.k0 = (s.lo * p.inv_hstep).floor();
+        p.k0 = floor_div(s.lo, p.hstep, p.inv_hstep);
         if bits >= 2 {
             let q = |i: u32| madd(s.std, z[i as usize], s.mean);
             p.below_lo = count_while(z.len() as u32, |i| q(i) < s.lo);
@@ -562,7 +563,7 @@ impl LevelParams {
         let set = method.level_set();
         let last = self.last_code(set, z);
         if set == LevelSet::Midrise {
-            let k = (w * self.inv_hstep).floor();
+            let k = floor_div(w, self.hstep, self.inv_hstep);
             let c = (k - self.k0).clamp(0.0, last as f32) as u32;
             return (c, self.midrise_value(c));
         }
@@ -962,6 +963,43 @@ mod tests {
         let r = q(&[0.0, 0.99, 1.0, 3.99, 4.0], Method::Midrise, 2);
         assert_eq!(r.codes, vec![0, 0, 1, 3, 3]);
         assert_eq!(r.values, vec![0.5, 0.5, 1.5, 3.5, 3.5]);
+    }
+
+    #[test]
+    fn midrise_bins_are_the_floors_of_w_over_delta() {
+        // a symmetric group: lo / delta = -1 exactly, and 0.11 * recip(0.11) is
+        // above 1 in f32, so an unchecked floor(lo * (1/delta)) puts lo in bin -2
+        // and shifts every level down a bin (all three would come out negative)
+        let r = q(&[-0.11, 0.05, 0.11], Method::Midrise, 1);
+        assert_eq!(r.codes, vec![0, 1, 1]);
+        assert_eq!(r.values, vec![-0.055, 0.055, 0.055]);
+
+        // lo / delta is a whole number for every symmetric group (-K/2) and every
+        // group whose max is 0 (-K): the codes are the exact floors, against f64
+        use rand::rngs::Xoshiro256PlusPlus;
+        use rand::{RngExt, SeedableRng};
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+        for trial in 0..3000 {
+            let a = 10f32.powf(rng.random_range(-3.0..1.0));
+            let top = if trial % 2 == 0 { a } else { 0.0 };
+            let mut w = vec![-a, top];
+            w.extend((0..6).map(|_| rng.random_range(-a..top.max(-a / 2.0))));
+            for bits in 1..=16 {
+                let s = group_stats(&w, Grouping::whole(w.len()))[0];
+                let p = LevelParams::new(&s, bits, z_table(bits));
+                let delta = f64::from(p.hstep);
+                let k0 = (f64::from(s.lo) / delta).floor();
+                assert_eq!(f64::from(p.k0), k0, "{w:?} at {bits} bits");
+                let r = q(&w, Method::Midrise, bits);
+                let last = f64::from(p.levels() - 1);
+                assert_eq!((r.codes[0], f64::from(r.codes[1])), (0, last), "{w:?} at {bits} bits: lo and hi");
+                // inside too, while the floors have at most 12 significant bits
+                if bits <= 12 {
+                    let want: Vec<u32> = w.iter().map(|&x| ((f64::from(x) / delta).floor() - k0).clamp(0.0, last) as u32).collect();
+                    assert_eq!(r.codes, want, "{w:?} at {bits} bits");
+                }
+            }
+        }
     }
 
     #[test]
