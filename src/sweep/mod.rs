@@ -454,6 +454,14 @@ fn train_settings(config: &Config, dataset: &Dataset, spec: &ModelSpec) -> Train
 /// second block: 128 channels at 32 x 32 before its pooling).
 const CONV_ACTIVATION_FLOATS: usize = 128 * 32 * 32;
 
+/// The most variants of a conv net one launch can hold in storage bindings
+/// of `limit` bytes: one image's largest activation for each within a quarter
+/// of a binding, and the quantized copies of the largest weight tensor
+/// (`largest` floats) within half of one.
+fn conv_variants_fit(limit: usize, largest: usize) -> usize {
+    (limit / 4 / (CONV_ACTIVATION_FLOATS * 4)).min(limit / 2 / (largest.max(1) * 4)).max(1)
+}
+
 /// A rough training time: forward and backward cost about three forward passes;
 /// the CPU reaches about 10 GFLOP/s training convolutions here (measured), a hardware GPU a few
 /// TFLOP/s, lavapipe well under 1.
@@ -533,7 +541,7 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     // 32] for one row within a quarter
     let fits = match compute {
         Compute::Cpu { .. } => usize::MAX,
-        Compute::Gpu { .. } if conv => (limit / 4 / (CONV_ACTIVATION_FLOATS * 4)).max(1),
+        Compute::Gpu { .. } if conv => conv_variants_fit(limit, largest),
         // the WGSL scorer keeps activations in private memory: a variant
         // takes its packed parameters
         Compute::Gpu { .. } if fused => (limit / 2 / (weights.tensors.iter().map(|t| t.len()).sum::<usize>().max(largest) * 4)).max(1),
@@ -1153,6 +1161,17 @@ pub fn merge(dirs: &[PathBuf], out: &std::path::Path) -> Result<Option<report::S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conv_batches_keep_the_largest_quantized_tensor_within_a_binding() {
+        // lavapipe's 128 MiB; ResNet9's 512x512x3x3 conv is 9 MiB a variant
+        let (limit, largest) = (128 << 20, 512 * 512 * 9);
+        let v = conv_variants_fit(limit, largest);
+        assert!(v >= 1 && v * largest * 4 <= limit / 2, "{v}");
+        assert_eq!(v, 7);
+        // small tensors leave the activations as the bound
+        assert_eq!(conv_variants_fit(limit, 1000), limit / 4 / (CONV_ACTIVATION_FLOATS * 4));
+    }
     use crate::quant::{Granularity, Method};
 
     #[test]
