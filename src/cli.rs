@@ -40,7 +40,7 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Redraw summary.json, the plots and report.md of a run from its results.csv.
+    /// Redraw summary.json, the plots, report.md and report.html of a run from its results.csv (or results.csv.gz)
     Report {
         /// The run's output folder.
         dir: PathBuf,

@@ -88,6 +88,9 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Command::Report { dir }) => {
+            if report::folder_busy(&dir) {
+                println!("note: a sweep-gpu process is still writing to {}: this report covers the rows written so far", dir.display());
+            }
             let summary = report::write_all(&dir)?;
             match summary {
                 Some(s) => println!("{}: {} variants; report.md, report.html, summary.json and plots redrawn", dir.display(), s.variants),

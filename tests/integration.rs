@@ -1202,6 +1202,77 @@ fn batched_scoring_equals_one_at_a_time_and_shared_prefixes_change_nothing() {
     }
 }
 
+/// Copies the files of folder `from` into a new folder `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// A run folder is written by one process at a time; `report` checks the rows
+/// it draws as `--resume` does, and reads a gzipped results.csv, which a run
+/// refuses to continue.
+#[test]
+fn run_folders_are_locked_checked_and_read_gzipped() {
+    let data = tabular_dir(200);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("r");
+    let run = || {
+        sweep_gpu()
+            .args(["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--bits", "2,4", "--methods", "uniform-nearest,midrise", "--epochs", "1"])
+            .args(["--data-dir", data.path().to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(["--checkpoint-dir", work.path().join("ckpt").to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    assert!(run().status.success());
+    let before = std::fs::read(out.join("results.csv")).unwrap();
+
+    // another process holds the folder: refused, rows untouched
+    let lock = std::fs::File::open(out.join(sweep_gpu::report::LOCK_FILE)).unwrap();
+    lock.lock().unwrap();
+    for o in [run(), sweep_gpu().args(["--resume", out.to_str().unwrap()]).output().unwrap()] {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && stderr.contains("another sweep-gpu process is writing to this folder"), "{stderr}");
+    }
+    // report still draws what is there, and says a run is writing
+    let o = sweep_gpu().args(["report", out.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("still writing"), "{o:?}");
+    drop(lock);
+    assert!(run().status.success());
+    assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), before);
+
+    // report refuses rows that are not the run's, naming the line
+    let good = String::from_utf8(before.clone()).unwrap();
+    let first = good.lines().nth(1).unwrap();
+    for (bad, why) in [
+        (format!("{good}{first}\n"), "appears twice"),
+        (format!("{good}{}\n", first.replace("uniform-nearest:2:", "uniform-nearest:3:")), "is not in this grid"),
+        (format!("{good}{}\n", first.replace(",mlp-simple,churn,", ",mlp-complex,telescope,")), "mlp-complex on telescope"),
+    ] {
+        std::fs::write(out.join("results.csv"), &bad).unwrap();
+        let o = sweep_gpu().args(["report", out.to_str().unwrap()]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && stderr.contains(&format!("row {} ", bad.lines().count())) && stderr.contains(why), "{why}: {stderr}");
+    }
+
+    // gzipped rows: report reads them; a run refuses to continue them
+    std::fs::write(out.join("results.csv.gz"), common::gzip(&before)).unwrap();
+    std::fs::remove_file(out.join("results.csv")).unwrap();
+    std::fs::remove_file(out.join("summary.json")).unwrap();
+    let o = sweep_gpu().args(["report", out.to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("summary.json").is_file());
+    let o = sweep_gpu().args(["--resume", out.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("gunzip -k"), "{stderr}");
+    assert!(!out.join("results.csv").exists());
+}
+
 #[test]
 fn two_shards_merged_equal_one_run() {
     let data = tabular_dir(250);
@@ -1239,6 +1310,28 @@ fn two_shards_merged_equal_one_run() {
     assert!(!sa.is_empty() && !sb.is_empty() && sa.iter().all(|r| !sb.contains(r)), "shards are disjoint");
     assert_eq!(strip(&merged), strip(&whole));
     assert_eq!(std::fs::read(merged.join("summary.json")).unwrap(), std::fs::read(whole.join("summary.json")).unwrap());
+    let merge_into = |out: &Path| sweep_gpu().args(["merge", a.to_str().unwrap(), b.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    // merging again over the earlier merge of these shards is fine; over a
+    // shard or another run's folder it is refused, and their rows stay
+    assert!(merge_into(&merged).status.success());
+    for (target, why) in [(&a, "is one of the shards"), (&whole, "holds another run")] {
+        let before = std::fs::read(target.join("results.csv")).unwrap();
+        let o = merge_into(target);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && stderr.contains(why), "{stderr}");
+        assert_eq!(std::fs::read(target.join("results.csv")).unwrap(), before);
+    }
+    // a shard with a row twice is refused by its file and line
+    let doubled = work.path().join("doubled");
+    copy_dir(&b, &doubled);
+    let mut text = std::fs::read_to_string(doubled.join("results.csv")).unwrap();
+    let second = text.lines().nth(1).unwrap().to_string();
+    text.push_str(&format!("{second}\n"));
+    std::fs::write(doubled.join("results.csv"), &text).unwrap();
+    let o = sweep_gpu().args(["merge", a.to_str().unwrap(), doubled.to_str().unwrap(), "--out", work.path().join("bad3").to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let line = text.lines().count();
+    assert!(!o.status.success() && stderr.contains("doubled/results.csv") && stderr.contains(&format!("row {line} ")) && stderr.contains("appears twice"), "{stderr}");
     // a shard of another grid is refused
     let other = work.path().join("other");
     let o = sweep_gpu()

@@ -26,6 +26,40 @@ pub fn short_hash(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
+/// The lock file that one process writing to a run folder holds.
+pub const LOCK_FILE: &str = ".sweep-gpu.lock";
+
+/// Takes the run folder `dir` (which must exist) for this process, for as
+/// long as the returned file stays open: two processes appending to one
+/// results.csv would tear and mix their rows. The OS drops the lock when the
+/// process ends, however it ends, so a left-over lock file holds nothing.
+pub fn lock_folder(dir: &Path, what: &str) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Results {
+            path: dir.to_path_buf(),
+            message: format!("another sweep-gpu process is writing to this folder (it holds {LOCK_FILE}); wait for it to end, or {what}"),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Whether a process holds `dir`'s lock now ([`lock_folder`]).
+pub fn folder_busy(dir: &Path) -> bool {
+    std::fs::File::open(dir.join(LOCK_FILE)).is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)))
+}
+
+/// A run folder's results: `results.csv`, or `results.csv.gz` where only
+/// that is there (as results/ keeps its larger runs); `results.csv` when
+/// neither is, for the error to name.
+pub fn results_file(dir: &Path) -> std::path::PathBuf {
+    let plain = dir.join("results.csv");
+    let gz = dir.join("results.csv.gz");
+    if !plain.exists() && gz.is_file() { gz } else { plain }
+}
+
 /// Reads a run's config.json.
 pub fn read_info(dir: &Path) -> Result<RunInfo> {
     let path = dir.join("config.json");
@@ -42,7 +76,12 @@ pub fn read_info(dir: &Path) -> Result<RunInfo> {
 /// Writes summary.json, the plots, report.md and report.html for the run in `dir`.
 pub fn write_all(dir: &Path) -> Result<Option<Summary>> {
     let info = read_info(dir)?;
-    let rows = read_results(&dir.join("results.csv"), false)?;
+    let path = results_file(dir);
+    if !path.exists() {
+        return Err(Error::Results { path, message: "not found: this folder keeps no rows (neither results.csv nor results.csv.gz)".into() });
+    }
+    let rows = read_results(&path, false)?;
+    crate::sweep::check_rows(&path, &rows, &info.config, &crate::sweep::variants_of(&info.grid, info.config.shard), "repair or remove that row")?;
     // a --qat run is measured against the net it started from
     let reference = info.qat_start.as_ref().map(|s| s.fp32_value);
     let Some(summary) = summarize(&rows, metric_higher_is_better(&info.metric), reference) else {

@@ -106,6 +106,13 @@ pub fn check_appendable(path: &Path) -> Result<()> {
 /// the run can resume from the rows that were complete.
 pub fn read_results(path: &Path, repair: bool) -> Result<Vec<ResultRow>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        // a kept run, read whole: a torn last line is an error there
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(file), &mut text)
+            .map_err(|e| Error::Results { path: path.to_path_buf(), message: format!("not a readable gzip file: {e}") })?;
+        return parse_results(path, &text);
+    }
     let mut text = String::new();
     let mut reader = BufReader::new(file);
     let mut complete_len = 0usize;

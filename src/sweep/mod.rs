@@ -131,6 +131,9 @@ pub struct RunInfo {
     /// and `checkpoint` above are the fine-tuning's)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qat_start: Option<QatStart>,
+    /// a `merge`'s output: the shard folders it joined
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<PathBuf>,
     pub grid: GridSpec,
     pub variants: usize,
     pub metric: String,
@@ -649,6 +652,13 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         path: config.out.clone(),
         message: format!("cannot create the output folder: {e}"),
     })?;
+    let _lock = report::lock_folder(&config.out, "choose another --out")?;
+    if !config.out.join("results.csv").exists() && config.out.join("results.csv.gz").is_file() {
+        return Err(Error::Results {
+            path: config.out.join("results.csv.gz"),
+            message: "this folder keeps its rows gzipped; `gunzip -k` it to continue the run here, or choose a new --out".into(),
+        });
+    }
     let earlier = check_earlier_run(config, &dataset)?;
     if spec.kind.is_conv() {
         // a full-size conv run on a CPU takes hours: say so before starting
@@ -674,11 +684,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
             metric = metric_names(dataset.task).0,
         ));
     }
-    let variants: Vec<Variant> = match config.shard {
-        // round robin over the grid order: disjoint, covering, and balanced
-        Some((k, n)) => grid.variants().into_iter().enumerate().filter(|(i, _)| *i as u32 % n == k - 1).map(|(_, v)| v).collect(),
-        None => grid.variants(),
-    };
+    let variants = variants_of(&grid, config.shard);
     let (metric, metric2) = metric_names(dataset.task);
 
     let info = RunInfo {
@@ -702,6 +708,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         weights_sha256: weights.sha256(),
         restarts,
         qat_start,
+        merged_from: Vec::new(),
         grid: grid.clone(),
         variants: variants.len(),
         metric: metric.into(),
@@ -1002,13 +1009,17 @@ fn finished_variants(path: &std::path::Path, config: &Config, grid: &[Variant]) 
         return Ok(Default::default());
     }
     let rows = report::read_results(path, true)?;
+    check_rows(path, &rows, config, grid, "resume only the folder a run wrote, or choose a new --out")
+}
+
+/// The ids of `rows` (read from `path`), each checked to be a variant of
+/// `grid` scored for `config`'s model, dataset and bias treatment, once; a
+/// row that is not is an error naming its line and ending with `fix`.
+pub fn check_rows(path: &std::path::Path, rows: &[report::ResultRow], config: &Config, grid: &[Variant], fix: &str) -> Result<std::collections::HashSet<String>> {
     let ids: std::collections::HashSet<String> = grid.iter().map(Variant::id).collect();
     let mut done = std::collections::HashSet::new();
     for (i, r) in rows.iter().enumerate() {
-        let other = |what: &str| Error::Results {
-            path: path.to_path_buf(),
-            message: format!("row {} is from another run ({what}); resume only the folder a run wrote, or choose a new --out", i + 2),
-        };
+        let other = |what: &str| Error::Results { path: path.to_path_buf(), message: format!("row {} is from another run ({what}); {fix}", i + 2) };
         if r.model != config.model.name() || r.dataset != config.dataset.name() {
             return Err(other(&format!("{} on {}", r.model, r.dataset)));
         }
@@ -1023,6 +1034,15 @@ fn finished_variants(path: &std::path::Path, config: &Config, grid: &[Variant]) 
         }
     }
     Ok(done)
+}
+
+/// The variants a run scores: the grid's, or with `--shard K/N` every Nth
+/// from the Kth (round robin over the grid order: disjoint, covering, balanced).
+pub fn variants_of(grid: &GridSpec, shard: Option<(u32, u32)>) -> Vec<Variant> {
+    match shard {
+        Some((k, n)) => grid.variants().into_iter().enumerate().filter(|(i, _)| *i as u32 % n == k - 1).map(|(_, v)| v).collect(),
+        None => grid.variants(),
+    }
 }
 
 /// Consecutive runs of at most `size` variants that share a scope and a
@@ -1132,20 +1152,23 @@ pub fn merge(dirs: &[PathBuf], out: &std::path::Path) -> Result<Option<report::S
     }
     let order: std::collections::HashMap<String, usize> = first.grid.variants().iter().enumerate().map(|(i, v)| (v.id(), i)).collect();
     let mut rows = Vec::new();
-    for dir in dirs {
-        let path = dir.join("results.csv");
-        rows.extend(report::read_results(&path, false)?);
+    for (dir, info) in dirs.iter().zip(&infos) {
+        let path = report::results_file(dir);
+        let shard_rows = report::read_results(&path, false)?;
+        // each shard's rows are its own share of the grid, once: so together they are the grid's at most once
+        check_rows(&path, &shard_rows, &info.config, &variants_of(&info.grid, info.config.shard), "repair or remove that row, or run the shard again")?;
+        rows.extend(shard_rows);
     }
     if rows.len() != order.len() {
-        return Err(err(out, format!("the shards hold {} rows, the grid has {} variants: finish (--resume) every shard first", rows.len(), order.len())));
+        return Err(err(out, format!("the shards hold {} of the grid's {} variants: finish (--resume) every shard first", rows.len(), order.len())));
     }
-    rows.sort_by_key(|r| order.get(&r.variant_id).copied().unwrap_or(usize::MAX));
-    if rows.windows(2).any(|w| w[0].variant_id == w[1].variant_id) || rows.iter().any(|r| !order.contains_key(&r.variant_id)) {
-        return Err(err(out, "the shards' rows are not the grid's variants, each once".into()));
-    }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    rows.sort_by_key(|r| order[&r.variant_id]);
+    check_merge_target(dirs, out, first)?;
+    std::fs::create_dir_all(out).map_err(|e| err(out, format!("cannot create the output folder: {e}")))?;
+    let _lock = report::lock_folder(out, "choose another --out")?;
     let mut merged = first.clone();
     merged.config.shard = None;
+    merged.merged_from = dirs.to_vec();
     merged.config.out = out.to_path_buf();
     merged.variants = rows.len();
     report::write_atomic(&out.join("config.json"), serde_json::to_string_pretty(&merged).expect("RunInfo serialises").as_bytes())?;
@@ -1158,9 +1181,43 @@ pub fn merge(dirs: &[PathBuf], out: &std::path::Path) -> Result<Option<report::S
     report::write_all(out)
 }
 
+/// `merge --out` writes into a new folder, or over an earlier merge of the
+/// same sweep; never over one of its shards or another run's rows (an
+/// unsharded run of the same sweep included: its config.json is its own).
+fn check_merge_target(dirs: &[PathBuf], out: &std::path::Path, first: &RunInfo) -> Result<()> {
+    let err = |message: String| Error::Results { path: out.to_path_buf(), message };
+    if out.exists() && !out.is_dir() {
+        return Err(err("is a file, not a folder: give --out a folder".into()));
+    }
+    let same_place = |d: &PathBuf| matches!((d.canonicalize(), out.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    if dirs.iter().any(same_place) {
+        return Err(err("is one of the shards being merged: give --out a new folder".into()));
+    }
+    let held = ["results.csv", "results.csv.gz", "config.json"].into_iter().any(|f| out.join(f).exists());
+    if !held {
+        return Ok(());
+    }
+    let earlier_merge = report::read_info(out).is_ok_and(|i| {
+        !i.merged_from.is_empty()
+            && i.config.model == first.config.model
+            && i.config.dataset == first.config.dataset
+            && i.grid == first.grid
+            && i.data_hash == first.data_hash
+            && i.training == first.training
+            && i.weights_sha256 == first.weights_sha256
+    });
+    if earlier_merge {
+        Ok(())
+    } else {
+        Err(err("holds another run; merging here would replace its results.csv: give --out a new folder".into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::quant::{Granularity, Method};
 
     #[test]
     fn conv_batches_keep_the_largest_quantized_tensor_within_a_binding() {
@@ -1172,7 +1229,6 @@ mod tests {
         // small tensors leave the activations as the bound
         assert_eq!(conv_variants_fit(limit, 1000), limit / 4 / (CONV_ACTIVATION_FLOATS * 4));
     }
-    use crate::quant::{Granularity, Method};
 
     #[test]
     fn refused_allocations_split_the_batch_and_keep_the_order() {
