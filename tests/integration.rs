@@ -1408,6 +1408,17 @@ fn corrupt_foreign_and_non_finite_checkpoints_are_refused_by_name() {
     w.tensors[0].data[3] = f32::NAN;
     checkpoint::save(&dir, &meta.model, &w, &meta).unwrap();
     expect_failure("e", &[&name, "NaN", "non-finite"]);
+
+    // one weight an ulp off under the meta.json that was saved with the
+    // checkpoint (a damaged or edited file): refused by the weights' sha256
+    std::fs::write(&model, &good).unwrap();
+    std::fs::write(dir.join("meta.json"), &meta_text).unwrap();
+    assert!(meta_text.contains("weights_sha256"), "{meta_text}");
+    let mut w = checkpoint::load_weights(&model, &meta.model).unwrap();
+    w.tensors[0].data[0] = w.tensors[0].data[0].next_up();
+    checkpoint::save(&dir, &meta.model, &w, &meta).unwrap();
+    std::fs::write(dir.join("meta.json"), &meta_text).unwrap();
+    expect_failure("f", &["model.bpk", "sha256", "changed after training", "--retrain"]);
 }
 
 #[test]

@@ -313,6 +313,8 @@ fn train_or_load_one(
         settings: settings.clone(),
         summary: summary.clone(),
         crate_version: env!("CARGO_PKG_VERSION").into(),
+        // save records it
+        weights_sha256: String::new(),
     };
     checkpoint::save(&dir, spec, &weights, &meta)?;
     Ok((weights, settings, summary, dir, false))

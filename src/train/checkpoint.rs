@@ -26,6 +26,10 @@ pub struct CheckpointMeta {
     pub settings: TrainSettings,
     pub summary: TrainSummary,
     pub crate_version: String,
+    /// sha256 of the saved weights ([`Weights::sha256`]), written by [`save`]
+    /// and checked by [`load`] (absent in checkpoints made before it was)
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub weights_sha256: String,
 }
 
 /// The cache key: sha256 over everything that decides the trained weights.
@@ -73,7 +77,8 @@ pub fn save(dir: &Path, spec: &ModelSpec, weights: &Weights, meta: &CheckpointMe
         Mlp::from_weights(spec, weights, &device).save_file(dir.join("model"))
     };
     saved.map_err(|e| Error::Checkpoint { path: model_path(dir), message: format!("cannot write: {e}") })?;
-    crate::report::write_atomic(&meta_path(dir), serde_json::to_string_pretty(meta).expect("meta serialises").as_bytes())
+    let meta = CheckpointMeta { weights_sha256: weights.sha256(), ..meta.clone() };
+    crate::report::write_atomic(&meta_path(dir), serde_json::to_string_pretty(&meta).expect("meta serialises").as_bytes())
 }
 
 /// Loads the checkpoint in `dir` if it is complete; `Ok(None)` when there is none.
@@ -89,6 +94,17 @@ pub fn load(dir: &Path, spec: &ModelSpec) -> Result<Option<(Weights, CheckpointM
         });
     }
     let weights = load_weights(&model_path(dir), spec)?;
+    let sha = weights.sha256();
+    if !meta.weights_sha256.is_empty() && sha != meta.weights_sha256 {
+        return Err(Error::Checkpoint {
+            path: model_path(dir),
+            message: format!(
+                "does not hold the weights that were saved (sha256 {}… in the file, {}… in meta.json): it changed after training; delete the folder or pass --retrain",
+                crate::report::short_hash(&sha),
+                crate::report::short_hash(&meta.weights_sha256)
+            ),
+        });
+    }
     Ok(Some((weights, meta)))
 }
 
