@@ -27,6 +27,34 @@ pub struct Cli {
     pub sweep: SweepArgs,
 }
 
+/// The sweep flags `--resume` takes: where the data and checkpoints are,
+/// which adapter, and how the work is batched. Every other setting is the
+/// folder's own (its config.json), and giving one with `--resume` is an error.
+pub const RESUME_OVERRIDES: [&str; 4] = ["data_dir", "checkpoint_dir", "adapter", "variants_per_batch"];
+
+/// The command line as the binary parses it: [`Cli`], with `--resume`
+/// refusing every sweep setting but [`RESUME_OVERRIDES`].
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let fixed: Vec<clap::Id> = cmd
+        .get_arguments()
+        .map(|a| a.get_id().clone())
+        .filter(|id| !["resume", "help", "version"].contains(&id.as_str()) && !RESUME_OVERRIDES.contains(&id.as_str()))
+        .collect();
+    cmd.mut_arg("resume", |a| a.conflicts_with_all(fixed))
+}
+
+/// Parses the process's arguments with [`command`], exiting with clap's
+/// message on bad ones.
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.sweep.data_dir_given = matches!(matches.value_source("data_dir"), Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable));
+    cli
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// List the GPU adapters wgpu finds (best first) and say which --device auto picks.
@@ -138,13 +166,21 @@ pub struct SweepArgs {
     pub dataset: Option<DatasetId>,
 
     /// Continue the interrupted run in DIR with its own settings (config.json):
-    /// variants already in its results.csv are kept, the rest are scored.
+    /// variants already in its results.csv are kept, the rest are scored. Only
+    /// --data-dir, --checkpoint-dir, --adapter and --variants-per-batch may be
+    /// given with it (relative paths in config.json are taken from the folder
+    /// the run was started in).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "dataset", "out"])]
     pub resume: Option<PathBuf>,
 
     /// Folder holding the datasets (churn/, magic/, california/, mv/, fashion-mnist/, cifar-100/; see datasets/README.md).
     #[arg(long, env = "SWEEP_DATA_DIR", default_value = "datasets")]
     pub data_dir: PathBuf,
+
+    /// Whether --data-dir (or SWEEP_DATA_DIR) was given rather than defaulted:
+    /// set by [`parse`], for --resume.
+    #[arg(skip)]
+    pub data_dir_given: bool,
 
     /// Output folder [default: results/<model>-<dataset>-<UTC time>]. One that holds a run is
     /// continued only with the settings that made it.
@@ -423,7 +459,18 @@ mod tests {
 
     #[test]
     fn cli_is_well_formed() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    #[test]
+    fn resume_refuses_settings_but_takes_where_things_are() {
+        let parse = |args: &[&str]| command().try_get_matches_from(std::iter::once("sweep-gpu").chain(args.iter().copied()));
+        for flag in [&["--bits", "4"][..], &["--methods", "midrise"], &["--epochs", "5"], &["--seed", "2"], &["--device", "cpu"], &["--retrain"]] {
+            let e = parse(&[&["--resume", "r"], flag].concat()).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict, "{flag:?}");
+            assert!(e.to_string().contains(flag[0]), "{e}");
+        }
+        let ok = parse(&["--resume", "r", "--data-dir", "d", "--checkpoint-dir", "c", "--adapter", "x", "--variants-per-batch", "3"]);
+        assert!(ok.is_ok(), "{ok:?}");
     }
 }

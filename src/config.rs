@@ -97,19 +97,34 @@ fn default_bn() -> BnMode {
 }
 
 impl Config {
-    /// The settings of an earlier run, read from its config.json, to resume it.
-    pub fn for_resume(dir: &std::path::Path) -> Result<Config> {
+    /// The settings of an earlier run, read from its config.json, to resume it,
+    /// with the places and batching `a` gives ([`crate::cli::RESUME_OVERRIDES`]).
+    /// A relative data or checkpoint folder is taken from the folder the run
+    /// was started in, where config.json records it and the path is there.
+    pub fn for_resume(dir: &std::path::Path, a: &SweepArgs) -> Result<Config> {
         let info = crate::report::read_info(dir)?;
+        let started_in = info.working_dir;
+        let resolve = |p: PathBuf| {
+            if p.is_absolute() || started_in.as_os_str().is_empty() {
+                return p;
+            }
+            let there = started_in.join(&p);
+            if there.exists() || !p.exists() { there } else { p }
+        };
         let mut config = info.config;
         config.out = dir.to_path_buf();
         config.retrain = false;
         config.dry_run = false;
+        config.data_dir = if a.data_dir_given { a.data_dir.clone() } else { resolve(config.data_dir) };
+        config.checkpoint_dir = a.checkpoint_dir.clone().unwrap_or_else(|| resolve(config.checkpoint_dir));
+        config.adapter = a.adapter.clone().or(config.adapter);
+        config.variants_per_batch = a.variants_per_batch.or(config.variants_per_batch);
         Ok(config)
     }
 
     pub fn from_args(a: &SweepArgs) -> Result<Config> {
         if let Some(dir) = &a.resume {
-            return Config::for_resume(dir);
+            return Config::for_resume(dir, a);
         }
         let model = a.model.ok_or_else(|| Error::config("--model", "is required"))?;
         let dataset = a.dataset.ok_or_else(|| Error::config("--dataset", "is required"))?;

@@ -1,8 +1,6 @@
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
     quiet_mesa();
-    let cli = sweep_gpu::cli::Cli::parse();
+    let cli = sweep_gpu::cli::parse();
     match sweep_gpu::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

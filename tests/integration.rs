@@ -1273,6 +1273,40 @@ fn run_folders_are_locked_checked_and_read_gzipped() {
     assert!(!out.join("results.csv").exists());
 }
 
+/// A run started with relative paths resumes from any folder, and --resume
+/// takes another data or checkpoint folder (and nothing that changes results).
+#[test]
+fn resume_finds_relative_paths_and_takes_only_places() {
+    let data = tabular_dir(200);
+    let work = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(data.path(), work.path().join("data")).unwrap();
+    let o = sweep_gpu()
+        .current_dir(work.path())
+        .args(["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--bits", "2,4", "--methods", "uniform-nearest", "--epochs", "1"])
+        .args(["--data-dir", "data", "--out", "runs/r", "--checkpoint-dir", "ck"])
+        .env("SWEEP_GPU_ABORT_AFTER_BATCHES", "1")
+        .args(["--variants-per-batch", "1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the hook must kill the run");
+    let out = work.path().join("runs/r");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let resume = |extra: &[&str]| sweep_gpu().current_dir(elsewhere.path()).env_remove("SWEEP_DATA_DIR").args(["--resume", out.to_str().unwrap()]).args(extra).output().unwrap();
+
+    // another data folder is taken (and this one is not there)
+    let o = resume(&["--data-dir", "/nonexistent-data"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("/nonexistent-data"), "{stderr}");
+    // settings are refused
+    let o = resume(&["--bits", "4"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("cannot be used with"), "{o:?}");
+    // from another folder: data and checkpoint found where the run started
+    let o = resume(&[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && stderr.contains("reusing checkpoint"), "{stderr}");
+    assert_eq!(sweep_gpu::report::read_results(&out.join("results.csv"), false).unwrap().len(), 2);
+}
+
 #[test]
 fn two_shards_merged_equal_one_run() {
     let data = tabular_dir(250);

@@ -131,6 +131,10 @@ pub struct RunInfo {
     /// and `checkpoint` above are the fine-tuning's)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qat_start: Option<QatStart>,
+    /// the folder the run was started in: relative paths in `config` are
+    /// from there (empty in runs made before it was recorded)
+    #[serde(default)]
+    pub working_dir: PathBuf,
     /// a `merge`'s output: the shard folders it joined
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<PathBuf>,
@@ -710,6 +714,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         weights_sha256: weights.sha256(),
         restarts,
         qat_start,
+        working_dir: std::env::current_dir().unwrap_or_default(),
         merged_from: Vec::new(),
         grid: grid.clone(),
         variants: variants.len(),
