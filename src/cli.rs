@@ -155,6 +155,16 @@ pub enum ScopeChoice {
     EachLayer,
 }
 
+impl ScopeChoice {
+    /// The name --scope takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScopeChoice::All => "all",
+            ScopeChoice::EachLayer => "each-layer",
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct SweepArgs {
     /// Model to train (or load) and sweep.

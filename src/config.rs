@@ -159,6 +159,13 @@ impl Config {
         if a.seeds == 0 {
             return Err(Error::config("--seeds", "must be at least 1"));
         }
+        // the rounding seeds run seed..seed+N-1, the restarts' init seeds K..K+N-1: within u32
+        if a.seed.checked_add(a.seeds - 1).is_none() {
+            return Err(Error::config("--seed", format!("{} with --seeds {} runs past {}: the rounding seeds are --seed, --seed + 1, ...", a.seed, a.seeds, u32::MAX)));
+        }
+        if a.init_seed.unwrap_or(a.seed).checked_add(a.restarts - 1).is_none() {
+            return Err(Error::config("--init-seed", format!("{} with --restarts {} runs past {}: the restarts train init seeds K, K + 1, ...", a.init_seed.unwrap_or(a.seed), a.restarts, u32::MAX)));
+        }
         if a.batch_size == Some(0) {
             return Err(Error::config("--batch-size", "must be at least 1"));
         }

@@ -1106,7 +1106,7 @@ fn an_output_folder_is_continued_only_with_the_settings_that_made_it() {
     let refused_with = |o: std::process::Output, needles: &[&str]| {
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && !stderr.contains("panicked"), "{stderr}");
-        for n in ["results.csv", "holds a run with"].iter().chain(needles) {
+        for n in ["results.csv"].iter().chain(needles) {
             assert!(stderr.contains(n), "missing {n:?} in: {stderr}");
         }
         // refused before any training, and nothing written
@@ -1114,21 +1114,21 @@ fn an_output_folder_is_continued_only_with_the_settings_that_made_it() {
         assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), rows);
     };
     // another grid, or another model from other training settings: two runs in one results.csv
-    refused_with(run("4", "1"), &["bits [2,3] (here [4])", "--resume"]);
-    refused_with(run("2,3", "2"), &["epochs 1 (here 2)", "--resume"]);
+    refused_with(run("4", "1"), &["holds a run with", "bits [2,3] (here [4])", "--resume"]);
+    refused_with(run("2,3", "2"), &["holds a run with", "epochs 1 (here 2)", "--resume"]);
     // the same settings on other data
     let other = tabular_dir(210);
-    refused_with(run_on(other.path(), "2,3", "1"), &["other data", "point --data-dir at the files it used"]);
+    refused_with(run_on(other.path(), "2,3", "1"), &["holds a run with", "other data", "point --data-dir at the files it used"]);
     // the same settings continue the run (here: nothing left to score)
     let same = run("2,3", "1");
     let stderr = String::from_utf8_lossy(&same.stderr);
     assert!(same.status.success() && stderr.contains("nothing left to score"), "{stderr}");
     assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), rows);
-    // rows of another grid without a config.json beside them are refused too
+    // rows without a config.json beside them are refused before training,
+    // and no config.json is written that would claim them
     std::fs::remove_file(out.join("config.json")).unwrap();
-    let o = run("4", "1");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && stderr.contains("another run") && stderr.contains("not in this grid"), "{stderr}");
+    refused_with(run("4", "1"), &["no config.json beside it"]);
+    assert!(!out.join("config.json").exists());
 }
 
 /// Float tolerance between batched and one-at-a-time scoring: the same
@@ -1468,6 +1468,33 @@ fn an_output_folder_that_cannot_be_created_is_an_error_before_any_work() {
     ]);
     assert!(e.contains(out.to_str().unwrap()) || e.contains(file.to_str().unwrap()), "{e}");
     assert!(!e.contains("training"), "must fail before training: {e}");
+
+    // a file where a folder belongs: named as such, before any work
+    let d = data.path().to_str().unwrap();
+    let f = file.to_str().unwrap();
+    let base = ["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu"];
+    let fresh = work.path().join("fresh");
+    let o = fresh.to_str().unwrap();
+    for (args, flag) in [
+        (vec!["--data-dir", d, "--out", f], "give --out a folder"),
+        (vec!["--data-dir", d, "--out", o, "--checkpoint-dir", f], "give --checkpoint-dir a folder"),
+        (vec!["--data-dir", f, "--out", o], "is a file, not the data folder"),
+    ] {
+        let e = run_fail(&[&base[..], &args].concat());
+        assert!(e.contains(f) && e.contains(flag) && !e.contains("training"), "{e}");
+        assert!(!fresh.exists(), "no --out folder is left behind: {e}");
+    }
+
+    // rows without the config.json that says which run wrote them are not continued
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(fresh.join("results.csv"), b"variant_id\n").unwrap();
+    let e = run_fail(&[&base[..], &["--data-dir", d, "--out", o]].concat());
+    assert!(e.contains("no config.json beside it") && !e.contains("training"), "{e}");
+    assert!(!fresh.join("config.json").exists());
+
+    // seeds past u32
+    let e = run_fail(&[&base[..], &["--data-dir", d, "--seed", "4294967295", "--seeds", "3"]].concat());
+    assert!(e.contains("--seed") && e.contains("runs past 4294967295"), "{e}");
 }
 
 /// Small valid inputs of every format sweep-gpu reads, the seeds of the

@@ -183,6 +183,12 @@ pub fn load(id: DatasetId, dir: &Path, seed: u64) -> Result<Dataset> {
 /// `options` apply to the image datasets only (see [`images::build`]).
 pub fn load_with(id: DatasetId, dir: &Path, options: &LoadOptions) -> Result<Dataset> {
     let seed = options.seed;
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::File {
+            path: dir.to_path_buf(),
+            message: "is a file, not the data folder; pass --data-dir or set SWEEP_DATA_DIR to the folder that holds churn/, magic/, ...".into(),
+        });
+    }
     if !dir.is_dir() {
         return Err(Error::MissingFile {
             path: dir.to_path_buf(),

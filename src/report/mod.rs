@@ -125,10 +125,10 @@ fn qat_row(info: &RunInfo, metric: &str) -> String {
         return String::new();
     };
     format!(
-        "fine-tuned as {} from {} (trained {} epochs, weights from epoch {:.2}); before it: test {metric} {} at fp32, {} as {}",
+        "fine-tuned as {} from {} (trained {}, weights from epoch {:.2}); before it: test {metric} {} at fp32, {} as {}",
         q.describe(),
         start.checkpoint.display(),
-        start.training.epochs,
+        crate::train::epochs_text(start.training.epochs),
         start.training_summary.best_epoch,
         fmt_metric(start.fp32_value, metric),
         fmt_metric(start.quantized_value, metric),
@@ -201,9 +201,9 @@ fn markdown(info: &RunInfo, s: &Summary, plots: &[(String, String, String)], hea
                 )
             },
         ),
-        ("training", format!("{} epochs, batch {}, Adam lr {}, seed {}; kept the weights at epoch {:.2} (best on validation){}", info.training.epochs, info.training.batch_size, info.training.learning_rate, info.training.seed, info.training_summary.best_epoch, trained_where(info))),
+        ("training", format!("{}, batch {}, Adam lr {}, seed {}; kept the weights at epoch {:.2} (best on validation){}", crate::train::epochs_text(info.training.epochs), info.training.batch_size, info.training.learning_rate, info.training.seed, info.training_summary.best_epoch, trained_where(info))),
         ("quantization-aware training", qat_row(info, &s.metric)),
-        ("grid", format!("{} variants: methods {}, bits {:?}, granularity {}, {} seed(s) per stochastic setting, scope {:?}{}, bias {}", info.variants, c.methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "), c.bits, c.granularities.iter().map(|g| g.name()).collect::<Vec<_>>().join(","), c.seeds, c.scope, mixed_scopes(info), c.bias.name()) + &c.clip.map_or(String::new(), |clip| format!(", {}", clip.describe())) + &c.rescale.describe().map_or(String::new(), |r| format!(", {r}")) + &c.bias_correct.describe().map_or(String::new(), |b| format!(", {b}"))),
+        ("grid", format!("{} variants: methods {}, bits {:?}, granularity {}, {} seed(s) per stochastic setting, scope {}{}, bias {}", info.variants, c.methods.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "), c.bits, c.granularities.iter().map(|g| g.name()).collect::<Vec<_>>().join(","), c.seeds, c.scope.name(), mixed_scopes(info), c.bias.name()) + &c.clip.map_or(String::new(), |clip| format!(", {}", clip.describe())) + &c.rescale.describe().map_or(String::new(), |r| format!(", {r}")) + &c.bias_correct.describe().map_or(String::new(), |b| format!(", {b}"))),
         ("scored", format!("{} of {} variants", s.variants, info.variants)),
         (
             "fp32 baseline",

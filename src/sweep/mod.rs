@@ -273,10 +273,7 @@ fn train_or_load_one(
     if let Some(note) = earlier.and_then(|e| retraining_note(config, e, &dir, compute)) {
         progress.log(&note);
     }
-    let epochs = match settings.epochs {
-        1 => "1 epoch".to_string(),
-        n => format!("{n} epochs"),
-    };
+    let epochs = train::epochs_text(settings.epochs);
     let schedule = format!(
         "batch {}, Adam lr {}{}{}{}{}",
         settings.batch_size,
@@ -653,11 +650,9 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         return Ok(Outcome { out: config.out.clone(), summary: None, variants: total, scored: 0, scoring_seconds: 0.0 });
     }
 
-    // fail on an unwritable output folder before spending time on training
-    std::fs::create_dir_all(&config.out).map_err(|e| Error::Results {
-        path: config.out.clone(),
-        message: format!("cannot create the output folder: {e}"),
-    })?;
+    // fail on an unwritable checkpoint or output folder before spending time on training
+    create_folder(&config.checkpoint_dir, "--checkpoint-dir")?;
+    create_folder(&config.out, "--out")?;
     let _lock = report::lock_folder(&config.out, "choose another --out")?;
     if !config.out.join("results.csv").exists() && config.out.join("results.csv.gz").is_file() {
         return Err(Error::Results {
@@ -932,6 +927,19 @@ pub fn scoring_bench(choice: DeviceChoice, adapter: Option<&str>, data_dir: &std
     Ok(benches)
 }
 
+/// Creates the folder `path` that `flag` names, or says why it cannot.
+fn create_folder(path: &std::path::Path, flag: &str) -> Result<()> {
+    let message = if path.exists() && !path.is_dir() {
+        format!("is a file, not a folder: give {flag} a folder")
+    } else {
+        match std::fs::create_dir_all(path) {
+            Ok(()) => return Ok(()),
+            Err(e) => format!("cannot create this folder ({flag}): {e}"),
+        }
+    };
+    Err(Error::Results { path: path.to_path_buf(), message })
+}
+
 /// Settings that change nothing in results.csv: where things go, and how the
 /// work is batched.
 const SETTINGS_WITHOUT_EFFECT: [&str; 7] = ["out", "checkpoint_dir", "retrain", "variants_per_batch", "dry_run", "data_dir", "adapter"];
@@ -943,8 +951,14 @@ const SETTINGS_WITHOUT_EFFECT: [&str; 7] = ["out", "checkpoint_dir", "retrain", 
 /// weights are known.
 fn check_earlier_run(config: &Config, dataset: &Dataset) -> Result<Option<RunInfo>> {
     let results = config.out.join("results.csv");
-    if !results.is_file() || !config.out.join("config.json").is_file() {
+    if !results.is_file() {
         return Ok(None);
+    }
+    if !config.out.join("config.json").is_file() {
+        return Err(Error::Results {
+            path: results,
+            message: "has no config.json beside it, so the run that wrote these rows is unknown; move them away or choose a new --out".into(),
+        });
     }
     report::results::check_appendable(&results)?;
     let earlier = report::read_info(&config.out)?;
@@ -1171,7 +1185,7 @@ pub fn merge(dirs: &[PathBuf], out: &std::path::Path) -> Result<Option<report::S
     }
     rows.sort_by_key(|r| order[&r.variant_id]);
     check_merge_target(dirs, out, first)?;
-    std::fs::create_dir_all(out).map_err(|e| err(out, format!("cannot create the output folder: {e}")))?;
+    create_folder(out, "--out")?;
     let _lock = report::lock_folder(out, "choose another --out")?;
     let mut merged = first.clone();
     merged.config.shard = None;

@@ -69,6 +69,11 @@ impl TrainSettings {
     }
 }
 
+/// "1 epoch", "3 epochs".
+pub fn epochs_text(n: usize) -> String {
+    if n == 1 { "1 epoch".into() } else { format!("{n} epochs") }
+}
+
 /// The learning rate at `step` of `total` under the one-cycle schedule.
 pub fn one_cycle_lr(step: usize, total: usize, max_lr: f64) -> f64 {
     let warm = ((total as f64) * 0.3).max(1.0);
