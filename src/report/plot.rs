@@ -133,14 +133,14 @@ where
         ))
         .map_err(|x| e(&x))?
         .label(format!("fp32 ({fp32:.4})"))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
+        .legend(|(x, y)| dashed_sample((x, y), BLACK.stroke_width(1)));
     if let Some(start) = summary.reference_value {
         let grey = RGBColor(120, 120, 120);
         chart
             .draw_series(DashedLineSeries::new(vec![(bmin as f64 - 0.3, start), (bmax as f64 + 0.3, start)], 3, 4, grey.stroke_width(2)))
             .map_err(|x| e(&x))?
             .label(format!("the start's fp32 ({start:.4})"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(2)));
+            .legend(move |(x, y)| dashed_sample((x, y), grey.stroke_width(2)));
     }
     chart
         .configure_series_labels()
@@ -265,6 +265,12 @@ pub fn layer_heatmap(dir: &Path, stem: &str, summary: &Summary, granularity: &st
     draw_heatmap(SVGBackend::new(&svg, size).into_drawing_area(), summary, granularity).map_err(|m| err(&svg, m))?;
     draw_heatmap(BitMapBackend::new(&png, size).into_drawing_area(), summary, granularity).map_err(|m| err(&png, m))?;
     Ok(())
+}
+
+/// A legend's 20-pixel sample of a dashed line: two dashes, as the plotted
+/// line is drawn (a solid sample read as another series).
+fn dashed_sample<'a, DB: DrawingBackend + 'a>((x, y): (i32, i32), style: ShapeStyle) -> impl IntoDynElement<'a, DB, (i32, i32)> + use<'a, DB> {
+    EmptyElement::at((x, y)) + PathElement::new(vec![(0, 0), (8, 0)], style) + PathElement::new(vec![(12, 0), (20, 0)], style)
 }
 
 #[cfg(test)]
