@@ -198,7 +198,8 @@ fn human(x: f64) -> String {
 impl std::fmt::Display for QuantBench {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "quantizer throughput on {}", self.adapter)?;
-        writeln!(f, "  model: {} weights (ResNet9-sized), {} variants ({} methods x bits 1..=16)", self.weights, self.variants, self.methods.len())?;
+        let size = if self.weights >= 6_000_000 { "ResNet9-sized".to_string() } else { format!("{:.3} of ResNet9", self.weights as f64 / 6.57e6) };
+        writeln!(f, "  model: {} weights ({size}), {} variants ({} methods x bits 1..=16)", self.weights, self.variants, self.methods.len())?;
         for (name, r) in [("GPU (WGSL)", &self.gpu), (&format!("CPU reference ({} threads)", self.cpu_threads)[..], &self.cpu_reference)] {
             writeln!(f, "  {name:<28} {:>8.3} s  {}weights/s  {}B/s", r.seconds, human(r.weights_per_second), human(r.bytes_per_second))?;
         }
@@ -331,7 +332,7 @@ impl std::fmt::Display for ScoringBench {
         };
         let rounds = if self.rounds == 1 { "1 round".to_string() } else { format!("median of {} rounds", self.rounds) };
         writeln!(f, "  {} variants, {}FLOP each; {rounds}", self.variants, human(self.flop_per_variant))?;
-        for (name, r) in [("one at a time", &self.one_at_a_time), (&format!("batched ({} per launch)", self.batch_size)[..], &self.batched)] {
+        for (name, r) in [("one at a time", &self.one_at_a_time), (&format!("batched ({} per launch)", self.batch_size.min(self.variants))[..], &self.batched)] {
             write!(f, "  {name:<28} {:>8.3} s  {:>9.1} variants/s  {}FLOP/s", r.seconds, r.variants_per_second, human(r.flop_per_second))?;
             if self.rounds > 1 {
                 write!(f, "  (rounds: {} variants/s)", range(&r.variants_per_second_per_round, 1))?;

@@ -79,7 +79,7 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        /// Fraction of the ResNet9-sized model to use (1 = 6.57 M weights).
+        /// Fraction of the ResNet9-sized model to use, in (0, 1] (1 = 6.57 M weights).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
         /// Choose the GPU adapter whose name contains this text.
@@ -347,11 +347,11 @@ pub struct SweepArgs {
     #[arg(long)]
     pub no_augment: bool,
 
-    /// Use only the first N training images (seeded order), to make a run fit a CPU.
+    /// Use only the first N training images or rows (seeded order), to make a run fit a CPU.
     #[arg(long, value_name = "N")]
     pub train_limit: Option<usize>,
 
-    /// Score on only the first N validation and test images.
+    /// Score on only the first N validation and test images or rows.
     #[arg(long, value_name = "N")]
     pub eval_limit: Option<usize>,
 
@@ -367,7 +367,8 @@ pub struct SweepArgs {
     #[arg(long)]
     pub variants_per_batch: Option<usize>,
 
-    /// Print the grid's size and stop.
+    /// Load the data, print the grid's size and an estimate of the scoring time (measured on a
+    /// sample), and stop: nothing is trained or written.
     #[arg(long)]
     pub dry_run: bool,
 

@@ -201,6 +201,17 @@ impl Config {
                 ));
             }
         }
+        // conv-only settings on a dense net would be recorded in every row while changing nothing
+        if !model.is_conv() {
+            let conv_only = [
+                (a.bn != BnMode::Fold).then_some("--bn"),
+                a.no_augment.then_some("--no-augment"),
+                a.no_one_cycle.then_some("--no-one-cycle"),
+            ];
+            if let Some(flag) = conv_only.into_iter().flatten().next() {
+                return Err(Error::config(flag, format!("applies to the conv nets (cnn, resnet9); {model} has no BatchNorm and trains without augmentation or one-cycle")));
+            }
+        }
         if a.bias_correct != BiasCorrect::None && model.is_conv() && a.bn == BnMode::Pool {
             return Err(Error::config("--bias-correct", "adds to the f32 conv biases; --bn pool quantizes BatchNorm's shift with the weights: use --bn fold or keep"));
         }

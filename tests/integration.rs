@@ -1492,6 +1492,12 @@ fn an_output_folder_that_cannot_be_created_is_an_error_before_any_work() {
     assert!(e.contains("no config.json beside it") && !e.contains("training"), "{e}");
     assert!(!fresh.join("config.json").exists());
 
+    // conv-only settings on a dense net
+    for flag in [&["--bn", "pool"][..], &["--no-augment"], &["--no-one-cycle"]] {
+        let e = run_fail(&[&base[..], &["--data-dir", d], flag].concat());
+        assert!(e.contains(flag[0]) && e.contains("applies to the conv nets"), "{e}");
+    }
+
     // seeds past u32
     let e = run_fail(&[&base[..], &["--data-dir", d, "--seed", "4294967295", "--seeds", "3"]].concat());
     assert!(e.contains("--seed") && e.contains("runs past 4294967295"), "{e}");
