@@ -11,7 +11,10 @@
 //! - `midrise`: k = floor(w/delta) ([`floor_div`]: floor(w * (1/delta)), checked by the
 //!   sign of w - k·delta), delta = (hi-lo)/K; code = clamp(k - floor(lo/delta), 0, K-1);
 //!   value = (floor(lo/delta) + code + 0.5) * delta. The clamp keeps at most K levels; the
-//!   study's unclamped form can produce K+1 (the top value hi lands in bin K).
+//!   study's unclamped form can produce K+1 (the top value hi lands in bin K). The floors
+//!   are exact while they have at most 12 significant bits (every group that straddles 0,
+//!   up to 11 bits); a group far from 0 against its range (|lo| / delta past 2^24, e.g.
+//!   [1.0, 1.001] at 16 bits) is beyond what f32 integers hold, and its codes may be a bin off.
 //! - `lloyd`: Lloyd-Max levels, 1-D k-means on the group in f64 ([`lloyd_levels`]): from
 //!   L(i) = lo + i (hi-lo)/(K-1), at most [`LLOYD_ITERATIONS`] rounds of "each value to its
 //!   nearest level (a tie to the larger), each level to the mean of its values (an empty
@@ -28,7 +31,10 @@
 //!
 //! Rounding onto L, with j = the largest index with L(j) <= w (0 when none):
 //! - `nearest`: j + 1 when (w - L(j)) >= (L(j+1) - w), else j: the closest level, an exact
-//!   tie going to the larger level.
+//!   tie going to the larger level. The two distances are f32 differences, so for a w
+//!   within an ULP or so of the midpoint the rounded distances decide (1 bit on
+//!   [-1, 0.99999994, 3]: both round to 2, and 0.99999994 goes to 3 though -1 is 2^-23
+//!   closer); the shaders compute the same differences and decide the same.
 //! - `stochastic`: j + 1 when u * (L(j+1) - L(j)) < w - L(j), else j, with u in [0, 1) from
 //!   `uniform_draw(seed, stream, tensor, element)`: P(j+1) = (w - L(j)) / (L(j+1) - L(j)).
 //!
