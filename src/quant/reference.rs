@@ -13,7 +13,7 @@
 //!   value = (floor(lo/delta) + code + 0.5) * delta. The clamp keeps at most K levels; the
 //!   study's unclamped form can produce K+1 (the top value hi lands in bin K). The floors
 //!   are exact while they have at most 12 significant bits (every group that straddles 0,
-//!   up to 11 bits); a group far from 0 against its range (|lo| / delta past 2^24, e.g.
+//!   up to 12 bits); a group far from 0 against its range (|lo| / delta past 2^24, e.g.
 //!   [1.0, 1.001] at 16 bits) is beyond what f32 integers hold, and its codes may be a bin off.
 //! - `lloyd`: Lloyd-Max levels, 1-D k-means on the group in f64 ([`lloyd_levels`]): from
 //!   L(i) = lo + i (hi-lo)/(K-1), at most [`LLOYD_ITERATIONS`] rounds of "each value to its
