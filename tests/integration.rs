@@ -887,6 +887,14 @@ fn sweep_on_the_cpu_writes_every_output_and_reuses_its_checkpoint() {
     // 2 bit widths x (2 deterministic + 1 stochastic x 2 seeds)
     assert_eq!(rows.len(), 8);
     assert!(rows.iter().all(|r| r.device == "cpu" && r.metric == "accuracy" && r.adapter.contains("flex")));
+    // size by hand: mlp-simple on churn is 13x10 and 10x2 weights, 10 + 2 f32
+    // biases; each weight layer is one group whose uniform or midrise levels
+    // take lo and hi (8 bytes)
+    for r in &rows {
+        let b = r.bits as usize;
+        assert_eq!(r.size_bytes, (130 * b).div_ceil(8) + (20 * b).div_ceil(8) + 2 * 8 + 4 * 12, "{r:?}");
+        assert_eq!(r.fp32_size_bytes, 4 * (150 + 12), "{r:?}");
+    }
     let png = std::fs::read(out.join("accuracy_vs_bits_layer.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
 
