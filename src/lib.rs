@@ -90,6 +90,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Report { dir }) => {
             if report::folder_busy(&dir) {
                 println!("note: a sweep-gpu process is still writing to {}: this report covers the rows written so far", dir.display());
+            } else if report::results::ends_torn(&report::results_file(&dir)) {
+                println!("note: the last line of {} is incomplete (a run was killed while writing it) and is left out; --resume cuts it and scores that variant again", report::results_file(&dir).display());
             }
             let summary = report::write_all(&dir)?;
             match summary {

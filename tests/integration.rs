@@ -1083,6 +1083,9 @@ fn a_killed_sweep_resumes_to_exactly_the_rows_of_an_uninterrupted_one() {
         // a row torn by a kill mid-write
         let mut f = std::fs::OpenOptions::new().append(true).open(out.join("results.csv")).unwrap();
         std::io::Write::write_all(&mut f, b"uniform-nearest:9:layer:-:all,mlp-simple,tele").unwrap();
+        // report leaves the torn row out, and says so
+        let rep = sweep_gpu().args(["report", out.to_str().unwrap()]).output().unwrap();
+        assert!(rep.status.success() && String::from_utf8_lossy(&rep.stdout).contains("is incomplete"), "{rep:?}");
         let resumed = sweep_gpu().args(["--resume", out.to_str().unwrap()]).output().unwrap();
         let stderr = String::from_utf8_lossy(&resumed.stderr);
         assert!(resumed.status.success(), "{stderr}");

@@ -133,6 +133,18 @@ pub fn read_results(path: &Path, repair: bool) -> Result<Vec<ResultRow>> {
     parse_results(path, &text)
 }
 
+/// Whether the plain results.csv at `path` ends in an incomplete line (a
+/// gzipped one is read whole; a missing one is not torn).
+pub fn ends_torn(path: &Path) -> bool {
+    use std::io::{Seek, SeekFrom};
+    if path.extension().is_some_and(|e| e == "gz") {
+        return false;
+    }
+    let Ok(mut f) = File::open(path) else { return false };
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::End(-1)).is_ok() && std::io::Read::read_exact(&mut f, &mut last).is_ok() && last[0] != b'\n'
+}
+
 /// Parses the complete lines of a results.csv (`path` only names it in errors).
 pub fn parse_results(path: &Path, text: &str) -> Result<Vec<ResultRow>> {
     let mut rows = Vec::new();
