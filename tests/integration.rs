@@ -142,6 +142,17 @@ fn labels_out_of_range_are_refused() {
     let text = churn_csv(10).replacen("France", "Narnia", 1);
     write(d.path(), "churn/Churn_Modelling.csv", text.as_bytes());
     assert!(err_text(DatasetId::Churn, d.path()).contains("Geography"));
+
+    // the line named is the file's line, blank lines counted, CRLF or LF
+    let mut lines: Vec<String> = churn_csv(10).split("\r\n").map(String::from).collect();
+    lines.insert(3, String::new());
+    lines[6] = lines[6].replacen("France", "Narnia", 1).replacen("Spain", "Narnia", 1).replacen("Germany", "Narnia", 1);
+    for end in ["\r\n", "\n"] {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "churn/Churn_Modelling.csv", lines.join(end).as_bytes());
+        let e = err_text(DatasetId::Churn, d.path());
+        assert!(e.contains("line 7:") && e.contains("Narnia"), "{end:?}: {e}");
+    }
 }
 
 #[test]

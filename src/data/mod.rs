@@ -232,7 +232,9 @@ pub fn load_with(id: DatasetId, dir: &Path, options: &LoadOptions) -> Result<Dat
 }
 
 /// California as the study prepared it: 6 features (housingMedianAge..medianIncome),
-/// target in thousands of dollars, rows within the 5th..95th target percentiles.
+/// target in thousands of dollars, rows within the 5th..95th target percentiles
+/// (linear interpolation as numpy's, both bounds kept), over all rows before the
+/// split, as the study filtered.
 fn california_study_filter(raw: &mut RawTable) {
     let cols = raw.features();
     let keep_cols = 2..8;
@@ -263,8 +265,8 @@ fn build(
     let task = id.task();
     let cols = raw.features();
     let [train_rows, valid_rows, test_rows] = prep::split_indices(raw.rows(), seed);
-    if train_rows.is_empty() || test_rows.is_empty() {
-        return Err(Error::file(&files[0], format!("only {} rows: too few to split 60/20/20", raw.rows())));
+    if train_rows.is_empty() || valid_rows.is_empty() || test_rows.is_empty() {
+        return Err(Error::file(&files[0], format!("only {} rows: too few to split 60/20/20 (5 give each part a row)", raw.rows())));
     }
     let x_scaler = Scaler::fit(x_kind, &raw.x, cols, &train_rows);
     let target_scaler = match task {

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 /// Row indices of a seeded 60/20/20 train/validation/test split of `n` rows.
 pub fn split_indices(n: usize, seed: u64) -> [Vec<usize>; 3] {
     let mut idx: Vec<usize> = (0..n).collect();
-    // Xoshiro256++ is a fixed, documented algorithm: the split of a seed is the
-    // same on every machine and rand release.
+    // Xoshiro256++ is a fixed, documented algorithm, and Cargo.lock pins rand
+    // (0.10), whose shuffle draws from it: the split of a seed is the same on
+    // every machine (a rand release that changes its shuffle would change it).
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5eed_5b1f_0000_0000);
     idx.shuffle(&mut rng);
     let n_train = n * 3 / 5;
@@ -50,12 +51,20 @@ pub enum ScalerKind {
 
 impl Scaler {
     /// Fits on the rows `rows` of the row-major matrix `x` with `cols` columns.
-    /// A constant column gets scale 1 so that it maps to 0 instead of NaN.
+    /// A column constant over `rows` gets shift = that value and scale 1, so
+    /// that it maps to exactly 0 (its computed variance is rarely exactly 0:
+    /// 6,000 copies of 0.1 give a std of 1e-14, which would blow any other
+    /// value up to 1e13).
     pub fn fit(kind: ScalerKind, x: &[f64], cols: usize, rows: &[usize]) -> Scaler {
         let mut shift = vec![0.0; cols];
         let mut scale = vec![1.0; cols];
         for c in 0..cols {
             let column = rows.iter().map(|&r| x[r * cols + c]);
+            let first = column.clone().next().unwrap_or(0.0);
+            if column.clone().all(|v| v == first) {
+                shift[c] = first;
+                continue;
+            }
             match kind {
                 ScalerKind::Standard => {
                     let n = rows.len() as f64;
@@ -128,5 +137,19 @@ mod tests {
         let s = Scaler::fit(ScalerKind::Standard, &x, 2, &[0, 1]);
         assert_eq!(s.shift, vec![1.0, 10.0]);
         assert_eq!(s.scale, vec![1.0, 1.0]); // column 1 is constant on the fit rows
+    }
+
+    #[test]
+    fn a_constant_column_maps_to_zero_and_keeps_other_values_finite_and_small() {
+        // 6,000 copies of 0.1: the computed mean is 1e-14 off, the variance ~1e-28
+        let n = 6000;
+        let mut x = vec![0.1; n];
+        x.push(0.3);
+        let rows: Vec<usize> = (0..n).collect();
+        for kind in [ScalerKind::Standard, ScalerKind::MinMax] {
+            let s = Scaler::fit(kind, &x, 1, &rows);
+            assert_eq!(s.apply(0.1, 0), 0.0, "{kind:?}");
+            assert!((s.apply(0.3, 0) - 0.2).abs() < 1e-12, "{kind:?}: {}", s.apply(0.3, 0));
+        }
     }
 }

@@ -64,16 +64,15 @@ pub fn parse_churn(path: &Path, text: &str) -> Result<RawTable> {
     names.extend(GEOGRAPHY.iter().map(|g| format!("Geography={g}")));
     names.extend(GENDER.iter().map(|g| format!("Gender={g}")));
 
+    // the file's line a record starts on, from its byte offset: csv's record
+    // and line counts both pass over the blank lines it skips
+    let newlines: Vec<usize> = text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i).collect();
+    let line_at = |p: Option<&csv::Position>| p.map_or(0, |p| newlines.partition_point(|&i| i <= p.byte() as usize) + 1);
     let mut x = Vec::new();
     let mut y = Vec::new();
     for record in reader.records() {
-        // the file has no quoted line breaks, so line = record number + 1 (the
-        // header is record 0, line 1)
-        let record = record.map_err(|e| {
-            let line = e.position().map(|p| p.record() as usize + 1).unwrap_or(0);
-            Error::parse(path, line, format!("malformed CSV row: {e}"))
-        })?;
-        let line = record.position().map(|p| p.record() as usize + 1).unwrap_or(0);
+        let record = record.map_err(|e| Error::parse(path, line_at(e.position()), format!("malformed CSV row: {e}")))?;
+        let line = line_at(record.position());
         if record.len() != headers.len() {
             return Err(Error::parse(path, line, format!("expected {} fields, found {}", headers.len(), record.len())));
         }
