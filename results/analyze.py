@@ -22,6 +22,13 @@ METHODS = ["uniform-nearest", "uniform-stochastic", "histogram-nearest", "histog
 BIAS_CORRECT_SUFFIXES = ("-bcmean", "-bcactive")
 
 
+def within_1pct(value, fp32, higher_is_better):
+    """sweep-gpu's rule (src/report/summary.rs): within 1 % of fp32 on the good
+    side, a value exactly on the line included (the margin widened by 1e-9)."""
+    margin = 0.01 * abs(fp32) * (1 + 1e-9)
+    return value >= fp32 - margin if higher_is_better else value <= fp32 + margin
+
+
 def read_rows(folder):
     """A run's results.csv rows (runs over 2 MB keep it gzipped in git)."""
     plain = os.path.join(ROOT, folder, "results.csv")
@@ -532,7 +539,7 @@ def resnet9_clip_section():
         fp32 = s["fp32_value"]
         cells = [f"{100 * at[('uniform-nearest', b)]['mean']:.1f}" for b in bits]
         # within 1 % from b on, over this table's bit widths (the base run also swept 10-16)
-        within = next((b for b in bits if all(at[("uniform-nearest", c)]["mean"] >= 0.99 * fp32 for c in bits if c >= b)), None)
+        within = next((b for b in bits if all(within_1pct(at[("uniform-nearest", c)]["mean"], fp32, True) for c in bits if c >= b)), None)
         gain = at[("uniform-nearest", 2)].get("weight_gain_mean")
         name = "no clip" if folder == base else folder.rsplit("/", 1)[1]
         print(f"| {name} | " + " | ".join(cells) + f" | {bits_cell(within)} | " + (f"{gain:.3f}" if gain is not None else "—") + " |")
@@ -658,7 +665,7 @@ def qat_section():
         s0, _, _ = summary_of(base)
         metric, ref = s0["metric"], s0["fp32_value"]
         gt = better(metric)
-        within = lambda v: (v >= ref * 0.99) if metric == "accuracy" else (v <= ref * 1.01)
+        within = lambda v: within_1pct(v, ref, metric == "accuracy")
         targets = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(ROOT, base + "-qat", "*", "summary.json")))
         targets.sort(key=lambda t: (t.rsplit("-", 1)[0], int(t.rsplit("-", 1)[1])))
         for folder, label in [(base, "none (post-training)")] + [(os.path.join(base + "-qat", t), t.rsplit("-", 1)[0] + ":" + t.rsplit("-", 1)[1]) for t in targets]:
