@@ -178,6 +178,9 @@ fn colormap(t: f64) -> RGBColor {
     RGBColor(mix(c0.0, c1.0), mix(c0.1, c1.1), mix(c0.2, c1.2))
 }
 
+/// Pixels under the heatmap's panels for its colour bar and its label.
+const COLOUR_BAR_HEIGHT: u32 = 70;
+
 fn draw_heatmap<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, summary: &Summary, granularity: &str) -> std::result::Result<(), String>
 where
     DB::ErrorType: 'static,
@@ -217,6 +220,31 @@ where
             ("sans-serif", 16),
         ))
         .map_err(|x| e(&x))?;
+    // a colour bar under the panels: the relative loss each colour stands for
+    let (body, bar) = body.split_vertically(body.dim_in_pixel().1.saturating_sub(COLOUR_BAR_HEIGHT));
+    let mut key = ChartBuilder::on(&bar)
+        .margin_left(100)
+        .margin_right(100)
+        .margin_bottom(6)
+        .x_label_area_size(30)
+        .build_cartesian_2d(0.0..worst * 100.0, 0.0..1.0)
+        .map_err(|x| e(&x))?;
+    key.configure_mesh()
+        .disable_mesh()
+        .disable_y_axis()
+        .x_desc(format!("relative {} loss against fp32, % (each cell: that layer alone quantized, mean over seeds)", summary.metric))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_style(("sans-serif", 12))
+        .axis_desc_style(("sans-serif", 13))
+        .draw()
+        .map_err(|x| e(&x))?;
+    const STEPS: usize = 200;
+    let step = worst * 100.0 / STEPS as f64;
+    key.draw_series((0..STEPS).map(|i| {
+        let x = i as f64 * step;
+        Rectangle::new([(x, 0.0), (x + step, 1.0)], colormap(1.0 - (i as f64 + 0.5) / STEPS as f64).filled())
+    }))
+    .map_err(|x| e(&x))?;
     let cols = 2usize.min(methods.len()).max(1);
     let rows = methods.len().div_ceil(cols);
     let panels = body.split_evenly((rows, cols));
@@ -258,7 +286,7 @@ where
 pub fn layer_heatmap(dir: &Path, stem: &str, summary: &Summary, granularity: &str) -> Result<()> {
     register_font();
     let methods = summary.settings.iter().map(|s| &s.method).collect::<std::collections::BTreeSet<_>>().len();
-    let size = (1100, 140 + 190 * methods.div_ceil(2) as u32);
+    let size = (1100, 140 + COLOUR_BAR_HEIGHT + 190 * methods.div_ceil(2) as u32);
     let svg = dir.join(format!("{stem}.svg"));
     let png = dir.join(format!("{stem}.png"));
     let err = |path: &Path, m: String| Error::Results { path: path.to_path_buf(), message: format!("cannot draw the heatmap: {m}") };
