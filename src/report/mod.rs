@@ -32,7 +32,8 @@ pub const LOCK_FILE: &str = ".sweep-gpu.lock";
 /// Takes the run folder `dir` (which must exist) for this process, for as
 /// long as the returned file stays open: two processes appending to one
 /// results.csv would tear and mix their rows. The OS drops the lock when the
-/// process ends, however it ends, so a left-over lock file holds nothing.
+/// process ends, however it ends, so a left-over lock file holds nothing. On a
+/// file system that cannot lock, the run goes on unguarded after a note.
 pub fn lock_folder(dir: &Path, what: &str) -> Result<std::fs::File> {
     let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
@@ -42,7 +43,11 @@ pub fn lock_folder(dir: &Path, what: &str) -> Result<std::fs::File> {
             path: dir.to_path_buf(),
             message: format!("another sweep-gpu process is writing to this folder (it holds {LOCK_FILE}); wait for it to end, or {what}"),
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        // a file system without locks (some network mounts): run unguarded, and say so
+        Err(std::fs::TryLockError::Error(e)) => {
+            eprintln!("note: cannot lock {} ({e}); make sure no other sweep-gpu process writes to {}", path.display(), dir.display());
+            Ok(file)
+        }
     }
 }
 
