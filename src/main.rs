@@ -16,7 +16,8 @@ fn main() -> std::process::ExitCode {
                 }
                 source = s.source();
             }
-            std::process::ExitCode::FAILURE
+            // a bad flag exits 2, as clap's own usage errors do; anything else 1
+            if matches!(e, sweep_gpu::Error::Config { .. }) { std::process::ExitCode::from(2) } else { std::process::ExitCode::FAILURE }
         }
     }
 }

@@ -224,6 +224,11 @@ fn bad_flags_exit_non_zero_with_a_message() {
     assert!(e.contains("--bits") && e.contains("outside 1..=16"), "{e}");
     let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--bits", "17"]);
     assert!(e.contains("outside 1..=16"), "{e}");
+    // usage errors exit 2, ours as clap's; a missing file is a failure (1)
+    let code = |args: &[&str]| sweep_gpu().args(args).output().unwrap().status.code();
+    assert_eq!(code(&["--model", "mlp-simple", "--dataset", "churn", "--bits", "0"]), Some(2));
+    assert_eq!(code(&["--model", "mlp-simple", "--dataset", "churn", "--methods", "magic"]), Some(2));
+    assert_eq!(code(&["--model", "mlp-simple", "--dataset", "churn", "--device", "cpu", "--data-dir", "/nonexistent"]), Some(1));
     let e = run_fail(&["--model", "mlp-simple", "--dataset", "churn", "--methods", "magic"]);
     assert!(e.contains("invalid value 'magic'"), "{e}");
     let e = run_fail(&["--model", "resnet1000", "--dataset", "churn"]);
