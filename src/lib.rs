@@ -96,7 +96,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let summary = report::write_all(&dir)?;
             match summary {
                 Some(s) => println!("{}: {} variants; report.md, report.html, summary.json and plots redrawn", dir.display(), s.variants),
-                None => println!("{}: results.csv has no rows yet; nothing redrawn (a summary.json or report.md there is older than these rows)", dir.display()),
+                None => println!("{}: results.csv has no rows yet; nothing redrawn (a summary.json or report.md there was drawn from rows it no longer holds)", dir.display()),
             }
             Ok(())
         }
