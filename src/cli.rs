@@ -351,7 +351,7 @@ pub struct SweepArgs {
     #[arg(long, value_name = "N")]
     pub train_limit: Option<usize>,
 
-    /// Score on only the first N validation and test images or rows.
+    /// Score on only the first N validation and test images (image datasets only).
     #[arg(long, value_name = "N")]
     pub eval_limit: Option<usize>,
 

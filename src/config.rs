@@ -172,6 +172,9 @@ impl Config {
         if a.train_limit == Some(0) || a.eval_limit == Some(0) {
             return Err(Error::config("--train-limit/--eval-limit", "must be at least 1"));
         }
+        if a.eval_limit.is_some() && !dataset.is_image() {
+            return Err(Error::config("--eval-limit", format!("cuts the image datasets' validation and test parts; {dataset}'s are scored whole (drop the flag)")));
+        }
         if let Some(w) = a.weight_decay
             && !(w >= 0.0 && w.is_finite())
         {

@@ -603,6 +603,15 @@ fn quantization_aware_training_is_checked_recorded_and_cached() {
     let (_, _, other) = sweep_and_read(data.path(), work.path(), "other", &[&base[..], &["--qat", "midrise:2", "--qat-epochs", "2"]].concat());
     assert_ne!(other["checkpoint"], info["checkpoint"]);
     assert_eq!(other["qat_start"]["checkpoint"], plain["checkpoint"]);
+    // the fine-tuning is keyed by its start's weights too: a start trained
+    // again under its key to other weights gets a fine-tuning of its own
+    assert_eq!(q["from_sha256"], plain["weights_sha256"]);
+    retrain_elsewhere_at(Path::new(plain["checkpoint"].as_str().unwrap()));
+    let (o, moved) = sweep_into(data.path(), work.path(), "moved", &qat);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && log.lines().any(|l| l.starts_with("quantization-aware training")), "{log}");
+    let moved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(moved.join("config.json")).unwrap()).unwrap();
+    assert_ne!(moved["checkpoint"], info["checkpoint"]);
 }
 
 /// Adam at lr 1e-3 and nothing else: no schedule, decay, clipping or augmentation.
@@ -633,6 +642,7 @@ fn uniform_nearest_target(bits: u32, granularity: sweep_gpu::quant::Granularity,
         rescale: Default::default(),
         bn,
         from: "test".into(),
+        from_sha256: String::new(),
     }
 }
 
@@ -869,12 +879,16 @@ fn the_checkpoint(root: &Path) -> PathBuf {
 /// The one checkpoint under `root` trained again elsewhere, as a CPU with other
 /// caches trains a conv net: the same key and meta, one weight an ulp off.
 fn retrain_elsewhere(root: &Path) {
+    retrain_elsewhere_at(&the_checkpoint(root));
+}
+
+/// [`retrain_elsewhere`] for the checkpoint in `dir`.
+fn retrain_elsewhere_at(dir: &Path) {
     use sweep_gpu::train::checkpoint;
-    let dir = the_checkpoint(root);
     let meta: checkpoint::CheckpointMeta = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     let mut w = checkpoint::load_weights(&dir.join("model.bpk"), &meta.model).unwrap();
     w.tensors[0].data[0] = f32::from_bits(w.tensors[0].data[0].to_bits() + 1);
-    checkpoint::save(&dir, &meta.model, &w, &meta).unwrap();
+    checkpoint::save(dir, &meta.model, &w, &meta).unwrap();
 }
 
 #[test]
@@ -1519,11 +1533,13 @@ fn an_output_folder_that_cannot_be_created_is_an_error_before_any_work() {
     assert!(e.contains("no config.json beside it") && !e.contains("training"), "{e}");
     assert!(!fresh.join("config.json").exists());
 
-    // conv-only settings on a dense net
+    // conv-only settings on a dense net, and an image-only one on a table
     for flag in [&["--bn", "pool"][..], &["--no-augment"], &["--no-one-cycle"]] {
         let e = run_fail(&[&base[..], &["--data-dir", d], flag].concat());
         assert!(e.contains(flag[0]) && e.contains("applies to the conv nets"), "{e}");
     }
+    let e = run_fail(&[&base[..], &["--data-dir", d, "--eval-limit", "50"]].concat());
+    assert!(e.contains("--eval-limit") && e.contains("scored whole"), "{e}");
 
     // seeds past u32
     let e = run_fail(&[&base[..], &["--data-dir", d, "--seed", "4294967295", "--seeds", "3"]].concat());

@@ -196,6 +196,7 @@ fn train_or_load(config: &Config, dataset: &Dataset, spec: &ModelSpec, compute: 
         rescale: config.rescale,
         bn: spec.kind.is_conv().then_some(config.bn),
         from: checkpoint::key(spec, dataset, &start_settings, config.seed),
+        from_sha256: start.sha256(),
     };
     let settings = TrainSettings {
         epochs: choice.epochs,

@@ -32,9 +32,15 @@ pub struct CheckpointMeta {
     pub weights_sha256: String,
 }
 
-/// The cache key: sha256 over everything that decides the trained weights.
-/// The split seed is the training's seed unless --init-seed set another; then
-/// it is hashed too (keys of runs without --init-seed stay as they were).
+/// The cache key: sha256 over the settings and data that decide the trained
+/// weights. The split seed is the training's seed unless --init-seed set
+/// another; then it is hashed too (keys of runs without --init-seed stay as
+/// they were). Not the device or the machine: a checkpoint is one net, which a
+/// sweep on any device scores (a GPU sweep scores the very net a CPU run
+/// trained, which is how the two are compared). Another device or a CPU with
+/// other caches would train other weights; meta.json records where it
+/// trained, the log and report say so on reuse, and --retrain or another
+/// --checkpoint-dir trains anew here.
 pub fn key(spec: &ModelSpec, dataset: &Dataset, settings: &TrainSettings, split_seed: u32) -> String {
     let mut material = serde_json::json!({
         "format": 4,

@@ -37,6 +37,11 @@ pub struct QatSettings {
     pub bn: Option<BnMode>,
     /// the key of the checkpoint the fine-tuning starts from
     pub from: String,
+    /// and the sha256 of its weights: a start trained again under the same
+    /// key to other weights (another machine) gets its own fine-tuning
+    /// (absent in checkpoints made before it was keyed)
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub from_sha256: String,
 }
 
 impl QatSettings {
@@ -101,6 +106,7 @@ mod tests {
             rescale: Rescale::None,
             bn: None,
             from: "k".into(),
+            from_sha256: String::new(),
         };
         assert_eq!(plain.describe(), "uniform-nearest at 2 bits (layer)");
         let all = QatSettings { granularity: Granularity::Channel, bias: BiasMode::Pool, clip: Some(Clip::Percentile(99.0)), rescale: Rescale::Gain, bn: Some(BnMode::Keep), ..plain };
