@@ -1165,6 +1165,24 @@ fn an_output_folder_is_continued_only_with_the_settings_that_made_it() {
     let stderr = String::from_utf8_lossy(&same.stderr);
     assert!(same.status.success() && stderr.contains("nothing left to score"), "{stderr}");
     assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), rows);
+    // a training setting given as its default's value continues a folder made
+    // with the default; another value does not
+    let defaulted = work.path().join("defaulted");
+    let sweep = |extra: &[&str]| {
+        sweep_gpu()
+            .args(common_args)
+            .args(["--bits", "2", "--methods", "uniform-nearest", "--data-dir", data.path().to_str().unwrap(), "--out", defaulted.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert!(sweep(&[]).status.success());
+    let o = sweep(&["--epochs", "10", "--batch-size", "16", "--lr", "0.001"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nothing left to score"), "{o:?}");
+    let o = sweep(&["--epochs", "9"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("epochs default (here 9)"), "{stderr}");
+
     // rows without a config.json beside them are refused before training,
     // and no config.json is written that would claim them
     std::fs::remove_file(out.join("config.json")).unwrap();

@@ -661,7 +661,7 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
             message: "this folder keeps its rows gzipped; `gunzip -k` it to continue the run here, or choose a new --out".into(),
         });
     }
-    let earlier = check_earlier_run(config, &dataset)?;
+    let earlier = check_earlier_run(config, &dataset, &spec)?;
     if spec.kind.is_conv() {
         // a full-size conv run on a CPU takes hours: say so before starting
         let total = grid.variants().len();
@@ -941,6 +941,10 @@ fn create_folder(path: &std::path::Path, flag: &str) -> Result<()> {
     Err(Error::Results { path: path.to_path_buf(), message })
 }
 
+/// Training settings that are absent when left to the model's default: a run
+/// that gives one as the default's value continues a folder made without it.
+const DEFAULTED_TRAINING_SETTINGS: [&str; 6] = ["epochs", "batch_size", "learning_rate", "weight_decay", "grad_clip", "dropout"];
+
 /// Settings that change nothing in results.csv: where things go, and how the
 /// work is batched.
 const SETTINGS_WITHOUT_EFFECT: [&str; 7] = ["out", "checkpoint_dir", "retrain", "variants_per_batch", "dry_run", "data_dir", "adapter"];
@@ -950,7 +954,7 @@ const SETTINGS_WITHOUT_EFFECT: [&str; 7] = ["out", "checkpoint_dir", "retrain", 
 /// results.csv. Checked before training, so that a mistyped --out costs nothing.
 /// Gives the earlier run's config.json, for [`check_same_weights`] once the
 /// weights are known.
-fn check_earlier_run(config: &Config, dataset: &Dataset) -> Result<Option<RunInfo>> {
+fn check_earlier_run(config: &Config, dataset: &Dataset, spec: &ModelSpec) -> Result<Option<RunInfo>> {
     let results = config.out.join("results.csv");
     if !results.is_file() {
         return Ok(None);
@@ -992,7 +996,16 @@ fn check_earlier_run(config: &Config, dataset: &Dataset) -> Result<Option<RunInf
     };
     // both ways: a setting left out when unset (init_seed) is in only one of them
     let keys: std::collections::BTreeSet<&String> = then.keys().chain(now.keys()).collect();
-    let differ: Vec<String> = keys.into_iter().filter(|k| then.get(*k) != now.get(*k)).map(|k| format!("{k} {} (here {})", show(then.get(k)), show(now.get(k)))).collect();
+    let differ: Vec<&String> = keys.into_iter().filter(|k| then.get(*k) != now.get(*k)).collect();
+    // a training setting given here as its default's value (--epochs 10 on a
+    // folder made with the default) is the same training: the model and the
+    // resolved settings the earlier run recorded are compared instead
+    let same_training = earlier.qat_start.is_none() && earlier.model == *spec && earlier.training == train_settings(config, dataset, spec);
+    let differ: Vec<String> = differ
+        .into_iter()
+        .filter(|k| !(same_training && DEFAULTED_TRAINING_SETTINGS.contains(&k.as_str())))
+        .map(|k| format!("{k} {} (here {})", show(then.get(k)), show(now.get(k))))
+        .collect();
     let resume = format!("continue it with its own settings (sweep-gpu --resume {})", config.out.display());
     if differ.is_empty() { Ok(Some(earlier)) } else { Err(refuse(format!("other settings: {}", differ.join(", ")), &resume)) }
 }
