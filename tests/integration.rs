@@ -1436,6 +1436,18 @@ fn two_shards_merged_equal_one_run() {
     let o = sweep_gpu().args(["merge", a.to_str().unwrap(), other.to_str().unwrap(), "--out", work.path().join("bad").to_str().unwrap()]).output().unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("another sweep"), "{}", String::from_utf8_lossy(&o.stderr));
+    // a shard run with another quantizer setting (--clip) is another sweep
+    let clipped = work.path().join("clipped");
+    let o = sweep_gpu()
+        .args(["--model", "mlp-simple", "--dataset", "mv", "--device", "cpu", "--bits", "2,5,9", "--seeds", "3", "--epochs", "1", "--scope", "each-layer", "--clip", "99"])
+        .args(["--data-dir", data.path().to_str().unwrap(), "--out", clipped.to_str().unwrap(), "--shard", "2/2"])
+        .args(["--checkpoint-dir", work.path().join("ckpt").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = sweep_gpu().args(["merge", a.to_str().unwrap(), clipped.to_str().unwrap(), "--out", work.path().join("bad4").to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("settings differ: clip"), "{stderr}");
     // a shard scored on a checkpoint trained again elsewhere (same key, other
     // weights) is refused too
     retrain_elsewhere(&work.path().join("ckpt"));

@@ -558,6 +558,15 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
             (limit / 2 / per_variant).max(1)
         }
     };
+    // and within the device's workgroups per dimension: the per-group sums
+    // dispatch one row per variant and group (quant::gpu::products, reduce)
+    let fits = match compute {
+        Compute::Gpu { ctx } => {
+            let groups = (0..plan.targets.len()).flat_map(|t| config.granularities.iter().map(move |&g| (t, g))).map(|(t, g)| plan.grouping(t, g).groups).max().unwrap_or(1);
+            fits.min((ctx.limits().max_compute_workgroups_per_dimension as usize / groups.max(1)).max(1))
+        }
+        Compute::Cpu { .. } => fits,
+    };
     let wanted = match (config.variants_per_batch, compute) {
         (Some(v), _) => v,
         // flex runs small matmuls faster one variant at a time than batched
@@ -571,7 +580,7 @@ fn prepare_on(config: &Config, spec: &ModelSpec, dataset: &Dataset, table: &data
     let mut notes = Vec::new();
     if config.variants_per_batch.is_some() && per_batch < wanted {
         notes.push(format!(
-            "--variants-per-batch {wanted} would not fit the adapter's {} MiB storage bindings: scoring {per_batch} variants per launch",
+            "--variants-per-batch {wanted} would not fit the adapter's {} MiB storage bindings or its dispatch limits: scoring {per_batch} variants per launch",
             limit >> 20
         ));
     }
@@ -775,11 +784,11 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
         }
         let t0 = Instant::now();
         // burn compiles (and on some devices tunes) kernels per tensor shape:
-        // on a GPU, a short last batch is padded to the usual size with copies
-        // of its last variant (their scores are dropped) instead of paying a
-        // new compilation
+        // on a GPU, a short batch is padded to the usual size with copies of
+        // its last variant (their scores are dropped) instead of paying a new
+        // compilation. The WGSL scorer takes any count as it is.
         let padded: Vec<Variant> = match &compute {
-            Compute::Gpu { .. } if batch.len() < per_batch && todo.len() >= per_batch && cap == per_batch => {
+            Compute::Gpu { .. } if wgsl.is_none() && batch.len() < per_batch && todo.len() >= per_batch && cap == per_batch => {
                 let mut p = batch.to_vec();
                 p.resize(per_batch, batch[batch.len() - 1].clone());
                 p
@@ -819,7 +828,9 @@ pub fn run(config: &Config, progress: &Progress) -> Result<Outcome> {
     }
     bar.finish_and_clear();
     let scoring_seconds = started.elapsed().as_secs_f64();
-    if todo.is_empty() {
+    if variants.is_empty() {
+        progress.log(&format!("this shard has no variants: the grid's {} are fewer than its shards", grid.variants().len()));
+    } else if todo.is_empty() {
         progress.log(&format!("nothing left to score: all {} variants were in {} already", variants.len(), results_path.display()));
     } else {
         let rate = todo.len() as f64 / scoring_seconds;
@@ -979,16 +990,29 @@ fn check_earlier_run(config: &Config, dataset: &Dataset, spec: &ModelSpec) -> Re
             &format!("point --data-dir at the files it used ({})", report::path_list(&earlier.dataset_files)),
         ));
     }
+    // a training setting given here as its default's value (--epochs 10 on a
+    // folder made with the default) is the same training: the model and the
+    // resolved settings the earlier run recorded are compared instead
+    let same_training = earlier.qat_start.is_none() && earlier.model == *spec && earlier.training == train_settings(config, dataset, spec);
+    let differ = settings_differ(&earlier.config, config, if same_training { &DEFAULTED_TRAINING_SETTINGS[..] } else { &[] });
+    let resume = format!("continue it with its own settings (sweep-gpu --resume {})", config.out.display());
+    if differ.is_empty() { Ok(Some(earlier)) } else { Err(refuse(format!("other settings: {}", differ.join(", ")), &resume)) }
+}
+
+/// The settings in which `then` and `now` differ, as `name then-value (here
+/// now-value)`: every field of [`Config`] but [`SETTINGS_WITHOUT_EFFECT`] and
+/// `also_ignored`.
+fn settings_differ(then: &Config, now: &Config, also_ignored: &[&str]) -> Vec<String> {
     let as_map = |c: &Config| match serde_json::to_value(c).expect("Config serialises") {
         serde_json::Value::Object(mut m) => {
-            for k in SETTINGS_WITHOUT_EFFECT {
-                m.remove(k);
+            for k in SETTINGS_WITHOUT_EFFECT.iter().chain(also_ignored) {
+                m.remove(*k);
             }
             m
         }
         _ => unreachable!("Config is a struct"),
     };
-    let (then, now) = (as_map(&earlier.config), as_map(config));
+    let (then, now) = (as_map(then), as_map(now));
     // null is a setting left to the model's default
     let show = |v: Option<&serde_json::Value>| match v {
         None | Some(serde_json::Value::Null) => "default".to_string(),
@@ -996,18 +1020,7 @@ fn check_earlier_run(config: &Config, dataset: &Dataset, spec: &ModelSpec) -> Re
     };
     // both ways: a setting left out when unset (init_seed) is in only one of them
     let keys: std::collections::BTreeSet<&String> = then.keys().chain(now.keys()).collect();
-    let differ: Vec<&String> = keys.into_iter().filter(|k| then.get(*k) != now.get(*k)).collect();
-    // a training setting given here as its default's value (--epochs 10 on a
-    // folder made with the default) is the same training: the model and the
-    // resolved settings the earlier run recorded are compared instead
-    let same_training = earlier.qat_start.is_none() && earlier.model == *spec && earlier.training == train_settings(config, dataset, spec);
-    let differ: Vec<String> = differ
-        .into_iter()
-        .filter(|k| !(same_training && DEFAULTED_TRAINING_SETTINGS.contains(&k.as_str())))
-        .map(|k| format!("{k} {} (here {})", show(then.get(k)), show(now.get(k))))
-        .collect();
-    let resume = format!("continue it with its own settings (sweep-gpu --resume {})", config.out.display());
-    if differ.is_empty() { Ok(Some(earlier)) } else { Err(refuse(format!("other settings: {}", differ.join(", ")), &resume)) }
+    keys.into_iter().filter(|k| then.get(*k) != now.get(*k)).map(|k| format!("{k} {} (here {})", show(then.get(k)), show(now.get(k)))).collect()
 }
 
 /// A folder's rows are continued only on the weights that scored them. The
@@ -1154,16 +1167,11 @@ pub fn merge(dirs: &[PathBuf], out: &std::path::Path) -> Result<Option<report::S
         if std::mem::replace(&mut seen[k as usize - 1], true) {
             return Err(err(dir, format!("shard {k}/{n} is given twice")));
         }
-        let same = info.config.model == first.config.model
-            && info.config.dataset == first.config.dataset
-            && info.grid == first.grid
-            && info.data_hash == first.data_hash
-            && info.training == first.training
-            && info.config.bias == first.config.bias
-            && info.config.bn == first.config.bn
-            && info.checkpoint.file_name() == first.checkpoint.file_name();
-        if !same {
-            return Err(err(dir, format!("belongs to another sweep than {} (model, dataset, grid, data, training or checkpoint differ)", dirs[0].display())));
+        let same = info.grid == first.grid && info.data_hash == first.data_hash && info.training == first.training && info.checkpoint.file_name() == first.checkpoint.file_name();
+        let settings = settings_differ(&first.config, &info.config, &["shard"]);
+        if !same || !settings.is_empty() {
+            let what = if settings.is_empty() { "grid, data, training or checkpoint differ".to_string() } else { format!("settings differ: {}", settings.join(", ")) };
+            return Err(err(dir, format!("belongs to another sweep than {} ({what})", dirs[0].display())));
         }
         if info.weights_sha256 != first.weights_sha256 {
             return Err(err(
@@ -1234,8 +1242,7 @@ fn check_merge_target(dirs: &[PathBuf], out: &std::path::Path, first: &RunInfo) 
     }
     let earlier_merge = report::read_info(out).is_ok_and(|i| {
         !i.merged_from.is_empty()
-            && i.config.model == first.config.model
-            && i.config.dataset == first.config.dataset
+            && settings_differ(&first.config, &i.config, &["shard"]).is_empty()
             && i.grid == first.grid
             && i.data_hash == first.data_hash
             && i.training == first.training
